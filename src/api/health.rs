@@ -1,0 +1,81 @@
+//! Health for Kubernetes (`/health/live`, `/health/ready`), a summary for people (`/health`),
+//! and `/manifest`. None of these waits behind inference.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::AppState;
+
+/// Liveness: the process answers. Never depends on models or dependencies, so a slow load or a
+/// down feature store does not get the pod restarted.
+pub async fn live() -> Json<Value> {
+    Json(json!({"status": "live"}))
+}
+
+/// Readiness: 200 only once every model is loaded and warmed up, 503 before and while draining.
+pub async fn ready(State(state): State<AppState>) -> Response {
+    match state.repository() {
+        Ok(_) => Json(json!({"status": "ready"})).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A JSON summary for humans: status, uptime, and each model version with the provider serving it.
+pub async fn summary(State(state): State<AppState>) -> Json<Value> {
+    let (status, models) = match state.repository() {
+        Ok(repository) => {
+            let models: Vec<Value> = repository
+                .models
+                .iter()
+                .flat_map(|(name, versions)| {
+                    let default = versions.default_version().entry.version.clone();
+                    versions.versions.values().map(move |m| {
+                        json!({
+                            "name": name,
+                            "version": m.entry.version,
+                            "default": m.entry.version == default,
+                            "task": m.entry.task_name(),
+                            "sha256": m.entry.onnx.sha256,
+                            "snapshot_id": m.entry.dataset.snapshot_id,
+                            "features": m.entry.feature_names.len(),
+                            "execution_provider": m.provider,
+                            "sessions": m.concurrency(),
+                        })
+                    })
+                })
+                .collect();
+            ("ready", models)
+        }
+        Err(ApiError::NotReady(reason)) if reason.contains("shutting") => ("shutting_down", vec![]),
+        Err(_) => ("loading", vec![]),
+    };
+    Json(json!({
+        "status": status,
+        "uptime_seconds": state.started_at().elapsed().as_secs_f64(),
+        "version": crate::BUILD_VERSION,
+        "git_commit": crate::BUILD_GIT_COMMIT,
+        "default_model": state.manifest.default_model,
+        "models": models,
+    }))
+}
+
+/// The manifest as training wrote it, plus which build serves it (`build.git_commit`, and the
+/// `IMAGE_TAG` the container was started with, if any).
+pub async fn manifest(State(state): State<AppState>) -> Response {
+    let mut body = state.manifest.raw.clone();
+    if let Value::Object(map) = &mut body {
+        map.insert(
+            "build".into(),
+            json!({
+                "version": crate::BUILD_VERSION,
+                "git_commit": crate::BUILD_GIT_COMMIT,
+                "image_tag": std::env::var("IMAGE_TAG").ok(),
+            }),
+        );
+    }
+    (StatusCode::OK, Json(body)).into_response()
+}

@@ -1,0 +1,588 @@
+//! Request bodies, parsed straight into the model's `f32` input buffer in feature order: no
+//! intermediate `Value` tree, no `String` per feature key. Every problem is reported as an
+//! [`ApiError`] naming the row and feature, not as a serde message.
+//!
+//! serde's error type cannot carry our structured errors, so the visitors park the precise
+//! error in [`Context::error`] and return a placeholder; [`parse_request`] swaps it back in.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use super::error::ApiError;
+use crate::model::{LoadedModel, Rows};
+
+/// A parsed `/predict` body.
+#[derive(Debug, PartialEq)]
+pub struct InferenceRequest {
+    /// The rows to score, in the model's feature order.
+    pub rows: Rows,
+}
+
+/// Parses a body for `model`, accepting at most `max_rows` rows.
+pub fn parse_request(
+    body: &[u8],
+    model: &LoadedModel,
+    max_rows: usize,
+) -> Result<InferenceRequest, ApiError> {
+    parse_with(
+        body,
+        &model.entry.feature_names,
+        &model.feature_index,
+        max_rows,
+    )
+}
+
+fn parse_with(
+    body: &[u8],
+    names: &[String],
+    index: &HashMap<String, usize>,
+    max_rows: usize,
+) -> Result<InferenceRequest, ApiError> {
+    let context = Context {
+        names,
+        index,
+        max_rows,
+        error: RefCell::new(None),
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let parsed = RequestSeed(&context)
+        .deserialize(&mut deserializer)
+        .and_then(|request| deserializer.end().map(|()| request));
+    match parsed {
+        Ok(Some(rows)) => Ok(InferenceRequest { rows }),
+        Ok(None) => Err(ApiError::MissingInstances),
+        Err(e) => Err(context
+            .error
+            .into_inner()
+            .unwrap_or_else(|| ApiError::InvalidJson(e.to_string()))),
+    }
+}
+
+struct Context<'m> {
+    names: &'m [String],
+    index: &'m HashMap<String, usize>,
+    max_rows: usize,
+    error: RefCell<Option<ApiError>>,
+}
+
+impl Context<'_> {
+    /// Parks `error` and returns the placeholder serde error that unwinds the parse.
+    fn fail<E: de::Error>(&self, error: ApiError) -> E {
+        *self.error.borrow_mut() = Some(error);
+        E::custom("see the parked error")
+    }
+
+    fn n_features(&self) -> usize {
+        self.names.len()
+    }
+}
+
+/// A JSON object key, borrowed from the body when it has no escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> de::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+/// What a JSON value is, for messages.
+fn kind_of_unexpected(u: &de::Unexpected) -> &'static str {
+    match u {
+        de::Unexpected::Bool(_) => "a boolean",
+        de::Unexpected::Str(_) => "a string",
+        de::Unexpected::Unit | de::Unexpected::Option => "null",
+        de::Unexpected::Seq => "an array",
+        de::Unexpected::Map => "an object",
+        _ => "a non-number",
+    }
+}
+
+/// The top-level object.
+struct RequestSeed<'c, 'm>(&'c Context<'m>);
+
+impl<'de> DeserializeSeed<'de> for RequestSeed<'_, '_> {
+    type Value = Option<Rows>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RequestSeed<'_, '_> {
+    type Value = Option<Rows>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object with 'instances'")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let context = self.0;
+        let mut rows = None;
+        while let Some(Key(key)) = map.next_key::<Key>()? {
+            match key.as_ref() {
+                "instances" if rows.is_some() => {
+                    return Err(context.fail(ApiError::InvalidField {
+                        field: "instances",
+                        reason: "given twice".into(),
+                    }))
+                }
+                "instances" => rows = Some(map.next_value_seed(InstancesSeed(context))?),
+                other => return Err(context.fail(ApiError::UnknownField(other.to_string()))),
+            }
+        }
+        Ok(rows)
+    }
+}
+
+/// `instances`: a list of rows.
+struct InstancesSeed<'c, 'm>(&'c Context<'m>);
+
+impl<'de> DeserializeSeed<'de> for InstancesSeed<'_, '_> {
+    type Value = Rows;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Rows, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for InstancesSeed<'_, '_> {
+    type Value = Rows;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of rows")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Rows, A::Error> {
+        let context = self.0;
+        let width = context.n_features();
+        let mut data =
+            Vec::with_capacity(seq.size_hint().unwrap_or(1).min(context.max_rows) * width);
+        let mut row = 0;
+        loop {
+            if row == context.max_rows {
+                if seq.next_element::<IgnoredAny>()?.is_some() {
+                    return Err(context.fail(ApiError::TooManyRows {
+                        limit: context.max_rows,
+                    }));
+                }
+                break;
+            }
+            let seed = RowSeed {
+                context,
+                row,
+                data: &mut data,
+            };
+            if seq.next_element_seed(seed)?.is_none() {
+                break;
+            }
+            row += 1;
+        }
+        if row == 0 {
+            return Err(context.fail(ApiError::EmptyInstances));
+        }
+        Ok(Rows::new(data, width))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Rows, A::Error> {
+        Err(self.0.fail(not_a_list()))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Rows, E> {
+        Err(self.0.fail(not_a_list()))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Rows, E> {
+        Err(self.0.fail(not_a_list()))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Rows, E> {
+        Err(self.0.fail(not_a_list()))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Rows, E> {
+        Err(self.0.fail(not_a_list()))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Rows, E> {
+        Err(self.0.fail(not_a_list()))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Rows, E> {
+        Err(self.0.fail(not_a_list()))
+    }
+}
+
+fn not_a_list() -> ApiError {
+    ApiError::InvalidField {
+        field: "instances",
+        reason: "must be a list of rows".into(),
+    }
+}
+
+/// One row, appended to `data`: an object by feature name, or an array in model order.
+struct RowSeed<'c, 'm, 'd> {
+    context: &'c Context<'m>,
+    row: usize,
+    data: &'d mut Vec<f32>,
+}
+
+impl<'de> DeserializeSeed<'de> for RowSeed<'_, '_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl RowSeed<'_, '_, '_> {
+    fn invalid<E: de::Error>(self, got: &'static str) -> E {
+        self.context.fail(ApiError::InvalidRow {
+            row: self.row,
+            expected: self.context.n_features(),
+            got,
+        })
+    }
+}
+
+impl<'de> Visitor<'de> for RowSeed<'_, '_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a row")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let context = self.context;
+        let start = self.data.len();
+        // NaN marks "not given yet": a finite value is required for every feature, so a slot
+        // still NaN at the end is missing and a slot already finite is a duplicate.
+        self.data.resize(start + context.n_features(), f32::NAN);
+        let mut next = 0;
+        while let Some(Key(key)) = map.next_key::<Key>()? {
+            // Clients usually send features in model order: try the expected one first.
+            let column = match context.names.get(next) {
+                Some(name) if *name == *key => Some(next),
+                _ => context.index.get(key.as_ref()).copied(),
+            };
+            let Some(column) = column else {
+                return Err(context.fail(ApiError::UnknownFeature {
+                    row: self.row,
+                    name: key.into_owned(),
+                }));
+            };
+            if !self.data[start + column].is_nan() {
+                return Err(context.fail(ApiError::DuplicateFeature {
+                    row: self.row,
+                    name: key.into_owned(),
+                }));
+            }
+            self.data[start + column] = map.next_value_seed(NumberSeed {
+                context,
+                row: self.row,
+                column,
+            })?;
+            next = column + 1;
+        }
+        let missing: Vec<&str> = context
+            .names
+            .iter()
+            .zip(&self.data[start..])
+            .filter(|(_, v)| v.is_nan())
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if !missing.is_empty() {
+            return Err(context.fail(ApiError::MissingFeatures {
+                row: self.row,
+                names: missing.join(", "),
+            }));
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let context = self.context;
+        let width = context.n_features();
+        let mut got = 0;
+        while got < width {
+            let seed = NumberSeed {
+                context,
+                row: self.row,
+                column: got,
+            };
+            match seq.next_element_seed(seed)? {
+                Some(v) => self.data.push(v),
+                None => break,
+            }
+            got += 1;
+        }
+        while seq.next_element::<IgnoredAny>()?.is_some() {
+            got += 1;
+        }
+        if got != width {
+            return Err(context.fail(ApiError::WrongRowLength {
+                row: self.row,
+                expected: width,
+                got,
+            }));
+        }
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Err(self.invalid("a string"))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Err(self.invalid("a number"))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Err(self.invalid("a number"))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Err(self.invalid("a number"))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Err(self.invalid("a boolean"))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Err(self.invalid("null"))
+    }
+}
+
+/// One feature value: a finite number that fits float32.
+struct NumberSeed<'c, 'm> {
+    context: &'c Context<'m>,
+    row: usize,
+    column: usize,
+}
+
+impl NumberSeed<'_, '_> {
+    fn number<E: de::Error>(self, v: f64) -> Result<f32, E> {
+        let narrowed = v as f32;
+        if narrowed.is_finite() {
+            Ok(narrowed)
+        } else {
+            Err(self.context.fail(ApiError::NonFinite {
+                row: self.row,
+                feature: self.context.names[self.column].clone(),
+                value: v,
+            }))
+        }
+    }
+
+    fn not_a_number<E: de::Error>(self, got: de::Unexpected) -> E {
+        self.context.fail(ApiError::NonNumeric {
+            row: self.row,
+            feature: self.context.names[self.column].clone(),
+            got: kind_of_unexpected(&got),
+        })
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for NumberSeed<'_, '_> {
+    type Value = f32;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<f32, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NumberSeed<'_, '_> {
+    type Value = f32;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a number")
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<f32, E> {
+        self.number(v)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<f32, E> {
+        self.number(v as f64)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<f32, E> {
+        self.number(v as f64)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<f32, E> {
+        Err(self.not_a_number(de::Unexpected::Str(v)))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<f32, E> {
+        Err(self.not_a_number(de::Unexpected::Bool(v)))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<f32, E> {
+        Err(self.not_a_number(de::Unexpected::Unit))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<f32, A::Error> {
+        Err(self.not_a_number(de::Unexpected::Seq))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<f32, A::Error> {
+        Err(self.not_a_number(de::Unexpected::Map))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str, max_rows: usize) -> Result<InferenceRequest, ApiError> {
+        let names: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let index = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i))
+            .collect();
+        parse_with(body.as_bytes(), &names, &index, max_rows)
+    }
+
+    #[test]
+    fn objects_in_any_order_and_arrays_fill_the_buffer_in_feature_order() {
+        let r = parse(
+            r#"{"instances": [{"c": 3, "a": 1.5, "b": -2}, [4, 5, 6e0], {"a": 7, "b": 8, "c": 9}]}"#,
+            10,
+        )
+        .unwrap();
+        assert_eq!(r.rows.n_rows, 3);
+        assert_eq!(
+            r.rows.data,
+            vec![1.5, -2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
+        );
+    }
+
+    #[test]
+    fn escaped_keys_still_match() {
+        let r = parse(r#"{"instances": [{"\u0061": 1, "b": 2, "c": 3}]}"#, 10).unwrap();
+        assert_eq!(r.rows.data, vec![1.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn values_round_like_numpy_float32_casts() {
+        let r = parse(r#"{"instances": [[0.1, 17.99, 1e-40]]}"#, 10).unwrap();
+        assert_eq!(
+            r.rows.data,
+            vec![0.1f64 as f32, 17.99f64 as f32, 1e-40f64 as f32]
+        );
+    }
+
+    #[test]
+    fn each_problem_is_named_with_its_row_and_feature() {
+        let cases: &[(&str, ApiError)] = &[
+            (
+                r#"{"instances": [{"a": 1, "b": 2, "c": 3, "d": 4}]}"#,
+                ApiError::UnknownFeature {
+                    row: 0,
+                    name: "d".into(),
+                },
+            ),
+            (
+                r#"{"instances": [[1,2,3], {"a": 1, "c": 3}]}"#,
+                ApiError::MissingFeatures {
+                    row: 1,
+                    names: "b".into(),
+                },
+            ),
+            (
+                r#"{"instances": [{"a": 1, "a": 2, "b": 2, "c": 3}]}"#,
+                ApiError::DuplicateFeature {
+                    row: 0,
+                    name: "a".into(),
+                },
+            ),
+            (
+                r#"{"instances": [[1, 2]]}"#,
+                ApiError::WrongRowLength {
+                    row: 0,
+                    expected: 3,
+                    got: 2,
+                },
+            ),
+            (
+                r#"{"instances": [[1, 2, 3, 4, 5]]}"#,
+                ApiError::WrongRowLength {
+                    row: 0,
+                    expected: 3,
+                    got: 5,
+                },
+            ),
+            (
+                r#"{"instances": [{"a": "1", "b": 2, "c": 3}]}"#,
+                ApiError::NonNumeric {
+                    row: 0,
+                    feature: "a".into(),
+                    got: "a string",
+                },
+            ),
+            (
+                r#"{"instances": [[1, null, 3]]}"#,
+                ApiError::NonNumeric {
+                    row: 0,
+                    feature: "b".into(),
+                    got: "null",
+                },
+            ),
+            (
+                r#"{"instances": [[1, 2, [3]]]}"#,
+                ApiError::NonNumeric {
+                    row: 0,
+                    feature: "c".into(),
+                    got: "an array",
+                },
+            ),
+            (
+                r#"{"instances": [[1, 2, 1e39]]}"#,
+                ApiError::NonFinite {
+                    row: 0,
+                    feature: "c".into(),
+                    value: 1e39,
+                },
+            ),
+            (r#"{"instances": []}"#, ApiError::EmptyInstances),
+            (
+                r#"{"instances": [[1,2,3],[1,2,3],[1,2,3]]}"#,
+                ApiError::TooManyRows { limit: 2 },
+            ),
+            (
+                r#"{"instances": {"a": 1}}"#,
+                ApiError::InvalidField {
+                    field: "instances",
+                    reason: "must be a list of rows".into(),
+                },
+            ),
+            (
+                r#"{"instances": [7]}"#,
+                ApiError::InvalidRow {
+                    row: 0,
+                    expected: 3,
+                    got: "a number",
+                },
+            ),
+            (r#"{"rows": []}"#, ApiError::UnknownField("rows".into())),
+            (r#"{}"#, ApiError::MissingInstances),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(&parse(body, 2).unwrap_err(), expected, "body: {body}");
+        }
+    }
+
+    #[test]
+    fn malformed_json_is_invalid_json() {
+        for body in [
+            "",
+            "{",
+            r#"{"instances": [[1,2,3]]} trailing"#,
+            "[1,2,3]",
+            r#"{"instances": [[1,2,1e999]]}"#,
+        ] {
+            assert_eq!(
+                parse(body, 2).unwrap_err().code(),
+                "invalid_json",
+                "body: {body}"
+            );
+        }
+    }
+}

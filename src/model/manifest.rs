@@ -1,0 +1,188 @@
+//! `manifest.json`: the record of what was trained, from which data and code, with which hash.
+//! The server trusts nothing it cannot check against it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::LoadError;
+
+/// The whole manifest: the parsed parts the server acts on, plus the raw JSON it serves back on
+/// `/manifest` untouched (so no field the training pipeline adds is ever lost).
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The model `/predict` serves when no model is named.
+    pub default_model: String,
+    /// One entry per model version.
+    pub models: Vec<ModelEntry>,
+    /// The file as written by training.
+    pub raw: serde_json::Value,
+}
+
+/// What a model is for; decides the shape of its predictions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// Outputs a label and class probabilities.
+    Classification,
+    /// Outputs one number.
+    Regression,
+}
+
+/// One model version as the manifest describes it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelEntry {
+    pub name: String,
+    pub version: String,
+    pub task: Task,
+    /// The version's folder, relative to the models directory.
+    pub path: String,
+    /// Model input columns, in order.
+    pub feature_names: Vec<String>,
+    /// Classifiers: label `i` is ONNX label value `i` and probability column `i`.
+    #[serde(default)]
+    pub class_labels: Vec<String>,
+    pub onnx: OnnxEntry,
+    #[serde(default)]
+    pub dataset: DatasetEntry,
+}
+
+/// The ONNX file and the tensor names the server reads and writes.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OnnxEntry {
+    pub file: String,
+    pub sha256: String,
+    /// The single float32 `[batch, features]` input.
+    pub input: String,
+    /// Role → tensor name: `label` and `probabilities` for classifiers, `value` for regressors.
+    pub outputs: BTreeMap<String, String>,
+}
+
+/// Where the training data came from; reported so every prediction can be traced to it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DatasetEntry {
+    #[serde(default)]
+    pub snapshot_id: String,
+}
+
+#[derive(Deserialize)]
+struct ManifestFile {
+    default_model: Option<String>,
+    models: Vec<ModelEntry>,
+}
+
+impl Manifest {
+    /// Reads and checks the manifest's own consistency (the model files are checked on load).
+    pub fn read(path: &Path) -> Result<Manifest, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|e| LoadError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        Self::parse(&text).map_err(|reason| LoadError::Manifest {
+            path: path.to_path_buf(),
+            reason,
+        })
+    }
+
+    /// Parses manifest text; the error says what is wrong in words.
+    pub fn parse(text: &str) -> Result<Manifest, String> {
+        let raw: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let file: ManifestFile = serde_json::from_value(raw.clone()).map_err(|e| e.to_string())?;
+        if file.models.is_empty() {
+            return Err("no models listed".into());
+        }
+        for entry in &file.models {
+            entry.check()?;
+        }
+        let default_model = file
+            .default_model
+            .unwrap_or_else(|| file.models[0].name.clone());
+        if !file.models.iter().any(|m| m.name == default_model) {
+            return Err(format!(
+                "default_model '{default_model}' is not among the models"
+            ));
+        }
+        Ok(Manifest {
+            default_model,
+            models: file.models,
+            raw,
+        })
+    }
+}
+
+impl ModelEntry {
+    /// The task as the manifest spells it.
+    pub fn task_name(&self) -> &'static str {
+        match self.task {
+            Task::Classification => "classification",
+            Task::Regression => "regression",
+        }
+    }
+
+    /// Checks that the entry can be served: roles present, names unique, version numeric.
+    fn check(&self) -> Result<(), String> {
+        let who = format!("model '{}' version '{}'", self.name, self.version);
+        if self.version.parse::<u64>().is_err() {
+            return Err(format!("{who}: version must be a whole number"));
+        }
+        if self.feature_names.is_empty() {
+            return Err(format!("{who}: feature_names is empty"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = self.feature_names.iter().find(|n| !seen.insert(n.as_str())) {
+            return Err(format!("{who}: feature '{dup}' listed twice"));
+        }
+        let roles: &[&str] = match self.task {
+            Task::Classification => &["label", "probabilities"],
+            Task::Regression => &["value"],
+        };
+        if let Some(missing) = roles.iter().find(|r| !self.onnx.outputs.contains_key(**r)) {
+            return Err(format!("{who}: onnx.outputs has no '{missing}'"));
+        }
+        if self.task == Task::Classification && self.class_labels.len() < 2 {
+            return Err(format!(
+                "{who}: a classifier needs at least two class_labels"
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(extra: &str) -> String {
+        format!(
+            r#"{{"models": [{{"name": "m", "version": "1", "task": "regression", "path": "m/1",
+            "feature_names": ["a", "b"], "onnx": {{"file": "model.onnx", "sha256": "00",
+            "input": "input", "outputs": {{"value": "variable"}}}}{extra}}}]}}"#
+        )
+    }
+
+    #[test]
+    fn parses_and_defaults_to_the_first_model() {
+        let m = Manifest::parse(&entry("")).unwrap();
+        assert_eq!(m.default_model, "m");
+        assert_eq!(m.models[0].feature_names, ["a", "b"]);
+        assert_eq!(m.raw["models"][0]["path"], "m/1");
+    }
+
+    #[test]
+    fn refuses_inconsistent_entries() {
+        let dup = entry("").replace(r#"["a", "b"]"#, r#"["a", "a"]"#);
+        assert!(Manifest::parse(&dup).unwrap_err().contains("listed twice"));
+        let bad_version = entry("").replace(r#""version": "1""#, r#""version": "v1""#);
+        assert!(Manifest::parse(&bad_version)
+            .unwrap_err()
+            .contains("whole number"));
+        let no_role = entry("").replace(r#""value""#, r#""score""#);
+        assert!(Manifest::parse(&no_role)
+            .unwrap_err()
+            .contains("no 'value'"));
+        assert!(Manifest::parse(r#"{"models": []}"#)
+            .unwrap_err()
+            .contains("no models"));
+    }
+}

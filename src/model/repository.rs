@@ -1,0 +1,180 @@
+//! The model repository: every version the manifest lists, loaded, checked and warmed up, and
+//! the lookup a request uses to find the one it names.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::manifest::{Manifest, ModelEntry};
+use super::runtime::Runtime;
+use super::{LoadError, LoadedModel, LookupError, Rows};
+use crate::config::ExecutionProviderChoice;
+
+/// How to build sessions; from the server configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    pub sessions_per_model: usize,
+    pub intra_op_threads: usize,
+    pub execution_provider: ExecutionProviderChoice,
+    pub warmup_runs: usize,
+}
+
+/// All versions of one model; the highest version answers when none is named.
+pub struct ModelVersions {
+    pub versions: BTreeMap<u64, Arc<LoadedModel>>,
+}
+
+impl ModelVersions {
+    /// The highest version.
+    pub fn default_version(&self) -> &Arc<LoadedModel> {
+        self.versions
+            .values()
+            .next_back()
+            .expect("a model has at least one version")
+    }
+}
+
+/// Every model the server serves.
+pub struct Repository {
+    pub manifest: Manifest,
+    pub models: BTreeMap<String, ModelVersions>,
+}
+
+impl Repository {
+    /// Loads every version in the manifest from `models_dir`: sha256 checked against the
+    /// manifest, sessions built, signature checked, warm-up run. Any failure stops the start.
+    pub fn load(
+        manifest: Manifest,
+        models_dir: &Path,
+        runtime: &Runtime,
+        options: LoadOptions,
+    ) -> Result<Repository, LoadError> {
+        let mut models: BTreeMap<String, ModelVersions> = BTreeMap::new();
+        for entry in &manifest.models {
+            let started = std::time::Instant::now();
+            let model = load_version(entry.clone(), models_dir, runtime, options)?;
+            tracing::info!(
+                model = %entry.name,
+                version = %entry.version,
+                sha256 = %entry.onnx.sha256,
+                provider = model.provider,
+                sessions = model.concurrency(),
+                load_ms = started.elapsed().as_millis() as u64,
+                "model loaded and warmed up"
+            );
+            let version: u64 = entry.version.parse().expect("checked by the manifest");
+            let versions = &mut models
+                .entry(entry.name.clone())
+                .or_insert_with(|| ModelVersions {
+                    versions: BTreeMap::new(),
+                })
+                .versions;
+            if versions.insert(version, Arc::new(model)).is_some() {
+                return Err(LoadError::Mismatch {
+                    model: entry.name.clone(),
+                    version: entry.version.clone(),
+                    reason: "listed twice in the manifest".into(),
+                });
+            }
+        }
+        Ok(Repository { manifest, models })
+    }
+
+    /// The model version a request names: `name` defaults to the manifest's default model,
+    /// `version` to the model's highest.
+    pub fn get(
+        &self,
+        name: Option<&str>,
+        version: Option<&str>,
+    ) -> Result<&Arc<LoadedModel>, LookupError> {
+        let name = name.unwrap_or(&self.manifest.default_model);
+        let versions = self
+            .models
+            .get(name)
+            .ok_or_else(|| LookupError::ModelNotFound {
+                name: name.to_string(),
+                available: self.models.keys().cloned().collect::<Vec<_>>().join(", "),
+            })?;
+        let Some(version) = version else {
+            return Ok(versions.default_version());
+        };
+        version
+            .parse::<u64>()
+            .ok()
+            .and_then(|v| versions.versions.get(&v))
+            .ok_or_else(|| LookupError::VersionNotFound {
+                name: name.to_string(),
+                version: version.to_string(),
+                available: versions
+                    .versions
+                    .keys()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+}
+
+/// The sha256 of a byte string, in lowercase hex as the manifest writes it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn load_version(
+    entry: ModelEntry,
+    models_dir: &Path,
+    runtime: &Runtime,
+    options: LoadOptions,
+) -> Result<LoadedModel, LoadError> {
+    let path = models_dir.join(&entry.path).join(&entry.onnx.file);
+    let bytes = std::fs::read(&path).map_err(|source| LoadError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let actual = sha256_hex(&bytes);
+    if !actual.eq_ignore_ascii_case(&entry.onnx.sha256) {
+        return Err(LoadError::Sha256Mismatch {
+            model: entry.name.clone(),
+            version: entry.version.clone(),
+            path,
+            expected: entry.onnx.sha256.clone(),
+            actual,
+        });
+    }
+    let mut sessions = Vec::with_capacity(options.sessions_per_model);
+    let mut provider = "cpu";
+    for _ in 0..options.sessions_per_model {
+        let (session, used) = runtime
+            .session(&bytes, options.intra_op_threads, options.execution_provider)
+            .map_err(|e| match e {
+                LoadError::Runtime(reason) => LoadError::Session {
+                    model: entry.name.clone(),
+                    version: entry.version.clone(),
+                    reason,
+                },
+                other => other,
+            })?;
+        sessions.push(session);
+        provider = used;
+    }
+    let model = LoadedModel::new(entry, sessions, provider)?;
+    warm_up(&model, options.warmup_runs)?;
+    Ok(model)
+}
+
+/// Runs the model on a row of zeros (and checks the output's shape): the first inference pays
+/// for ONNX Runtime's lazy allocations, so it must not be a client's.
+fn warm_up(model: &LoadedModel, runs: usize) -> Result<(), LoadError> {
+    let rows = Rows::new(vec![0.0; model.n_features()], model.n_features());
+    for _ in 0..runs.max(1) {
+        let output = model.infer(&rows).map_err(|source| LoadError::Warmup {
+            model: model.entry.name.clone(),
+            version: model.entry.version.clone(),
+            source,
+        })?;
+        debug_assert_eq!(output.len(), 1);
+    }
+    Ok(())
+}
