@@ -16,11 +16,11 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("request body exceeds the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
-    #[error("unknown field '{0}' (expected: instances)")]
+    #[error("unknown field '{0}' (expected: instances or entity_ids, and for /explain class, output, top_k)")]
     UnknownField(String),
     #[error("field '{field}': {reason}")]
     InvalidField { field: &'static str, reason: String },
-    #[error("the body has no 'instances'")]
+    #[error("the body has neither 'instances' nor 'entity_ids'")]
     MissingInstances,
     #[error("'instances' is empty: send at least one row")]
     EmptyInstances,

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::body::JsonBody;
 use super::error::ApiError;
-use super::request::parse_request;
+use super::request::{parse_request, RequestInput};
 use super::AppState;
 use crate::model::{LoadedModel, ModelOutput, Predictions, Rows};
 
@@ -47,7 +47,22 @@ async fn predict(
 ) -> Result<Response, ApiError> {
     let model = state.repository()?.get(name, version)?.clone();
     let request = parse_request(&body, &model, state.limits.max_request_rows)?;
-    let output = infer(model.clone(), request.rows).await?;
+    if let Some(field) = request.explain.first_given() {
+        return Err(ApiError::InvalidField {
+            field,
+            reason: "applies to /explain only".into(),
+        });
+    }
+    let rows = match request.input {
+        RequestInput::Rows(rows) => rows,
+        RequestInput::EntityIds(_) => {
+            return Err(ApiError::InvalidField {
+                field: "entity_ids",
+                reason: "no feature store is configured".into(),
+            })
+        }
+    };
+    let output = infer(model.clone(), rows).await?;
     Ok(json_response(&PredictResponse {
         model: ModelRef::of(&model),
         predictions: Predictions {

@@ -15,11 +15,57 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use super::error::ApiError;
 use crate::model::{LoadedModel, Rows};
 
-/// A parsed `/predict` body.
+/// A parsed `/predict` or `/explain` body.
 #[derive(Debug, PartialEq)]
 pub struct InferenceRequest {
-    /// The rows to score, in the model's feature order.
-    pub rows: Rows,
+    /// What to score: rows given inline, or entity ids to look up in the feature store.
+    pub input: RequestInput,
+    /// `/explain`'s options; `/predict` refuses them.
+    pub explain: ExplainOptions,
+}
+
+/// The rows of a request, before any feature-store lookup.
+#[derive(Debug, PartialEq)]
+pub enum RequestInput {
+    /// `instances`, in the model's feature order.
+    Rows(Rows),
+    /// `entity_ids`, in request order.
+    EntityIds(Vec<String>),
+}
+
+/// The output space an explanation is computed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputSpace {
+    /// Class probabilities (classifiers) or the predicted value (regressors).
+    Probability,
+    /// The raw score before a classifier's logistic/softmax post-transform.
+    Margin,
+}
+
+/// Options only `/explain` takes.
+#[derive(Debug, Default, PartialEq)]
+pub struct ExplainOptions {
+    /// Which class to explain (classifiers); default the predicted class.
+    pub class: Option<String>,
+    /// `"probability"` or `"margin"`.
+    pub output: Option<OutputSpace>,
+    /// Keep only the `top_k` largest attributions by magnitude.
+    pub top_k: Option<usize>,
+}
+
+impl ExplainOptions {
+    /// The first option given, for `/predict` to refuse by name.
+    pub fn first_given(&self) -> Option<&'static str> {
+        if self.class.is_some() {
+            Some("class")
+        } else if self.output.is_some() {
+            Some("output")
+        } else if self.top_k.is_some() {
+            Some("top_k")
+        } else {
+            None
+        }
+    }
 }
 
 /// Parses a body for `model`, accepting at most `max_rows` rows.
@@ -53,8 +99,7 @@ fn parse_with(
         .deserialize(&mut deserializer)
         .and_then(|request| deserializer.end().map(|()| request));
     match parsed {
-        Ok(Some(rows)) => Ok(InferenceRequest { rows }),
-        Ok(None) => Err(ApiError::MissingInstances),
+        Ok(request) => request,
         Err(e) => Err(context
             .error
             .into_inner()
@@ -118,36 +163,100 @@ fn kind_of_unexpected(u: &de::Unexpected) -> &'static str {
 /// The top-level object.
 struct RequestSeed<'c, 'm>(&'c Context<'m>);
 
+/// `Result` inside `Ok`: a body that parsed as JSON can still lack what it needs.
+type Parsed = Result<InferenceRequest, ApiError>;
+
 impl<'de> DeserializeSeed<'de> for RequestSeed<'_, '_> {
-    type Value = Option<Rows>;
+    type Value = Parsed;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for RequestSeed<'_, '_> {
-    type Value = Option<Rows>;
+    type Value = Parsed;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object with 'instances'")
+        f.write_str("a JSON object with 'instances' or 'entity_ids'")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Parsed, A::Error> {
         let context = self.0;
         let mut rows = None;
+        let mut entity_ids: Option<Vec<String>> = None;
+        let mut explain = ExplainOptions::default();
+        let mut seen: Vec<&'static str> = Vec::new();
         while let Some(Key(key)) = map.next_key::<Key>()? {
-            match key.as_ref() {
-                "instances" if rows.is_some() => {
-                    return Err(context.fail(ApiError::InvalidField {
-                        field: "instances",
-                        reason: "given twice".into(),
-                    }))
-                }
-                "instances" => rows = Some(map.next_value_seed(InstancesSeed(context))?),
+            let field = match key.as_ref() {
+                "instances" => "instances",
+                "entity_ids" => "entity_ids",
+                "class" => "class",
+                "output" => "output",
+                "top_k" => "top_k",
                 other => return Err(context.fail(ApiError::UnknownField(other.to_string()))),
+            };
+            if seen.contains(&field) {
+                return Err(context.fail(ApiError::InvalidField {
+                    field,
+                    reason: "given twice".into(),
+                }));
+            }
+            seen.push(field);
+            let invalid = |reason: &str| ApiError::InvalidField {
+                field,
+                reason: reason.into(),
+            };
+            match field {
+                "instances" => rows = Some(map.next_value_seed(InstancesSeed(context))?),
+                "entity_ids" => {
+                    let ids: Vec<serde_json::Value> = map.next_value()?;
+                    if ids.len() > context.max_rows {
+                        return Err(context.fail(ApiError::TooManyRows {
+                            limit: context.max_rows,
+                        }));
+                    }
+                    let ids = ids
+                        .into_iter()
+                        .map(|id| match id {
+                            serde_json::Value::String(s) if !s.is_empty() => Ok(s),
+                            _ => Err(invalid("every entity id must be a non-empty string")),
+                        })
+                        .collect::<Result<Vec<_>, _>>();
+                    match ids {
+                        Ok(ids) if ids.is_empty() => {
+                            return Err(context.fail(ApiError::EmptyInstances))
+                        }
+                        Ok(ids) => entity_ids = Some(ids),
+                        Err(e) => return Err(context.fail(e)),
+                    }
+                }
+                "class" => match map.next_value::<serde_json::Value>()? {
+                    serde_json::Value::String(s) => explain.class = Some(s),
+                    _ => return Err(context.fail(invalid("must be a class label (a string)"))),
+                },
+                "output" => match map.next_value::<serde_json::Value>()?.as_str() {
+                    Some("probability") => explain.output = Some(OutputSpace::Probability),
+                    Some("margin") => explain.output = Some(OutputSpace::Margin),
+                    _ => return Err(context.fail(invalid("must be \"probability\" or \"margin\""))),
+                },
+                _ => match map.next_value::<serde_json::Value>()?.as_u64() {
+                    Some(k) if k > 0 => explain.top_k = Some(k as usize),
+                    _ => return Err(context.fail(invalid("must be a positive integer"))),
+                },
             }
         }
-        Ok(rows)
+        let input = match (rows, entity_ids) {
+            (Some(_), Some(_)) => {
+                return Ok(Err(ApiError::InvalidField {
+                    field: "entity_ids",
+                    reason: "send either 'instances' or 'entity_ids', not both".into(),
+                }))
+            }
+            (Some(rows), None) => RequestInput::Rows(rows),
+            (None, Some(ids)) => RequestInput::EntityIds(ids),
+            (None, None) => return Ok(Err(ApiError::MissingInstances)),
+        };
+        Ok(Ok(InferenceRequest { input, explain }))
     }
 }
 
@@ -440,6 +549,57 @@ mod tests {
         parse_with(body.as_bytes(), &names, &index, max_rows)
     }
 
+    fn rows_of(r: InferenceRequest) -> Rows {
+        match r.input {
+            RequestInput::Rows(rows) => rows,
+            other => panic!("expected rows, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn entity_ids_and_explain_options() {
+        let r = parse(
+            r#"{"entity_ids": ["x-1", "x-2"], "class": "benign", "output": "margin", "top_k": 3}"#,
+            10,
+        )
+        .unwrap();
+        assert_eq!(
+            r.input,
+            RequestInput::EntityIds(vec!["x-1".into(), "x-2".into()])
+        );
+        assert_eq!(
+            r.explain,
+            ExplainOptions {
+                class: Some("benign".into()),
+                output: Some(OutputSpace::Margin),
+                top_k: Some(3)
+            }
+        );
+        assert_eq!(r.explain.first_given(), Some("class"));
+        let bad: &[(&str, &str)] = &[
+            (
+                r#"{"entity_ids": ["a"], "instances": [[1,2,3]]}"#,
+                "invalid_field",
+            ),
+            (r#"{"entity_ids": [1]}"#, "invalid_field"),
+            (r#"{"entity_ids": []}"#, "empty_instances"),
+            (r#"{"entity_ids": ["a","b","c"]}"#, "too_many_rows"),
+            (
+                r#"{"instances": [[1,2,3]], "output": "logit"}"#,
+                "invalid_field",
+            ),
+            (r#"{"instances": [[1,2,3]], "top_k": 0}"#, "invalid_field"),
+            (r#"{"instances": [[1,2,3]], "class": 1}"#, "invalid_field"),
+            (
+                r#"{"instances": [[1,2,3]], "instances": [[1,2,3]]}"#,
+                "invalid_field",
+            ),
+        ];
+        for (body, code) in bad {
+            assert_eq!(parse(body, 2).unwrap_err().code(), *code, "body: {body}");
+        }
+    }
+
     #[test]
     fn objects_in_any_order_and_arrays_fill_the_buffer_in_feature_order() {
         let r = parse(
@@ -447,9 +607,10 @@ mod tests {
             10,
         )
         .unwrap();
-        assert_eq!(r.rows.n_rows, 3);
+        let rows = rows_of(r);
+        assert_eq!(rows.n_rows, 3);
         assert_eq!(
-            r.rows.data,
+            rows.data,
             vec![1.5, -2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
         );
     }
@@ -457,14 +618,14 @@ mod tests {
     #[test]
     fn escaped_keys_still_match() {
         let r = parse(r#"{"instances": [{"\u0061": 1, "b": 2, "c": 3}]}"#, 10).unwrap();
-        assert_eq!(r.rows.data, vec![1.0, 2.0, 3.0]);
+        assert_eq!(rows_of(r).data, vec![1.0, 2.0, 3.0]);
     }
 
     #[test]
     fn values_round_like_numpy_float32_casts() {
         let r = parse(r#"{"instances": [[0.1, 17.99, 1e-40]]}"#, 10).unwrap();
         assert_eq!(
-            r.rows.data,
+            rows_of(r).data,
             vec![0.1f64 as f32, 17.99f64 as f32, 1e-40f64 as f32]
         );
     }

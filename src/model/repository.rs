@@ -145,7 +145,7 @@ fn load_version(
     }
     let mut sessions = Vec::with_capacity(options.sessions_per_model);
     let mut provider = "cpu";
-    for _ in 0..options.sessions_per_model {
+    for i in 0..options.sessions_per_model {
         let (session, used) = runtime
             .session(&bytes, options.intra_op_threads, options.execution_provider)
             .map_err(|e| match e {
@@ -156,8 +156,16 @@ fn load_version(
                 },
                 other => other,
             })?;
+        if let (0, Some(reason)) = (i, &used.fallback_reason) {
+            tracing::warn!(
+                model = %entry.name,
+                version = %entry.version,
+                reason = %reason,
+                "CUDA execution provider not used; falling back to CPU"
+            );
+        }
         sessions.push(session);
-        provider = used;
+        provider = used.name;
     }
     let model = LoadedModel::new(entry, sessions, provider)?;
     warm_up(&model, options.warmup_runs)?;

@@ -16,6 +16,23 @@ use crate::config::ExecutionProviderChoice;
 /// The provider that actually serves a model, reported in `/health`.
 pub type ProviderName = &'static str;
 
+/// The provider a session ended up on, and why it is not the one asked for, if it is not.
+#[derive(Debug, Clone)]
+pub struct ProviderChoice {
+    pub name: ProviderName,
+    /// Set when `auto` could not use CUDA and fell back to CPU.
+    pub fallback_reason: Option<String>,
+}
+
+impl ProviderChoice {
+    fn exactly(name: ProviderName) -> ProviderChoice {
+        ProviderChoice {
+            name,
+            fallback_reason: None,
+        }
+    }
+}
+
 /// The loaded ONNX Runtime library and its environment (only one may exist per process).
 #[derive(Clone)]
 pub struct Runtime {
@@ -51,7 +68,7 @@ impl Runtime {
         model_bytes: &[u8],
         intra_op_threads: usize,
         choice: ExecutionProviderChoice,
-    ) -> Result<(Session, ProviderName), LoadError> {
+    ) -> Result<(Session, ProviderChoice), LoadError> {
         let ort_err = |e: ort::Error<SessionBuilder>| LoadError::Runtime(e.to_string());
         let builder = Session::builder(&self.environment)
             .map_err(|e| LoadError::Runtime(e.to_string()))?
@@ -71,18 +88,24 @@ impl Runtime {
 fn select_provider(
     builder: SessionBuilder,
     choice: ExecutionProviderChoice,
-) -> Result<(SessionBuilder, ProviderName), LoadError> {
+) -> Result<(SessionBuilder, ProviderChoice), LoadError> {
     use ort::ep;
     if choice == ExecutionProviderChoice::Cpu {
-        return Ok((builder, "cpu"));
+        return Ok((builder, ProviderChoice::exactly("cpu")));
     }
     // error_on_failure: ort would otherwise skip a provider that fails to register silently,
     // and we could not tell which provider serves.
     match builder.with_execution_providers([ep::CUDA::default().build().error_on_failure()]) {
-        Ok(builder) => Ok((builder, "cuda")),
+        Ok(builder) => Ok((builder, ProviderChoice::exactly("cuda"))),
         Err(e) if choice == ExecutionProviderChoice::Auto => {
-            tracing::warn!(reason = %e.message(), "CUDA execution provider unavailable; falling back to CPU");
-            Ok((e.recover(), "cpu"))
+            let reason = e.message().to_string();
+            Ok((
+                e.recover(),
+                ProviderChoice {
+                    name: "cpu",
+                    fallback_reason: Some(reason),
+                },
+            ))
         }
         Err(e) => Err(LoadError::Runtime(format!(
             "--execution-provider cuda: the CUDA execution provider cannot be used: {}",
@@ -95,16 +118,19 @@ fn select_provider(
 fn select_provider(
     builder: SessionBuilder,
     choice: ExecutionProviderChoice,
-) -> Result<(SessionBuilder, ProviderName), LoadError> {
+) -> Result<(SessionBuilder, ProviderChoice), LoadError> {
     match choice {
         ExecutionProviderChoice::Cuda => Err(LoadError::Runtime(
             "--execution-provider cuda: this binary was built without the `cuda` feature".into(),
         )),
-        ExecutionProviderChoice::Auto => {
-            tracing::info!("built without the `cuda` feature; serving on CPU");
-            Ok((builder, "cpu"))
-        }
-        ExecutionProviderChoice::Cpu => Ok((builder, "cpu")),
+        ExecutionProviderChoice::Auto => Ok((
+            builder,
+            ProviderChoice {
+                name: "cpu",
+                fallback_reason: Some("built without the `cuda` feature".into()),
+            },
+        )),
+        ExecutionProviderChoice::Cpu => Ok((builder, ProviderChoice::exactly("cpu"))),
     }
 }
 

@@ -1,0 +1,268 @@
+//! Test harness: starts the real `ferrum-serve` binary on a free loopback port and speaks HTTP
+//! to it, so integration tests see exactly what a client would.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The repository root: default paths (models/, manifest.json) are relative to it.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// ONNX Runtime's library, fetched by scripts/fetch-onnxruntime.sh (the Makefile runs it).
+pub fn ort_dylib() -> PathBuf {
+    std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".ort/libonnxruntime.so"))
+}
+
+/// A running server process; killed on drop.
+pub struct Server {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    child: Child,
+    /// Every line the process wrote to stdout and stderr so far.
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+/// Builds the command for the server binary with test-friendly defaults (loopback, port 0).
+pub fn server_command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferrum-serve"));
+    command
+        .current_dir(repo_root())
+        .env("ORT_DYLIB_PATH", ort_dylib())
+        .env("LOG_FORMAT", "json")
+        .args(["--host", "127.0.0.1", "--port", "0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+impl Server {
+    /// Starts the server and waits until it listens (not until it is ready).
+    pub fn start(args: &[&str]) -> Server {
+        Self::spawn(server_command(args))
+    }
+
+    /// Starts the server and waits until `/health/ready` answers 200.
+    pub async fn start_ready(args: &[&str]) -> Server {
+        let server = Self::start(args);
+        server.wait_ready(Duration::from_secs(60)).await;
+        server
+    }
+
+    /// Spawns a prepared command and waits for its "listening" log line.
+    pub fn spawn(mut command: Command) -> Server {
+        let mut child = command.spawn().expect("start ferrum-serve");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (address_tx, address_rx) = std::sync::mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let logs = logs.clone();
+            let address_tx = address_tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let Ok(event) = serde_json::from_str::<Value>(&line) {
+                        if event["message"] == "listening" {
+                            let _ = address_tx.send(event["address"].as_str().unwrap().to_string());
+                        }
+                    }
+                    logs.lock().unwrap().push(line);
+                }
+            });
+        }
+        let address = match address_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(address) => address,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "server did not listen; logs:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Server {
+            base: format!("http://{address}"),
+            child,
+            logs,
+        }
+    }
+
+    /// Polls readiness until 200 or the deadline.
+    pub async fn wait_ready(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(r) = client().get(self.url("/health/ready")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server not ready in time; logs:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Full URL of a path.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POSTs JSON; returns status and parsed body.
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = client()
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        parse(response).await
+    }
+
+    /// POSTs raw bytes with a content type.
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+        let response = client()
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        parse(response).await
+    }
+
+    /// GETs a path; returns status and parsed body (Null if not JSON).
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        parse(client().get(self.url(path)).send().await.unwrap()).await
+    }
+
+    /// All log lines so far, joined.
+    pub fn log_text(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Sends a signal to the process (SIGTERM = 15).
+    pub fn signal(&self, signal: i32) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not exit in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the server to completion (for start-up failures): exit status and all output.
+pub fn run_to_exit(mut command: Command, timeout: Duration) -> (ExitStatus, String) {
+    let mut child = command.spawn().expect("start ferrum-serve");
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return (status, text);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("server did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A shared HTTP client.
+pub fn client() -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap()
+        })
+        .clone()
+}
+
+async fn parse(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// A model's training log rows.
+pub fn training_log(model: &str) -> Vec<Value> {
+    read_json(&repo_root().join(format!("models/{model}/1/training_log.json")))["rows"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Reads a JSON file.
+pub fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// Asserts two JSON values are equal, numbers within `tolerance`.
+pub fn assert_json_close(actual: &Value, expected: &Value, tolerance: f64, context: &str) {
+    match (actual, expected) {
+        (Value::Number(a), Value::Number(e)) => {
+            let (a, e) = (a.as_f64().unwrap(), e.as_f64().unwrap());
+            assert!(
+                (a - e).abs() <= tolerance,
+                "{context}: {a} != {e} (tolerance {tolerance})"
+            );
+        }
+        (Value::Object(a), Value::Object(e)) => {
+            let mut a_keys: Vec<_> = a.keys().collect();
+            let mut e_keys: Vec<_> = e.keys().collect();
+            a_keys.sort();
+            e_keys.sort();
+            assert_eq!(a_keys, e_keys, "{context}: keys differ");
+            for (k, v) in e {
+                assert_json_close(&a[k], v, tolerance, &format!("{context}.{k}"));
+            }
+        }
+        (Value::Array(a), Value::Array(e)) => {
+            assert_eq!(a.len(), e.len(), "{context}: lengths differ");
+            for (i, (x, y)) in a.iter().zip(e).enumerate() {
+                assert_json_close(x, y, tolerance, &format!("{context}[{i}]"));
+            }
+        }
+        _ => assert_eq!(actual, expected, "{context}"),
+    }
+}
