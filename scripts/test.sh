@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The whole test suite: what `make test` and CI run. Installs what it needs first, then
+# format and lint checks, Rust unit and integration tests (CPU build and `cuda` build), and
+# the Python reference checks against the real server binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export FERRUM_CACHE=${FERRUM_CACHE:-$HOME/.cache/ferrum-serve}
+export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$PWD/.ort/libonnxruntime.so}
+cargo=${CARGO:-cargo}
+target_dir=${CARGO_TARGET_DIR:-target}
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "ONNX Runtime library (pinned wheel, sha256-checked)"
+scripts/fetch-onnxruntime.sh .ort
+
+step "Python venv (hash-locked)"
+venv=$(scripts/python-env.sh requirements/dev.lock)
+
+step "cargo fmt --check"
+$cargo fmt --all -- --check
+
+step "cargo clippy -D warnings (CPU and cuda builds)"
+$cargo clippy --all-targets -- -D warnings
+$cargo clippy --all-targets --features cuda -- -D warnings
+
+step "cargo test (CPU build)"
+$cargo test --all-targets
+
+step "cargo test (cuda build: no GPU here, so the CPU fallback path)"
+$cargo test --features cuda --test execution_provider
+
+step "Python checks against the real server"
+$cargo build --bins
+export FERRUM_SERVE_BIN=$PWD/$target_dir/debug/ferrum-serve
+"$venv/bin/python" -m pytest tests/python -q -p no:cacheprovider
