@@ -143,7 +143,16 @@ impl IntoResponse for ApiError {
             error: self.to_string(),
             code: self.code(),
         };
-        (self.status(), axum::Json(body)).into_response()
+        let mut response = (self.status(), axum::Json(body)).into_response();
+        if matches!(self, ApiError::PayloadTooLarge { .. }) {
+            // The rest of the body is never read, so the connection cannot carry another
+            // request: tell the client not to reuse it.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }
 

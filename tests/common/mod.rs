@@ -38,8 +38,13 @@ pub fn server_command(args: &[&str]) -> Command {
         .current_dir(repo_root())
         .env("ORT_DYLIB_PATH", ort_dylib())
         .env("LOG_FORMAT", "json")
-        .args(["--host", "127.0.0.1", "--port", "0"])
-        .args(args)
+        .args(args);
+    for (flag, default) in [("--host", "127.0.0.1"), ("--port", "0")] {
+        if !args.contains(&flag) {
+            command.args([flag, default]);
+        }
+    }
+    command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
