@@ -31,7 +31,9 @@ async fn auto_falls_back_to_cpu_with_a_log_line_and_serves() {
         assert_eq!(reason, "built without the `cuda` feature");
     }
     let row = &training_log("breast-cancer")[0];
-    let (status, body) = server.post("/predict", &json!({"instances": [row["features"]]})).await;
+    let (status, body) = server
+        .post("/predict", &json!({"instances": [row["features"]]}))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(body["predictions"][0]["label"], row["prediction"]["label"]);
 }
@@ -58,7 +60,11 @@ fn cpu_is_exactly_cpu_without_fallback_noise() {
     let server = Server::spawn(command);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !server.log_text().contains("all models loaded") {
-        assert!(std::time::Instant::now() < deadline, "{}", server.log_text());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            server.log_text()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(!server.log_text().contains("falling back"));

@@ -18,7 +18,11 @@ impl RepoCopy {
     fn new() -> RepoCopy {
         let dir = tempfile::tempdir().unwrap();
         copy_dir(&repo_root().join("models"), &dir.path().join("models"));
-        std::fs::copy(repo_root().join("manifest.json"), dir.path().join("manifest.json")).unwrap();
+        std::fs::copy(
+            repo_root().join("manifest.json"),
+            dir.path().join("manifest.json"),
+        )
+        .unwrap();
         RepoCopy { dir }
     }
 
@@ -31,7 +35,11 @@ impl RepoCopy {
     }
 
     fn write_manifest(&self, manifest: &Value) {
-        std::fs::write(self.path("manifest.json"), serde_json::to_vec_pretty(manifest).unwrap()).unwrap();
+        std::fs::write(
+            self.path("manifest.json"),
+            serde_json::to_vec_pretty(manifest).unwrap(),
+        )
+        .unwrap();
     }
 
     fn args(&self) -> Vec<String> {
@@ -48,7 +56,10 @@ impl RepoCopy {
         let args = self.args();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (status, output) = run_to_exit(server_command(&args), Duration::from_secs(30));
-        assert!(!status.success(), "the server should refuse to start; output:\n{output}");
+        assert!(
+            !status.success(),
+            "the server should refuse to start; output:\n{output}"
+        );
         output
     }
 }
@@ -67,7 +78,12 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn model_index(manifest: &Value, name: &str) -> usize {
-    manifest["models"].as_array().unwrap().iter().position(|m| m["name"] == name).unwrap()
+    manifest["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|m| m["name"] == name)
+        .unwrap()
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -84,8 +100,14 @@ fn a_corrupted_model_file_is_refused_by_its_sha256() {
     bytes[middle] ^= 0xff;
     std::fs::write(&file, &bytes).unwrap();
     let output = repo.start_and_fail();
-    assert!(output.contains("error: model 'diabetes' version '1'"), "{output}");
-    assert!(output.contains("has sha256") && output.contains("but the manifest says"), "{output}");
+    assert!(
+        output.contains("error: model 'diabetes' version '1'"),
+        "{output}"
+    );
+    assert!(
+        output.contains("has sha256") && output.contains("but the manifest says"),
+        "{output}"
+    );
 }
 
 #[test]
@@ -98,7 +120,10 @@ fn a_garbage_model_whose_hash_was_updated_is_refused_by_onnx_runtime() {
     manifest["models"][i]["onnx"]["sha256"] = json!(sha256_hex(&garbage));
     repo.write_manifest(&manifest);
     let output = repo.start_and_fail();
-    assert!(output.contains("ONNX Runtime cannot load the model"), "{output}");
+    assert!(
+        output.contains("ONNX Runtime cannot load the model"),
+        "{output}"
+    );
 }
 
 #[test]
@@ -106,17 +131,29 @@ fn a_manifest_that_disagrees_with_the_model_is_refused() {
     let repo = RepoCopy::new();
     let mut manifest = repo.manifest();
     let i = model_index(&manifest, "breast-cancer");
-    manifest["models"][i]["feature_names"].as_array_mut().unwrap().pop();
+    manifest["models"][i]["feature_names"]
+        .as_array_mut()
+        .unwrap()
+        .pop();
     repo.write_manifest(&manifest);
     let output = repo.start_and_fail();
-    assert!(output.contains("the ONNX input takes 30 features, the manifest lists 29"), "{output}");
+    assert!(
+        output.contains("the ONNX input takes 30 features, the manifest lists 29"),
+        "{output}"
+    );
 
     let mut manifest = repo.manifest();
-    manifest["models"][i]["feature_names"].as_array_mut().unwrap().push(json!("worst_fractal_dimension"));
+    manifest["models"][i]["feature_names"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("worst_fractal_dimension"));
     manifest["models"][i]["onnx"]["outputs"]["probabilities"] = json!("scores");
     repo.write_manifest(&manifest);
     let output = repo.start_and_fail();
-    assert!(output.contains("output 'scores' (probabilities) is not in the ONNX model"), "{output}");
+    assert!(
+        output.contains("output 'scores' (probabilities) is not in the ONNX model"),
+        "{output}"
+    );
 }
 
 #[test]
@@ -124,19 +161,28 @@ fn missing_files_and_a_taken_port_are_one_line_errors() {
     let repo = RepoCopy::new();
     std::fs::remove_file(repo.path("models/diabetes/1/model.onnx")).unwrap();
     let output = repo.start_and_fail();
-    assert!(output.contains("error: cannot read") && output.contains("model.onnx"), "{output}");
+    assert!(
+        output.contains("error: cannot read") && output.contains("model.onnx"),
+        "{output}"
+    );
 
     let mut command = server_command(&[]);
     command.env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so");
     let (status, output) = run_to_exit(command, Duration::from_secs(30));
     assert!(!status.success());
-    assert!(output.contains("error: ONNX Runtime library not found at /nonexistent"), "{output}");
+    assert!(
+        output.contains("error: ONNX Runtime library not found at /nonexistent"),
+        "{output}"
+    );
 
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let (status, output) = run_to_exit(server_command(&["--port", &port]), Duration::from_secs(30));
     assert!(!status.success());
-    assert!(output.contains(&format!("error: cannot listen on 127.0.0.1:{port}")), "{output}");
+    assert!(
+        output.contains(&format!("error: cannot listen on 127.0.0.1:{port}")),
+        "{output}"
+    );
 }
 
 /// Readiness is 503 (with liveness 200 and predictions refused) until warm-up completes.
@@ -145,17 +191,31 @@ async fn not_ready_until_warm_up_completes() {
     // Enough warm-up runs to take a few seconds, so the first probes land during it.
     let server = Server::start(&["--warmup-runs", "150000"]);
     let (status, body) = server.get("/health/ready").await;
-    assert_eq!((status, body["code"].as_str()), (503, Some("not_ready")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("not_ready")),
+        "{body}"
+    );
     let (status, _) = server.get("/health/live").await;
     assert_eq!(status, 200);
     let (_, health) = server.get("/health").await;
     assert_eq!(health["status"], "loading");
     let row = &training_log("diabetes")[0];
-    let (status, body) = server.post("/models/diabetes/predict", &json!({"instances": [row["features"]]})).await;
+    let (status, body) = server
+        .post(
+            "/models/diabetes/predict",
+            &json!({"instances": [row["features"]]}),
+        )
+        .await;
     assert_eq!((status, body["code"].as_str()), (503, Some("not_ready")));
 
     server.wait_ready(Duration::from_secs(120)).await;
-    let (status, body) = server.post("/models/diabetes/predict", &json!({"instances": [row["features"]]})).await;
+    let (status, body) = server
+        .post(
+            "/models/diabetes/predict",
+            &json!({"instances": [row["features"]]}),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(body["predictions"][0], row["prediction"]);
 }
@@ -164,7 +224,10 @@ async fn not_ready_until_warm_up_completes() {
 #[tokio::test]
 async fn every_version_is_served_and_the_highest_is_the_default() {
     let repo = RepoCopy::new();
-    copy_dir(&repo.path("models/breast-cancer/1"), &repo.path("models/breast-cancer/2"));
+    copy_dir(
+        &repo.path("models/breast-cancer/1"),
+        &repo.path("models/breast-cancer/2"),
+    );
     let mut manifest = repo.manifest();
     let i = model_index(&manifest, "breast-cancer");
     let mut v2 = manifest["models"][i].clone();
@@ -195,9 +258,17 @@ async fn every_version_is_served_and_the_highest_is_the_default() {
         .unwrap()
         .iter()
         .filter(|m| m["name"] == "breast-cancer")
-        .map(|m| (m["version"].as_str().unwrap().to_string(), m["default"].as_bool().unwrap()))
+        .map(|m| {
+            (
+                m["version"].as_str().unwrap().to_string(),
+                m["default"].as_bool().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(versions, vec![("1".to_string(), false), ("2".to_string(), true)]);
+    assert_eq!(
+        versions,
+        vec![("1".to_string(), false), ("2".to_string(), true)]
+    );
 }
 
 /// SIGTERM: readiness fails, the process exits 0.
@@ -211,6 +282,15 @@ async fn sigterm_shuts_down_cleanly() {
     })
     .await
     .unwrap();
-    assert!(status.0.success(), "exit {:?}; logs:\n{}", status.0, status.1);
-    assert!(status.1.contains("shutdown signal received"), "{}", status.1);
+    assert!(
+        status.0.success(),
+        "exit {:?}; logs:\n{}",
+        status.0,
+        status.1
+    );
+    assert!(
+        status.1.contains("shutdown signal received"),
+        "{}",
+        status.1
+    );
 }

@@ -25,57 +25,181 @@ fn without_feature(name: &str) -> Value {
 /// (body, status, code, a fragment the message must contain).
 fn json_cases() -> Vec<(Value, u16, &'static str, &'static str)> {
     vec![
-        (json!({"instances": [with_feature("mean_colour", json!(1.0))]}), 422, "unknown_feature", "unknown feature 'mean_colour'"),
-        (json!({"instances": [good_row(), without_feature("worst_area")]}), 422, "missing_feature", "instances[1]: missing features: worst_area"),
-        (json!({"instances": [[1.0, 2.0, 3.0]]}), 422, "wrong_row_length", "expected 30 values"),
-        (json!({"instances": [with_feature("mean_radius", json!("13.5"))]}), 422, "non_numeric_value", "instances[0].mean_radius: expected a number, got a string"),
-        (json!({"instances": [with_feature("mean_radius", Value::Null)]}), 422, "non_numeric_value", "got null"),
-        (json!({"instances": [with_feature("mean_radius", json!(1e300))]}), 422, "non_finite_value", "instances[0].mean_radius"),
-        (json!({"instances": []}), 422, "empty_instances", "at least one row"),
-        (json!({"instances": [good_row(), good_row(), good_row()]}), 422, "too_many_rows", "more than 2 rows"),
-        (json!({"instances": "all of them"}), 422, "invalid_field", "list of rows"),
-        (json!({"instances": [true]}), 422, "invalid_row", "instances[0]"),
-        (json!({"rows": [good_row()]}), 422, "unknown_field", "unknown field 'rows'"),
-        (json!({}), 422, "missing_instances", "neither 'instances' nor 'entity_ids'"),
-        (json!({"instances": [good_row()], "top_k": 3}), 422, "invalid_field", "/explain only"),
+        (
+            json!({"instances": [with_feature("mean_colour", json!(1.0))]}),
+            422,
+            "unknown_feature",
+            "unknown feature 'mean_colour'",
+        ),
+        (
+            json!({"instances": [good_row(), without_feature("worst_area")]}),
+            422,
+            "missing_feature",
+            "instances[1]: missing features: worst_area",
+        ),
+        (
+            json!({"instances": [[1.0, 2.0, 3.0]]}),
+            422,
+            "wrong_row_length",
+            "expected 30 values",
+        ),
+        (
+            json!({"instances": [with_feature("mean_radius", json!("13.5"))]}),
+            422,
+            "non_numeric_value",
+            "instances[0].mean_radius: expected a number, got a string",
+        ),
+        (
+            json!({"instances": [with_feature("mean_radius", Value::Null)]}),
+            422,
+            "non_numeric_value",
+            "got null",
+        ),
+        (
+            json!({"instances": [with_feature("mean_radius", json!(1e300))]}),
+            422,
+            "non_finite_value",
+            "instances[0].mean_radius",
+        ),
+        (
+            json!({"instances": []}),
+            422,
+            "empty_instances",
+            "at least one row",
+        ),
+        (
+            json!({"instances": [good_row(), good_row(), good_row()]}),
+            422,
+            "too_many_rows",
+            "more than 2 rows",
+        ),
+        (
+            json!({"instances": "all of them"}),
+            422,
+            "invalid_field",
+            "list of rows",
+        ),
+        (
+            json!({"instances": [true]}),
+            422,
+            "invalid_row",
+            "instances[0]",
+        ),
+        (
+            json!({"rows": [good_row()]}),
+            422,
+            "unknown_field",
+            "unknown field 'rows'",
+        ),
+        (
+            json!({}),
+            422,
+            "missing_instances",
+            "neither 'instances' nor 'entity_ids'",
+        ),
+        (
+            json!({"instances": [good_row()], "top_k": 3}),
+            422,
+            "invalid_field",
+            "/explain only",
+        ),
     ]
 }
 
 #[tokio::test]
 async fn each_validation_error_has_its_status_code_and_names_the_field() {
-    let server = Server::start_ready(&["--max-request-rows", "2", "--max-body-bytes", "65536"]).await;
+    let server =
+        Server::start_ready(&["--max-request-rows", "2", "--max-body-bytes", "65536"]).await;
     for (body, status, code, fragment) in json_cases() {
         let (got_status, got) = server.post("/predict", &body).await;
-        assert_eq!((got_status, got["code"].as_str()), (status, Some(code)), "body {body} gave {got}");
+        assert_eq!(
+            (got_status, got["code"].as_str()),
+            (status, Some(code)),
+            "body {body} gave {got}"
+        );
         let message = got["error"].as_str().unwrap();
-        assert!(message.contains(fragment), "'{message}' should contain '{fragment}'");
+        assert!(
+            message.contains(fragment),
+            "'{message}' should contain '{fragment}'"
+        );
     }
 
     let raw_cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
-        ("application/json", b"{\"instances\": [".to_vec(), 400, "invalid_json"),
-        ("application/json", b"{\"instances\": [[NaN]]}".to_vec(), 400, "invalid_json"),
-        ("application/json", vec![0xff, 0xfe, b'{'], 400, "invalid_json"),
+        (
+            "application/json",
+            b"{\"instances\": [".to_vec(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "application/json",
+            b"{\"instances\": [[NaN]]}".to_vec(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "application/json",
+            vec![0xff, 0xfe, b'{'],
+            400,
+            "invalid_json",
+        ),
         ("text/plain", b"{}".to_vec(), 415, "unsupported_media_type"),
-        ("application/json", vec![b' '; 70_000], 413, "payload_too_large"),
+        (
+            "application/json",
+            vec![b' '; 70_000],
+            413,
+            "payload_too_large",
+        ),
     ];
     for (content_type, body, status, code) in raw_cases {
         let (got_status, got) = server.post_raw("/predict", content_type, body).await;
-        assert_eq!((got_status, got["code"].as_str()), (status, Some(code)), "{got}");
+        assert_eq!(
+            (got_status, got["code"].as_str()),
+            (status, Some(code)),
+            "{got}"
+        );
     }
 
-    let (status, got) = server.post("/models/no-such-model/predict", &json!({"instances": [good_row()]})).await;
-    assert_eq!((status, got["code"].as_str()), (404, Some("model_not_found")));
-    assert!(got["error"].as_str().unwrap().contains("breast-cancer, diabetes"), "{got}");
-    let (status, got) = server.post("/models/breast-cancer/versions/7/predict", &json!({"instances": [good_row()]})).await;
-    assert_eq!((status, got["code"].as_str()), (404, Some("version_not_found")));
+    let (status, got) = server
+        .post(
+            "/models/no-such-model/predict",
+            &json!({"instances": [good_row()]}),
+        )
+        .await;
+    assert_eq!(
+        (status, got["code"].as_str()),
+        (404, Some("model_not_found"))
+    );
+    assert!(
+        got["error"]
+            .as_str()
+            .unwrap()
+            .contains("breast-cancer, diabetes"),
+        "{got}"
+    );
+    let (status, got) = server
+        .post(
+            "/models/breast-cancer/versions/7/predict",
+            &json!({"instances": [good_row()]}),
+        )
+        .await;
+    assert_eq!(
+        (status, got["code"].as_str()),
+        (404, Some("version_not_found"))
+    );
     let (status, got) = server.get("/no/such/route").await;
     assert_eq!((status, got["code"].as_str()), (404, Some("not_found")));
     let (status, got) = server.get("/predict").await;
-    assert_eq!((status, got["code"].as_str()), (405, Some("method_not_allowed")));
+    assert_eq!(
+        (status, got["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
 
     // After all that, the server still serves the right answer.
     let row = &training_log("breast-cancer")[0];
-    let (status, got) = server.post("/predict", &json!({"instances": [row["features"]]})).await;
+    let (status, got) = server
+        .post("/predict", &json!({"instances": [row["features"]]}))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(got["predictions"][0]["label"], row["prediction"]["label"]);
     assert!(!server.log_text().contains("panicked"));
@@ -105,5 +229,8 @@ async fn chunked_bodies_are_bounded_too() {
     .await
     .unwrap();
     assert!(response.starts_with("HTTP/1.1 413"), "{response}");
-    assert!(response.contains(r#""code":"payload_too_large""#), "{response}");
+    assert!(
+        response.contains(r#""code":"payload_too_large""#),
+        "{response}"
+    );
 }

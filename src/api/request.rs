@@ -751,10 +751,17 @@ mod tests {
 
     #[test]
     fn nan_and_infinity_tokens_are_called_out() {
-        for body in [r#"{"instances": [[1, NaN, 3]]}"#, r#"{"instances": [[1, 2, -Infinity]]}"#, "{\n\"instances\": [[Infinity, 2, 3]]}"] {
+        for body in [
+            r#"{"instances": [[1, NaN, 3]]}"#,
+            r#"{"instances": [[1, 2, -Infinity]]}"#,
+            "{\n\"instances\": [[Infinity, 2, 3]]}",
+        ] {
             let error = parse(body, 2).unwrap_err();
             assert_eq!(error.code(), "invalid_json");
-            assert!(error.to_string().contains("NaN and Infinity"), "{body}: {error}");
+            assert!(
+                error.to_string().contains("NaN and Infinity"),
+                "{body}: {error}"
+            );
         }
     }
 
