@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 use crate::api::{self, AppState, Limits};
 use crate::config::ServeArgs;
+use crate::features::FeatureStore;
 use crate::model::{LoadError, LoadOptions, Manifest, Repository, Runtime};
 
 /// Why the server stopped with an error.
@@ -24,6 +25,8 @@ pub enum ServeError {
     },
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("feature store: {0}")]
+    FeatureStore(String),
 }
 
 /// Runs the HTTP server until a shutdown signal, or returns the first start-up error.
@@ -31,6 +34,14 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     tracing::info!(config = %serde_json::to_string(&args).unwrap_or_default(), "effective configuration");
     let manifest = Manifest::read(&args.manifest)?;
     let runtime = Runtime::load(&args.ort_dylib_path)?;
+    // Before binding: a bad FEATURE_STORE_URI or unreadable snapshot stops the start with a
+    // clear message. A remote store is only checked in the background: being down is not
+    // a start-up error, it is a 503 per entity-id request until it is back.
+    let feature_store = FeatureStore::open(&args.feature_store, &manifest, &args.models_dir)
+        .await
+        .map(std::sync::Arc::new)
+        .map_err(ServeError::FeatureStore)?;
+    tracing::info!(uri = %feature_store.uri(), "feature store");
 
     let address = SocketAddr::new(args.host, args.port);
     let listener = TcpListener::bind(address)
@@ -44,6 +55,8 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         max_body_bytes: args.max_body_bytes,
     };
     let state = AppState::new(manifest.clone(), limits);
+    feature_store.spawn_monitor();
+    state.set_feature_store(feature_store);
     let load_failed = spawn_model_load(&args, manifest, runtime, state.clone());
 
     let server = axum::serve(listener, api::router(state.clone()))

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::features::FeatureError;
 use crate::model::{InferenceError, LookupError};
 
 /// Everything a request can fail with. Messages name the field or row and the problem.
@@ -68,6 +69,26 @@ pub enum ApiError {
     NotReady(&'static str),
     #[error("inference failed: {0}")]
     Inference(String),
+    /// `entity_ids` names an entity the feature store does not hold.
+    #[error("{0}")]
+    EntityNotFound(String),
+    /// The store has no usable value for a feature (NULL, not found, too old) and the
+    /// manifest documents no default.
+    #[error("{0}")]
+    FeatureMissing(String),
+    /// `entity_ids` sent, but lookups are off (`FEATURE_STORE_URI=none`, or no
+    /// `feature_store` block for the model).
+    #[error("{0}")]
+    FeatureStoreDisabled(String),
+    /// The feature store cannot be reached.
+    #[error("{0}")]
+    FeatureStoreUnavailable(String),
+    /// The feature store did not answer in time.
+    #[error("{0}")]
+    FeatureStoreTimeout(String),
+    /// The feature store answered with an error or something unusable.
+    #[error("{0}")]
+    FeatureStoreError(String),
 }
 
 impl ApiError {
@@ -90,7 +111,13 @@ impl ApiError {
             | MissingFeatures { .. }
             | WrongRowLength { .. }
             | NonNumeric { .. }
-            | NonFinite { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            | NonFinite { .. }
+            | FeatureMissing(_)
+            | FeatureStoreDisabled(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            EntityNotFound(_) => StatusCode::NOT_FOUND,
+            FeatureStoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            FeatureStoreTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            FeatureStoreError(_) => StatusCode::BAD_GATEWAY,
             ModelNotFound(_) | VersionNotFound(_) | RouteNotFound(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -123,6 +150,12 @@ impl ApiError {
             MethodNotAllowed(_) => "method_not_allowed",
             NotReady(_) => "not_ready",
             Inference(_) => "inference_failed",
+            EntityNotFound(_) => "entity_not_found",
+            FeatureMissing(_) => "feature_missing",
+            FeatureStoreDisabled(_) => "feature_store_disabled",
+            FeatureStoreUnavailable(_) => "feature_store_unavailable",
+            FeatureStoreTimeout(_) => "feature_store_timeout",
+            FeatureStoreError(_) => "feature_store_error",
         }
     }
 }
@@ -168,5 +201,19 @@ impl From<LookupError> for ApiError {
 impl From<InferenceError> for ApiError {
     fn from(e: InferenceError) -> Self {
         ApiError::Inference(e.to_string())
+    }
+}
+
+impl From<FeatureError> for ApiError {
+    fn from(e: FeatureError) -> Self {
+        let message = e.to_string();
+        match e {
+            FeatureError::Disabled(_) => ApiError::FeatureStoreDisabled(message),
+            FeatureError::EntityNotFound { .. } => ApiError::EntityNotFound(message),
+            FeatureError::FeatureMissing { .. } => ApiError::FeatureMissing(message),
+            FeatureError::Unavailable { .. } => ApiError::FeatureStoreUnavailable(message),
+            FeatureError::Timeout { .. } => ApiError::FeatureStoreTimeout(message),
+            FeatureError::StoreError(_) => ApiError::FeatureStoreError(message),
+        }
     }
 }

@@ -17,6 +17,7 @@ use axum::Router;
 
 pub use error::ApiError;
 
+use crate::features::FeatureStore;
 use crate::model::{Manifest, Repository};
 use crate::telemetry;
 
@@ -43,6 +44,8 @@ pub struct Inner {
     shutting_down: AtomicBool,
     /// For `/health`'s uptime.
     started: Instant,
+    /// Where `entity_ids` are looked up; set once at start (unset: lookups are off).
+    feature_store: OnceLock<Arc<FeatureStore>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -61,7 +64,24 @@ impl AppState {
             repository: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
+            feature_store: OnceLock::new(),
         }))
+    }
+
+    /// Installs the feature store entity-id requests use.
+    pub fn set_feature_store(&self, store: Arc<FeatureStore>) {
+        if self.feature_store.set(store).is_err() {
+            tracing::warn!("a feature store was already set; ignoring a second one");
+        }
+    }
+
+    /// The feature store; a disabled one if none was set, so lookups fail with a clear 4xx.
+    pub fn feature_store(&self) -> Arc<FeatureStore> {
+        static DISABLED: OnceLock<Arc<FeatureStore>> = OnceLock::new();
+        self.feature_store
+            .get()
+            .unwrap_or_else(|| DISABLED.get_or_init(|| Arc::new(FeatureStore::disabled())))
+            .clone()
     }
 
     /// Publishes the loaded models: from here on the server is ready.

@@ -92,6 +92,81 @@ pub struct ServeArgs {
     /// Log format: json (default) or text.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
+
+    /// Where `entity_ids` are looked up (see [`FeatureStoreArgs`]).
+    #[command(flatten)]
+    pub feature_store: FeatureStoreArgs,
+}
+
+/// The feature store behind `{"entity_ids": [...]}` requests, and how patiently it is asked.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct FeatureStoreArgs {
+    /// Where entity ids are looked up: http://host:port (a Feast feature server, plain HTTP),
+    /// file://<dir or snapshot.csv> (read in-process), or none (entity lookups off). Unset:
+    /// each model's own snapshot.csv in the models directory, in-process.
+    #[arg(long = "feature-store-uri", env = "FEATURE_STORE_URI")]
+    pub uri: Option<String>,
+
+    /// Time budget of one lookup, retries included; past it the request fails with 504.
+    #[arg(
+        long = "feature-store-timeout-ms",
+        env = "FEATURE_STORE_TIMEOUT_MS",
+        default_value_t = 1000
+    )]
+    pub timeout_ms: u64,
+
+    /// How long to wait for a connection to the store before calling it unreachable.
+    #[arg(
+        long = "feature-store-connect-timeout-ms",
+        env = "FEATURE_STORE_CONNECT_TIMEOUT_MS",
+        default_value_t = 250
+    )]
+    pub connect_timeout_ms: u64,
+
+    /// Retries after a connection error or a 5xx answer (never after a timeout).
+    #[arg(
+        long = "feature-store-retries",
+        env = "FEATURE_STORE_RETRIES",
+        default_value_t = 2
+    )]
+    pub retries: u32,
+
+    /// First retry's backoff in milliseconds; doubled per retry, with jitter.
+    #[arg(
+        long = "feature-store-backoff-ms",
+        env = "FEATURE_STORE_BACKOFF_MS",
+        default_value_t = 25
+    )]
+    pub backoff_ms: u64,
+
+    /// Keep looked-up rows this many milliseconds (0: no cache, every request asks the store).
+    #[arg(
+        long = "feature-store-cache-ttl-ms",
+        env = "FEATURE_STORE_CACHE_TTL_MS",
+        default_value_t = 0
+    )]
+    pub cache_ttl_ms: u64,
+
+    /// Most rows the cache holds.
+    #[arg(
+        long = "feature-store-cache-entries",
+        env = "FEATURE_STORE_CACHE_ENTRIES",
+        default_value_t = 100_000
+    )]
+    pub cache_entries: usize,
+
+    /// How often a remote store's health and snapshot id are re-checked, in milliseconds.
+    #[arg(
+        long = "feature-store-check-interval-ms",
+        env = "FEATURE_STORE_CHECK_INTERVAL_MS",
+        default_value_t = 10_000
+    )]
+    pub check_interval_ms: u64,
+
+    /// Report not ready until the store is verified to serve the manifest's feature snapshot
+    /// (`dataset.feature_snapshot_id`) for every model that has a feature_store block.
+    #[arg(long, env = "REQUIRE_SNAPSHOT_MATCH")]
+    pub require_snapshot_match: bool,
 }
 
 impl ServeArgs {
@@ -129,5 +204,30 @@ mod tests {
         assert_eq!(cli.serve.port, 9000);
         assert_eq!(cli.serve.execution_provider, ExecutionProviderChoice::Cpu);
         assert!(Cli::try_parse_from(["ferrum-serve", "--execution-provider", "tpu"]).is_err());
+    }
+
+    #[test]
+    fn feature_store_flags() {
+        let cli = Cli::try_parse_from(["ferrum-serve"]).unwrap();
+        let store = &cli.serve.feature_store;
+        assert_eq!(store.uri, None);
+        assert_eq!(
+            (store.timeout_ms, store.retries, store.cache_ttl_ms),
+            (1000, 2, 0)
+        );
+        assert!(!store.require_snapshot_match);
+        let cli = Cli::try_parse_from([
+            "ferrum-serve",
+            "--feature-store-uri",
+            "http://feature-store:6566",
+            "--feature-store-timeout-ms",
+            "200",
+            "--require-snapshot-match",
+        ])
+        .unwrap();
+        let store = &cli.serve.feature_store;
+        assert_eq!(store.uri.as_deref(), Some("http://feature-store:6566"));
+        assert_eq!(store.timeout_ms, 200);
+        assert!(store.require_snapshot_match);
     }
 }
