@@ -925,3 +925,370 @@ impl RowCache {
         json!({"ttl_ms": self.ttl.as_millis() as u64, "entries": entries.len(), "capacity": self.capacity})
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::features::mock::{MockOptions, MockStore};
+
+    fn root() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    }
+
+    fn manifest() -> Manifest {
+        Manifest::read(&root().join("manifest.json")).unwrap()
+    }
+
+    fn args(uri: Option<&str>) -> FeatureStoreArgs {
+        FeatureStoreArgs {
+            uri: uri.map(str::to_owned),
+            timeout_ms: 2000,
+            connect_timeout_ms: 500,
+            retries: 1,
+            backoff_ms: 5,
+            cache_ttl_ms: 0,
+            cache_entries: 1000,
+            check_interval_ms: 10_000,
+            require_snapshot_match: false,
+        }
+    }
+
+    /// Each model's training log: entity ids and their features in model order.
+    fn training_log(entry: &ModelEntry) -> (Vec<String>, Vec<f32>) {
+        let path = root()
+            .join("models")
+            .join(&entry.path)
+            .join("training_log.json");
+        let log: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let rows = log["rows"].as_array().unwrap();
+        let ids = rows
+            .iter()
+            .map(|r| r["entity_id"].as_str().unwrap().to_owned())
+            .collect();
+        let data = rows
+            .iter()
+            .flat_map(|r| {
+                entry
+                    .feature_names
+                    .iter()
+                    .map(move |f| r["features"][f].as_f64().unwrap() as f32)
+            })
+            .collect();
+        (ids, data)
+    }
+
+    #[test]
+    fn uri_forms() {
+        assert_eq!(StoreUri::parse(None), Ok(StoreUri::Embedded));
+        assert_eq!(StoreUri::parse(Some(" ")), Ok(StoreUri::Embedded));
+        assert_eq!(StoreUri::parse(Some("NONE")), Ok(StoreUri::Disabled));
+        assert_eq!(
+            StoreUri::parse(Some("file:///data/snap.csv")),
+            Ok(StoreUri::File("/data/snap.csv".into()))
+        );
+        assert_eq!(
+            StoreUri::parse(Some("file://models")),
+            Ok(StoreUri::File("models".into()))
+        );
+        assert_eq!(
+            StoreUri::parse(Some("http://feature-store:6566/")),
+            Ok(StoreUri::Http("http://feature-store:6566".into()))
+        );
+        for bad in ["https://x", "feature-store:6566", "file://", "http://"] {
+            assert!(StoreUri::parse(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_valid_traceparents_are_forwarded() {
+        let context = |tp: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("traceparent", tp.parse().unwrap());
+            headers.insert("tracestate", "vendor=1".parse().unwrap());
+            TraceContext::from_headers(&headers)
+        };
+        let good = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        assert_eq!(
+            context(good),
+            TraceContext {
+                traceparent: Some(good.into()),
+                tracestate: Some("vendor=1".into())
+            }
+        );
+        for bad in [
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
+        ] {
+            assert_eq!(context(bad), TraceContext::default(), "{bad}");
+        }
+        // A later version may carry more fields.
+        let future = "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-xyz";
+        assert_eq!(context(future).traceparent.as_deref(), Some(future));
+        assert_eq!(
+            TraceContext::from_headers(&HeaderMap::new()),
+            TraceContext::default()
+        );
+    }
+
+    #[tokio::test]
+    async fn embedded_store_gives_the_training_log_features() {
+        let manifest = manifest();
+        let store = FeatureStore::open(&args(None), &manifest, &root().join("models"))
+            .await
+            .unwrap();
+        for entry in &manifest.models {
+            let (ids, expected) = training_log(entry);
+            let rows = store
+                .lookup(entry, &ids, &TraceContext::default())
+                .await
+                .unwrap();
+            assert_eq!(rows.n_rows, ids.len());
+            assert_eq!(rows.data, expected, "{}", entry.name);
+        }
+        assert_eq!(store.readiness(), Ok(()));
+        let health = store.health();
+        assert_eq!(health["snapshot_match"], true);
+        assert_eq!(health["state"], "in_process");
+        // One unknown id among known ones is named; a model without a feature_store block,
+        // and a disabled store, refuse entity ids.
+        let entry = &manifest.models[0];
+        let error = store
+            .lookup(
+                entry,
+                &["breast-cancer-1".into(), "ghost".into()],
+                &TraceContext::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "entity 'ghost' not found in snapshot {}",
+                root().join("models/breast-cancer/1/snapshot.csv").display()
+            )
+        );
+        let mut bare = entry.clone();
+        bare.feature_store = None;
+        let ids = vec!["breast-cancer-1".to_string()];
+        assert!(matches!(
+            store.lookup(&bare, &ids, &TraceContext::default()).await,
+            Err(FeatureError::Disabled(m)) if m.contains("names no feature_store")
+        ));
+        assert!(matches!(
+            FeatureStore::disabled().lookup(entry, &ids, &TraceContext::default()).await,
+            Err(FeatureError::Disabled(m)) if m.contains("FEATURE_STORE_URI=none")
+        ));
+    }
+
+    #[tokio::test]
+    async fn file_uri_reads_one_snapshot_or_a_tree_and_bad_paths_stop_the_start() {
+        let manifest = manifest();
+        let dir = tempfile::tempdir().unwrap();
+        // A single file serves every model; the one whose columns it lacks gets a store error.
+        let file = dir.path().join("diabetes.csv");
+        std::fs::copy(root().join("models/diabetes/1/snapshot.csv"), &file).unwrap();
+        let uri = format!("file://{}", file.display());
+        let store = FeatureStore::open(&args(Some(&uri)), &manifest, Path::new("unused"))
+            .await
+            .unwrap();
+        let diabetes = manifest
+            .models
+            .iter()
+            .find(|m| m.name == "diabetes")
+            .unwrap();
+        let ids = vec!["diabetes-0".to_string()];
+        assert_eq!(
+            store
+                .lookup(diabetes, &ids, &TraceContext::default())
+                .await
+                .unwrap()
+                .row(0)[0],
+            0.03807590529322624f64 as f32
+        );
+        let error = store
+            .lookup(&manifest.models[0], &ids, &TraceContext::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, FeatureError::StoreError(m) if m.contains("no column for feature 'mean_radius'")),
+            "{error}"
+        );
+        // The breast-cancer snapshot is not the file the manifest names.
+        assert_eq!(store.health()["snapshot_match"], false);
+        let tree = format!("file://{}", root().join("models").display());
+        let store = FeatureStore::open(&args(Some(&tree)), &manifest, Path::new("unused"))
+            .await
+            .unwrap();
+        assert_eq!(store.health()["snapshot_match"], true);
+        for bad in ["file:///no/such/dir", "gopher://x"] {
+            assert!(
+                FeatureStore::open(&args(Some(bad)), &manifest, Path::new("models"))
+                    .await
+                    .is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    /// The mock on loopback, counting the lookups it answers.
+    async fn counted_mock() -> (String, Arc<AtomicUsize>) {
+        let store = MockStore::from_manifest(
+            &manifest(),
+            &root().join("models"),
+            MockOptions {
+                shuffle_columns: true,
+                seed: Some(3),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let app = mock::router(Arc::new(store)).layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let counter = counter.clone();
+                async move {
+                    if req.uri().path() == "/get-online-features" {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    }
+                    next.run(req).await
+                }
+            },
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{address}"), calls)
+    }
+
+    #[tokio::test]
+    async fn remote_lookups_batch_dedupe_and_cache() {
+        let (base, calls) = counted_mock().await;
+        let manifest = manifest();
+        let mut with_cache = args(Some(&base));
+        with_cache.cache_ttl_ms = 60_000;
+        let store = FeatureStore::open(&with_cache, &manifest, Path::new("unused"))
+            .await
+            .unwrap();
+        let entry = manifest
+            .models
+            .iter()
+            .find(|m| m.name == "diabetes")
+            .unwrap();
+        let (ids, expected) = training_log(entry);
+        let width = entry.feature_names.len();
+        // The whole log in one call, columns shuffled by the store: the training features.
+        let rows = store
+            .lookup(entry, &ids, &TraceContext::default())
+            .await
+            .unwrap();
+        assert_eq!(rows.data, expected);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // Cached now: repeated and known ids cost no call; a new mix asks only for the misses.
+        let again = vec![ids[1].clone(), ids[0].clone(), ids[1].clone()];
+        let rows = store
+            .lookup(entry, &again, &TraceContext::default())
+            .await
+            .unwrap();
+        assert_eq!(rows.row(0), &expected[width..2 * width]);
+        assert_eq!(rows.row(1), &expected[..width]);
+        assert_eq!(rows.row(2), rows.row(0));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(store.health()["cache"]["entries"], ids.len());
+
+        // Without a cache, a batch with repeats is still one call for distinct ids.
+        let store = FeatureStore::open(&args(Some(&base)), &manifest, Path::new("unused"))
+            .await
+            .unwrap();
+        let rows = store
+            .lookup(entry, &again, &TraceContext::default())
+            .await
+            .unwrap();
+        assert_eq!(rows.n_rows, 3);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        let error = store
+            .lookup(entry, &["nobody".into()], &TraceContext::default())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "entity 'nobody' not found in feature service 'diabetes_v1'"
+        );
+    }
+
+    #[tokio::test]
+    async fn snapshot_checks_drive_readiness_only_when_required() {
+        let (base, _) = counted_mock().await;
+        let mut strict = args(Some(&base));
+        strict.require_snapshot_match = true;
+        let manifest = manifest();
+        let store = FeatureStore::open(&strict, &manifest, Path::new("unused"))
+            .await
+            .unwrap();
+        // Not checked yet: unverified, so not ready.
+        assert!(store.readiness().is_err());
+        assert_eq!(store.health()["state"], "unknown");
+        store.check().await;
+        assert_eq!(store.readiness(), Ok(()));
+        assert_eq!(store.health()["state"], "up");
+        assert_eq!(store.health()["snapshot_match"], true);
+
+        // A manifest expecting other data: a mismatch, visible, and not ready when required.
+        let mut other = manifest.clone();
+        other.models[0].dataset.feature_snapshot_id = "0".repeat(64);
+        let store = FeatureStore::open(&strict, &other, Path::new("unused"))
+            .await
+            .unwrap();
+        store.check().await;
+        assert!(store.readiness().is_err());
+        let health = store.health();
+        assert_eq!(health["snapshot_match"], false);
+        assert_eq!(health["snapshots"][0]["match"], false);
+        assert_eq!(health["snapshots"][1]["match"], true);
+        let lenient = FeatureStore::open(&args(Some(&base)), &other, Path::new("unused"))
+            .await
+            .unwrap();
+        lenient.check().await;
+        assert_eq!(lenient.readiness(), Ok(()));
+
+        // A store that went away: down, and the last verified ids are kept.
+        let gone = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let store = FeatureStore::open(
+            &args(Some(&format!("http://127.0.0.1:{gone}"))),
+            &manifest,
+            Path::new("unused"),
+        )
+        .await
+        .unwrap();
+        store.check().await;
+        let health = store.health();
+        assert_eq!(health["state"], "down");
+        assert!(
+            health["error"].as_str().unwrap().contains("refused"),
+            "{health}"
+        );
+        assert_eq!(health["snapshot_match"], Value::Null);
+    }
+
+    #[test]
+    fn the_cache_expires_and_stays_bounded() {
+        let cache = RowCache::new(Duration::from_millis(30), 2);
+        cache.put("m@1", "a", &[1.0]);
+        cache.put("m@1", "b", &[2.0]);
+        assert_eq!(cache.get("m@1", "a").as_deref(), Some(&[1.0][..]));
+        assert_eq!(cache.get("m@2", "a"), None);
+        cache.put("m@1", "c", &[3.0]);
+        assert!(cache.entries.lock().unwrap().len() <= 2);
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(cache.get("m@1", "c"), None);
+    }
+}
