@@ -34,4 +34,5 @@ $cargo test --features cuda --test execution_provider
 step "Python checks against the real server"
 $cargo build --bins
 export FERRUM_SERVE_BIN=$PWD/$target_dir/debug/ferrum-serve
+export FERRUM_FEATURE_STORE_BIN=$PWD/$target_dir/debug/ferrum-feature-store
 "$venv/bin/python" -m pytest tests/python -q -p no:cacheprovider

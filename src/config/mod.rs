@@ -165,7 +165,7 @@ pub struct FeatureStoreArgs {
 
     /// Report not ready until the store is verified to serve the manifest's feature snapshot
     /// (`dataset.feature_snapshot_id`) for every model that has a feature_store block.
-    #[arg(long, env = "REQUIRE_SNAPSHOT_MATCH")]
+    #[arg(long, env = "REQUIRE_SNAPSHOT_MATCH", value_parser = clap::builder::BoolishValueParser::new())]
     pub require_snapshot_match: bool,
 }
 

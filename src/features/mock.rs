@@ -74,7 +74,7 @@ pub struct MockArgs {
 
     /// Shuffle the feature columns of every answer (the key stays first), as a real Feast's
     /// order changes between restarts: a client that maps by place breaks at once.
-    #[arg(long, env = "SHUFFLE_COLUMNS")]
+    #[arg(long, env = "SHUFFLE_COLUMNS", value_parser = clap::builder::BoolishValueParser::new())]
     pub shuffle_columns: bool,
 
     /// Delay added to every /get-online-features answer, in milliseconds.
