@@ -624,13 +624,16 @@ mod tests {
         let spec = model.feature_store.clone().unwrap();
         let one = ids(&["breast-cancer-1"]);
         let base = first_entities(response("features-list.response.json"), 1);
-        let mutations: Vec<(Box<dyn Fn(&mut OnlineFeaturesResponse)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut OnlineFeaturesResponse)>;
+        let mutations: Vec<(Mutation, &str)> = vec![
             (
                 Box::new(|r| r.metadata.feature_names[2] = "worst_areas".into()),
                 "no column for feature 'worst_area'",
             ),
             (
-                Box::new(|r| r.metadata.feature_names.pop().map(drop).unwrap_or(())),
+                Box::new(|r| {
+                    r.metadata.feature_names.pop();
+                }),
                 "2 column names for 3 columns",
             ),
             (

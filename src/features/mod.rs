@@ -883,8 +883,14 @@ fn snapshot_artifact(raw: &Value, entry: &ModelEntry) -> String {
 pub struct RowCache {
     ttl: Duration,
     capacity: usize,
-    entries: Mutex<HashMap<(String, String), (Instant, Arc<[f32]>)>>,
+    entries: Mutex<HashMap<CacheKey, CachedRow>>,
 }
+
+/// (model `name@version`, entity id).
+type CacheKey = (String, String);
+
+/// When a row was fetched, and the row in model feature order.
+type CachedRow = (Instant, Arc<[f32]>);
 
 impl RowCache {
     /// An empty cache holding rows for `ttl`, at most `capacity` of them.
