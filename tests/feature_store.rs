@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_json_close, closed_port, feature_store_command, read_json, repo_root, server_command,
-    training_log, Server,
+    assert_json_close, closed_port, feature_store_command, read_json, repo_root, run_to_exit,
+    server_command, training_log, Server,
 };
 use serde_json::{json, Value};
 
@@ -531,4 +531,32 @@ async fn traceparent_is_forwarded_to_the_store() {
         .collect();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0]["traceparent"], traceparent);
+}
+
+/// A FEATURE_STORE_URI the server cannot use stops it at start, with a message naming it;
+/// so does a snapshot it cannot read. (A remote store being down does not: see `store_down`.)
+#[test]
+fn unusable_store_settings_stop_the_start() {
+    for (uri, message) in [
+        ("https://feature-store:6566", "plain HTTP only"),
+        ("feature-store:6566", "is not understood"),
+        (
+            "file:///no/such/snapshots",
+            "/no/such/snapshots is neither a file nor a directory",
+        ),
+    ] {
+        let mut command = server_command(&["--feature-store-uri", uri]);
+        command.env_remove("FEATURE_STORE_URI");
+        let (status, output) = run_to_exit(command, Duration::from_secs(30));
+        assert!(!status.success(), "{uri}");
+        assert!(output.contains(message), "{uri}: {output}");
+    }
+    let bad = tempfile::tempdir().unwrap();
+    std::fs::write(bad.path().join("snapshot.csv"), "entity_id,a\nx,oops\n").unwrap();
+    let uri = format!("file://{}", bad.path().join("snapshot.csv").display());
+    let mut command = server_command(&["--feature-store-uri", &uri]);
+    command.env_remove("FEATURE_STORE_URI");
+    let (status, output) = run_to_exit(command, Duration::from_secs(30));
+    assert!(!status.success());
+    assert!(output.contains("'oops' is not a number"), "{output}");
 }
