@@ -14,12 +14,19 @@ pub enum SnapshotError {
     /// The file cannot be read.
     #[error("cannot read the feature snapshot {path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// What the OS said.
         source: std::io::Error,
     },
     /// The file is not a snapshot: no header, a bad cell, a repeated entity.
     #[error("invalid feature snapshot {path}: {reason}")]
-    Invalid { path: PathBuf, reason: String },
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and where.
+        reason: String,
+    },
 }
 
 /// One snapshot file, parsed. Values are kept as the CSV's `f64`s (the float32 training values
