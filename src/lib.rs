@@ -15,9 +15,11 @@
 //! - [`api`]: the axum router, request parsing, the one error enum mapped to HTTP statuses.
 //! - [`telemetry`]: logging set-up and the per-request log line.
 //! - [`server`]: start-up order (bind, load, warm up, ready) and graceful shutdown.
+//! - [`healthcheck`]: `--healthcheck`, the curl-free probe container health checks run.
 
 pub mod api;
 pub mod config;
+pub mod healthcheck;
 pub mod model;
 pub mod server;
 pub mod telemetry;
