@@ -89,6 +89,14 @@ CMD ["--out", "/out"]
 
 # --- the runtime image (the default target) -----------------------------------------------------
 FROM debian:bookworm-slim AS runtime
+# A fixed numeric uid, so Kubernetes' runAsNonRoot can check it without a passwd lookup.
+RUN useradd -l -r -u 10001 -d /nonexistent -s /usr/sbin/nologin ferrum
+COPY --from=onnxruntime /opt/onnxruntime /usr/local/lib/onnxruntime
+COPY --from=builder /out/bin/ /usr/local/bin/
+WORKDIR /srv/ferrum
+COPY models models
+COPY --from=release /build/release-manifest.json manifest.json
+# What changes with every commit comes last, so the layers above stay cached.
 ARG GIT_COMMIT=unknown
 ARG IMAGE_TAG=dev
 LABEL org.opencontainers.image.title="ferrum-serve" \
@@ -97,13 +105,6 @@ LABEL org.opencontainers.image.title="ferrum-serve" \
       org.opencontainers.image.base.name="docker.io/library/debian:bookworm-slim" \
       org.opencontainers.image.revision="${GIT_COMMIT}" \
       org.opencontainers.image.version="${IMAGE_TAG}"
-# A fixed numeric uid, so Kubernetes' runAsNonRoot can check it without a passwd lookup.
-RUN useradd -l -r -u 10001 -d /nonexistent -s /usr/sbin/nologin ferrum
-COPY --from=onnxruntime /opt/onnxruntime /usr/local/lib/onnxruntime
-COPY --from=builder /out/bin/ /usr/local/bin/
-WORKDIR /srv/ferrum
-COPY models models
-COPY --from=release /build/release-manifest.json manifest.json
 ENV HOST=0.0.0.0 \
     PORT=8080 \
     MODELS_DIR=/srv/ferrum/models \
