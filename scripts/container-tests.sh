@@ -138,10 +138,12 @@ step "pytest: images, stack, Kubernetes manifests"
 venv=$(scripts/python-env.sh requirements/dev.lock)
 export FERRUM_COMPOSE_PROJECT=ferrum-test-$$
 export FERRUM_TEST_RUN=$run_id
+export FERRUM_CONTAINER_REPORT=$work/report.txt
 t=$(date +%s)
 "$venv/bin/python" -m pytest -q -p no:cacheprovider "${select[@]}" \
   tests/python/containers "$@"
 timings+=("container checks: $(elapsed "$t") s")
 
-step "timings"
+step "timings and sizes"
 printf '  %s\n' "${timings[@]}"
+[ -f "$FERRUM_CONTAINER_REPORT" ] && sed 's/^/  /' "$FERRUM_CONTAINER_REPORT"

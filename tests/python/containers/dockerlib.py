@@ -56,6 +56,15 @@ def training_log(model):
     return json.loads((REPO / "models" / model / "1" / "training_log.json").read_text())["rows"]
 
 
+def report(line):
+    """A measurement for the script's summary (FERRUM_CONTAINER_REPORT), also printed."""
+    print(line)
+    path = os.environ.get("FERRUM_CONTAINER_REPORT")
+    if path:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+
+
 def run_label():
     """The label scripts/container-tests.sh removes leftovers by, if a test dies mid-way."""
     return ["--label", f"ferrum-test-run={os.environ.get('FERRUM_TEST_RUN', 'manual')}"]

@@ -17,6 +17,7 @@ import requests
 
 from dockerlib import (REPO, VENV_BIN, Container, docker, env, inspect, run_label,
                        training_log)
+from dockerlib import report as report_line
 
 DOCKERFILES = ["Dockerfile", "Dockerfile.gpu", "deploy/compose/prometheus.Dockerfile"]
 HARDENED = ["--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
@@ -108,7 +109,7 @@ def test_runtime_layers_above_the_base_are_small(image):
     total = sum(size for _, size in layers)
     report = "\n".join(f"{size / 1e6:8.1f} MB  {created[:90]}" for created, size in layers
                        if size > 0)
-    print(f"\nlayers above debian:bookworm-slim ({total / 1e6:.1f} MB):\n{report}")
+    report_line(f"runtime layers above debian:bookworm-slim: {total / 1e6:.1f} MB\n{report}")
     # ONNX Runtime (~29 MB), the binaries (~10-20 MB), models (~0.5 MB), a user.
     assert total < 80e6, report
     big = [created for created, size in layers if size > 40e6]

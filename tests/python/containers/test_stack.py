@@ -17,7 +17,7 @@ import pytest
 import requests
 import yaml
 
-from dockerlib import REPO, docker, env, free_port, inspect, training_log_row
+from dockerlib import REPO, docker, env, free_port, inspect, report, training_log_row
 
 COMPOSE = REPO / "docker-compose.yml"
 HAS_FEATURE_STORE = os.environ.get("FERRUM_TREE_HAS_FEATURE_STORE") == "1"
@@ -82,8 +82,8 @@ def stack():
             s.compose("up", "-d", "--no-deps", *s.services)
         for service in s.services:
             s.wait_healthy(service)
-        print(f"\nstack up and healthy in {time.monotonic() - started:.1f} s "
-              f"({', '.join(s.services)})")
+        report(f"stack up and healthy: {time.monotonic() - started:.1f} s "
+               f"({', '.join(s.services)})")
         yield s
     finally:
         s.compose("down", "-v", "--remove-orphans", check=False)
