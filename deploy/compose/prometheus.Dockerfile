@@ -5,11 +5,11 @@ FROM debian:bookworm-slim
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # Debian's prometheus (2.42 in bookworm) and curl for the health check; versions follow the
 # bookworm point release.
-# The prometheus user is made first with a fixed uid (the package keeps an existing one), so
-# USER can be numeric.
+# The prometheus user is made first with a fixed system uid (the package keeps an existing
+# system user), so USER can be numeric.
 # hadolint ignore=DL3008
-RUN groupadd -r -g 10090 prometheus \
- && useradd -l -r -u 10090 -g prometheus -d /var/lib/prometheus -s /usr/sbin/nologin prometheus \
+RUN groupadd -r -g 901 prometheus \
+ && useradd -l -r -u 901 -g prometheus -d /var/lib/prometheus -s /usr/sbin/nologin prometheus \
  && apt-get update \
  && apt-get install -y --no-install-recommends prometheus curl \
  && rm -rf /var/lib/apt/lists/* \
@@ -17,7 +17,7 @@ RUN groupadd -r -g 10090 prometheus \
  && chown prometheus:prometheus /prometheus \
  && prometheus --version
 COPY prometheus.yml /etc/prometheus/prometheus.yml
-USER 10090:10090
+USER 901:901
 WORKDIR /prometheus
 EXPOSE 9090
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=5 \
