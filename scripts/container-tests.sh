@@ -140,10 +140,12 @@ export FERRUM_COMPOSE_PROJECT=ferrum-test-$$
 export FERRUM_TEST_RUN=$run_id
 export FERRUM_CONTAINER_REPORT=$work/report.txt
 t=$(date +%s)
+status=0
 "$venv/bin/python" -m pytest -q -p no:cacheprovider "${select[@]}" \
-  tests/python/containers "$@"
+  tests/python/containers "$@" || status=$?
 timings+=("container checks: $(elapsed "$t") s")
 
 step "timings and sizes"
 printf '  %s\n' "${timings[@]}"
-[ -f "$FERRUM_CONTAINER_REPORT" ] && sed 's/^/  /' "$FERRUM_CONTAINER_REPORT"
+if [ -f "$FERRUM_CONTAINER_REPORT" ]; then sed 's/^/  /' "$FERRUM_CONTAINER_REPORT"; fi
+exit "$status"

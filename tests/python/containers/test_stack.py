@@ -129,7 +129,10 @@ def test_compose_wiring():
         f"--healthcheck=http://127.0.0.1:{store_port}/health"
     # The API's container port is the image's EXPOSE and the server's default.
     assert services["api"]["environment"]["PORT"] == "8080"
-    assert services["api"]["ports"][0]["target"] == 8080
+    published = services["api"]["ports"][0]  # "127.0.0.1:8080:8080/tcp" in compose 1.29
+    target = published["target"] if isinstance(published, dict) else \
+        int(published.rsplit(":", 1)[1].split("/")[0])
+    assert target == 8080
     scrape = yaml.safe_load((REPO / "deploy/compose/prometheus.yml").read_text())
     jobs = {j["job_name"]: j for j in scrape["scrape_configs"]}
     assert jobs["ferrum-serve"]["static_configs"][0]["targets"] == ["api:8080"]
