@@ -1,7 +1,7 @@
 //! The one error type every route returns, and its one mapping to an HTTP status and a stable
 //! machine-readable code. The body is always `{"error": "<what and where>", "code": "<code>"}`.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -66,6 +66,12 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     NotReady(&'static str),
+    #[error("unauthorized: {0}")]
+    Unauthorized(&'static str),
+    #[error("the server is at capacity ({limit} requests running or queued); retry shortly")]
+    Overloaded { limit: usize },
+    #[error("the request took longer than the server's limit of {after_ms} ms")]
+    Timeout { after_ms: u64 },
     #[error("inference failed: {0}")]
     Inference(String),
 }
@@ -93,7 +99,9 @@ impl ApiError {
             | NonFinite { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ModelNotFound(_) | VersionNotFound(_) | RouteNotFound(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            NotReady(_) | Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Inference(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -122,6 +130,9 @@ impl ApiError {
             RouteNotFound(_) => "not_found",
             MethodNotAllowed(_) => "method_not_allowed",
             NotReady(_) => "not_ready",
+            Unauthorized(_) => "unauthorized",
+            Overloaded { .. } => "overloaded",
+            Timeout { .. } => "request_timeout",
             Inference(_) => "inference_failed",
         }
     }
@@ -136,7 +147,7 @@ pub struct ErrorBody<'a> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status().is_server_error() && !matches!(self, ApiError::NotReady(_)) {
+        if matches!(self, ApiError::Inference(_)) {
             tracing::error!(error = %self, "request failed");
         }
         let body = ErrorBody {
@@ -144,13 +155,21 @@ impl IntoResponse for ApiError {
             code: self.code(),
         };
         let mut response = (self.status(), axum::Json(body)).into_response();
-        if matches!(self, ApiError::PayloadTooLarge { .. }) {
+        let headers = response.headers_mut();
+        match self {
             // The rest of the body is never read, so the connection cannot carry another
             // request: tell the client not to reuse it.
-            response.headers_mut().insert(
-                axum::http::header::CONNECTION,
-                axum::http::HeaderValue::from_static("close"),
-            );
+            ApiError::PayloadTooLarge { .. } => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            // Shed load comes back soon; say when to retry instead of letting clients hammer.
+            ApiError::Overloaded { .. } | ApiError::NotReady(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
         }
         response
     }

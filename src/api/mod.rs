@@ -3,6 +3,7 @@
 
 mod body;
 pub mod error;
+pub mod guard;
 mod health;
 mod predict;
 pub mod request;
@@ -12,10 +13,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::Request;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use axum::Router;
 
 pub use error::ApiError;
+pub use guard::{Admission, ApiKey};
 
 use crate::model::{Manifest, Repository};
 use crate::telemetry;
@@ -35,6 +38,10 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     /// Request-size limits.
     pub limits: Limits,
+    /// Concurrency limit, queue bound and timeout for inference routes.
+    pub admission: Admission,
+    /// When set, inference routes require it.
+    pub api_key: Option<ApiKey>,
     /// The manifest as read at start (served even while models load).
     pub manifest: Manifest,
     /// Set once every model is loaded and warmed up; until then the server is not ready.
@@ -54,9 +61,16 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     /// State for a server that has read its manifest but not loaded its models yet.
-    pub fn new(manifest: Manifest, limits: Limits) -> AppState {
+    pub fn new(
+        manifest: Manifest,
+        limits: Limits,
+        admission: Admission,
+        api_key: Option<ApiKey>,
+    ) -> AppState {
         AppState(Arc::new(Inner {
             limits,
+            admission,
+            api_key,
             manifest,
             repository: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
@@ -93,14 +107,21 @@ impl AppState {
 }
 
 /// The whole API. Separate from the socket so tests can drive it directly.
+///
+/// Two groups: inference routes pass the API key check and admission control; health,
+/// manifest and the like are open and never queue behind inference.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let inference = Router::new()
         .route("/predict", post(predict::predict_default))
         .route("/models/{name}/predict", post(predict::predict_model))
         .route(
             "/models/{name}/versions/{version}/predict",
             post(predict::predict_version),
         )
+        .route_layer(from_fn_with_state(state.clone(), guard::admit))
+        .route_layer(from_fn_with_state(state.clone(), guard::authorize));
+    Router::new()
+        .merge(inference)
         .route("/health", get(health::summary))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))

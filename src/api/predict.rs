@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::body::JsonBody;
 use super::error::ApiError;
-use super::request::{parse_request, RequestInput};
+use super::request::{parse_request, InferenceRequest, RequestInput};
 use super::AppState;
 use crate::model::{LoadedModel, ModelOutput, Predictions, Rows};
 
@@ -46,7 +46,7 @@ async fn predict(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let model = state.repository()?.get(name, version)?.clone();
-    let request = parse_request(&body, &model, state.limits.max_request_rows)?;
+    let request = parse_off_runtime(body, model.clone(), state.limits.max_request_rows).await?;
     if let Some(field) = request.explain.first_given() {
         return Err(ApiError::InvalidField {
             field,
@@ -70,6 +70,24 @@ async fn predict(
             class_labels: &model.entry.class_labels,
         },
     }))
+}
+
+/// Bodies up to this size are parsed on the async worker (tens of microseconds); larger ones
+/// on the blocking pool, so a burst of megabyte bodies cannot starve health probes.
+const INLINE_PARSE_BYTES: usize = 64 * 1024;
+
+/// Parses a request body for `model`, off the async workers when it is large.
+pub async fn parse_off_runtime(
+    body: axum::body::Bytes,
+    model: Arc<LoadedModel>,
+    max_rows: usize,
+) -> Result<InferenceRequest, ApiError> {
+    if body.len() <= INLINE_PARSE_BYTES {
+        return parse_request(&body, &model, max_rows);
+    }
+    tokio::task::spawn_blocking(move || parse_request(&body, &model, max_rows))
+        .await
+        .map_err(|e| ApiError::Inference(format!("parsing task failed: {e}")))?
 }
 
 /// Runs inference on the blocking pool, so a slow model never stalls the async workers that

@@ -94,6 +94,37 @@ pub struct ServeArgs {
     #[arg(long, env = "WARMUP_RUNS", default_value_t = 10)]
     pub warmup_runs: usize,
 
+    /// API key that inference routes require as `Authorization: Bearer <key>`; unset = open.
+    /// Health, metrics and the manifest stay open either way.
+    #[arg(long, env = "API_KEY", hide_env_values = true)]
+    #[serde(skip)]
+    pub api_key: Option<String>,
+
+    /// File holding the API key (e.g. a mounted Kubernetes Secret), read at start.
+    #[arg(long, env = "API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+
+    /// Inference requests handled at once; more wait in the queue.
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 64)]
+    pub max_concurrent_requests: usize,
+
+    /// Inference requests allowed to wait for a slot; beyond, 503 `overloaded` at once.
+    #[arg(long, env = "MAX_QUEUED_REQUESTS", default_value_t = 256)]
+    pub max_queued_requests: usize,
+
+    /// Longest an inference request may take, queue wait included, before a 504.
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+
+    /// After SIGTERM, keep accepting connections this long (readiness already fails) so load
+    /// balancers stop routing here before connections are refused.
+    #[arg(long, env = "SHUTDOWN_DRAIN_MS", default_value_t = 0)]
+    pub shutdown_drain_ms: u64,
+
+    /// After the drain, how long in-flight requests get to finish before the process exits.
+    #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 30_000)]
+    pub shutdown_grace_ms: u64,
+
     /// Log format: json (default) or text.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
