@@ -150,7 +150,8 @@ def test_api_deployment_service_hpa_pdb_and_canary_fit_together():
     container = api["spec"]["template"]["spec"]["containers"][0]
     assert service["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"]
     assert container["envFrom"] == [{"configMapRef": {"name": "ferrum-serve-config"}}]
-    secret_ref = container["env"][0]["valueFrom"]["secretKeyRef"]
+    (api_key,) = [e for e in container["env"] if e["name"] == "API_KEY"]
+    secret_ref = api_key["valueFrom"]["secretKeyRef"]
     secret = objects[("Secret", secret_ref["name"])]
     assert secret_ref["key"] in secret["stringData"]
 
@@ -215,7 +216,14 @@ def docker_args_from_pod(spec, container):
     for mount in container.get("volumeMounts", []):
         args += ["--tmpfs", mount["mountPath"]]
     if {"configMapRef": {"name": "ferrum-serve-config"}} in container.get("envFrom", []):
-        for key, value in load("configmap.yaml")["data"].items():
+        secrets = {name: doc for (kind, name), doc in by_kind().items() if kind == "Secret"}
+    for item in container.get("env", []):
+        if "value" in item:
+            args += ["-e", f"{item['name']}={item['value']}"]
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            args += ["-e", f"{item['name']}={secrets[ref['name']]['stringData'][ref['key']]}"]
+    for key, value in load("configmap.yaml")["data"].items():
             args += ["-e", f"{key}={value}"]
     for key, value in (container.get("resources", {}).get("limits") or {}).items():
         if key == "memory":
@@ -242,14 +250,23 @@ def test_deployment_probes_pass_against_the_running_container():
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             get = container[probe]["httpGet"]
             assert container_port(container, get["port"]) == port
+            # No credentials: the example Secret's API key is set, and probes must not need it.
             r = requests.get(c.url(get["path"]), timeout=container[probe]["timeoutSeconds"])
             assert r.status_code == 200, (probe, r.status_code, r.text)
+        key = load("secret.example.yaml")["stringData"]["API_KEY"]
+        row = {"instances": [[0.0] * 30]}
+        assert requests.post(c.url("/predict"), json=row, timeout=10).status_code == 401
+        authorized = requests.post(c.url("/predict"), json=row, timeout=10,
+                                   headers={"authorization": f"Bearer {key}"})
+        assert authorized.status_code == 200, authorized.text
         assert {container[p]["httpGet"]["path"] for p in
                 ("startupProbe", "livenessProbe", "readinessProbe")} == \
             {"/health/ready", "/health/live"}
-        # preStop runs `sleep` inside the image: it must exist there.
-        pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
-        assert c.exec(*pre_stop).returncode == 0
+
+    # Draining and finishing in-flight requests fit in the pod's termination grace period.
+    config = load("configmap.yaml")["data"]
+    shutdown_ms = int(config["SHUTDOWN_DRAIN_MS"]) + int(config["SHUTDOWN_GRACE_MS"])
+    assert shutdown_ms < api["terminationGracePeriodSeconds"] * 1000
 
 
 @pytest.mark.needs_feature_store
