@@ -10,13 +10,29 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 ORT_DIR := .ort
 export ORT_DYLIB_PATH ?= $(CURDIR)/$(ORT_DIR)/libonnxruntime.so
 
-.PHONY: help run test lint train ort venv fmt clippy cargo-test python-test
+.PHONY: help run test lint train ort venv fmt clippy cargo-test python-test image image-train stack-up stack-down k8s-image-tags
+
+# Container images (docs/containers.md): tagged with the commit they are built from. BuildKit is
+# required; Debian's docker client has it built in. CA_BUNDLE, when the file exists, is passed as
+# a build secret for networks behind an intercepting HTTPS proxy (never stored in the image).
+, := ,
+DOCKER ?= $(firstword $(wildcard /usr/bin/docker) docker)
+IMAGE ?= ferrum-serve
+export IMAGE_TAG ?= $(shell git rev-parse --short HEAD)
+GIT_COMMIT ?= $(shell git rev-parse HEAD)
+CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+DOCKER_BUILD = DOCKER_BUILDKIT=1 $(DOCKER) build \
+	$(if $(wildcard $(CA_BUNDLE)),--secret id=cabundle$(,)src=$(CA_BUNDLE)) \
+	--build-arg GIT_COMMIT=$(GIT_COMMIT) --build-arg IMAGE_TAG=$(IMAGE_TAG)
+
 
 help:
 	@echo "make run    serve the bundled models on :8080 (PORT=... to change)"
 	@echo "make test   the whole test suite (what CI runs)"
 	@echo "make lint   cargo fmt --check and clippy -D warnings"
 	@echo "make train  retrain both models into models/ and manifest.json"
+	@echo "make image  build the image $(IMAGE):<short commit> (make image-train: the training image)"
+	@echo "make stack-up / stack-down   the local stack (docker-compose: api, feature-store, prometheus)"
 
 ort:
 	scripts/fetch-onnxruntime.sh $(ORT_DIR)
@@ -41,3 +57,18 @@ clippy:
 
 train:
 	venv=$$(scripts/python-env.sh requirements/train.lock) && "$$venv/bin/python" training/train.py
+
+image:
+	$(DOCKER_BUILD) -t $(IMAGE):$(IMAGE_TAG) .
+
+image-train:
+	$(DOCKER_BUILD) --target train -t $(IMAGE)-train:$(IMAGE_TAG) .
+
+stack-up: image
+	docker-compose up -d
+
+stack-down:
+	docker-compose down
+
+k8s-image-tags:
+	scripts/k8s-set-image-tags.sh $(if $(CANARY),--canary) $(IMAGE_TAG) k8s

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: what `make test` and CI run. Installs what it needs first, then
 # format and lint checks, Rust unit and integration tests (CPU build and `cuda` build), and
-# the Python reference checks against the real server binary.
+# the Python reference checks against the real server binary, then the container stage
+# (scripts/container-tests.sh: images built and run with a real Docker engine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,4 +38,7 @@ $cargo build --bins
 case $target_dir in /*) bin_dir=$target_dir/debug ;; *) bin_dir=$PWD/$target_dir/debug ;; esac
 export FERRUM_SERVE_BIN=$bin_dir/ferrum-serve
 export FERRUM_FEATURE_STORE_BIN=$bin_dir/ferrum-feature-store
-"$venv/bin/python" -m pytest tests/python -q -p no:cacheprovider
+"$venv/bin/python" -m pytest tests/python -q -p no:cacheprovider --ignore=tests/python/containers
+
+step "Containers: image, training image, compose stack, Kubernetes manifests (real Docker)"
+scripts/container-tests.sh

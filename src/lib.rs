@@ -20,10 +20,12 @@
 //!   the mock feature store (`ferrum-feature-store`), and the data-contract check.
 //! - [`telemetry`]: logging set-up and the per-request log line.
 //! - [`server`]: start-up order (bind, load, warm up, ready) and graceful shutdown.
+//! - [`healthcheck`]: `--healthcheck`, the curl-free probe container health checks run.
 
 pub mod api;
 pub mod config;
 pub mod features;
+pub mod healthcheck;
 pub mod model;
 pub mod server;
 pub mod telemetry;

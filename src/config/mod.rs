@@ -17,6 +17,11 @@ use serde::Serialize;
 pub struct Cli {
     #[command(flatten)]
     pub serve: ServeArgs,
+
+    /// Probe instead of serving: GET URL (default: this server's /health/ready on --port over
+    /// loopback) and exit 0 if it answers 2xx, else 1. For container health checks (no curl).
+    #[arg(long, value_name = "URL", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    pub healthcheck: Option<String>,
 }
 
 /// Which ONNX Runtime execution provider serves the models.
@@ -260,5 +265,19 @@ mod tests {
         assert_eq!(store.uri.as_deref(), Some("http://feature-store:6566"));
         assert_eq!(store.timeout_ms, 200);
         assert!(store.require_snapshot_match);
+    }
+
+    #[test]
+    fn healthcheck_flag_takes_an_optional_url() {
+        let cli = Cli::try_parse_from(["ferrum-serve"]).unwrap();
+        assert_eq!(cli.healthcheck, None);
+        let cli = Cli::try_parse_from(["ferrum-serve", "--healthcheck", "--port", "9000"]).unwrap();
+        assert_eq!(
+            (cli.healthcheck.as_deref(), cli.serve.port),
+            (Some(""), 9000)
+        );
+        let cli =
+            Cli::try_parse_from(["ferrum-serve", "--healthcheck=http://fs:6566/health"]).unwrap();
+        assert_eq!(cli.healthcheck.as_deref(), Some("http://fs:6566/health"));
     }
 }
