@@ -6,18 +6,22 @@
 //! ## Where a request goes
 //! `api` (parse and validate the body straight into an `f32` matrix) → `model` (ONNX Runtime on a
 //! blocking thread, one pooled session per call) → `api` (shape predictions into JSON).
-//! `telemetry` watches at the edges (one log line per request) and never sits inside the math.
+//! `telemetry` watches at the edges (a log line, metrics and a span per request; served rows handed
+//! to a background drift monitor) and never sits inside the math.
 //!
 //! ## Layout
 //! - [`config`]: command-line flags with environment fallbacks, printed at start.
 //! - [`model`]: `manifest.json`, the model repository, ONNX Runtime sessions and execution
 //!   providers, and the mapping of raw model outputs to predictions. Knows nothing of HTTP.
 //! - [`api`]: the axum router, request parsing, the one error enum mapped to HTTP statuses.
-//! - [`telemetry`]: logging set-up and the per-request log line.
+//! - [`telemetry`]: logs, OpenTelemetry spans, Prometheus metrics, timing headers, drift (PSI of
+//!   served rows against the training baseline).
 //! - [`server`]: start-up order (bind, load, warm up, ready) and graceful shutdown.
+//! - [`jobs`]: the offline `predict` and `drift-report` subcommands, over files.
 
 pub mod api;
 pub mod config;
+pub mod jobs;
 pub mod model;
 pub mod server;
 pub mod telemetry;
