@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use ferrum_serve::config::{Cli, Command, JobModelArgs, ServeArgs};
 use ferrum_serve::jobs::{self, drift_report::DRIFT_EXIT_CODE};
-use ferrum_serve::telemetry::{self, LogTarget};
 use ferrum_serve::server;
+use ferrum_serve::telemetry::{self, LogTarget};
 
 fn main() -> ExitCode {
     match Cli::parse().into_command() {
@@ -26,7 +26,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())
-        .and_then(|runtime| runtime.block_on(server::run(args)).map_err(|e| e.to_string()));
+        .and_then(|runtime| {
+            runtime
+                .block_on(server::run(args))
+                .map_err(|e| e.to_string())
+        });
     let code = match result {
         Ok(()) => {
             tracing::info!("stopped");

@@ -112,7 +112,9 @@ async fn predict_with(
 /// [`infer_timed`]; for callers that need neither the timing nor the rows back.
 #[allow(dead_code)] // kept for the /explain routes (on another branch), which call it
 pub async fn infer(model: Arc<LoadedModel>, rows: Rows) -> Result<ModelOutput, ApiError> {
-    infer_timed(model, rows).await.map(|inferred| inferred.output)
+    infer_timed(model, rows)
+        .await
+        .map(|inferred| inferred.output)
 }
 
 /// What one inference call gives back.

@@ -327,7 +327,17 @@ mod tests {
             matches!(cli.into_command(), Command::DriftReport(a) if a.threshold == 0.25 && a.output == PathBuf::from("-"))
         );
         // Server flags before a subcommand are refused rather than silently ignored.
-        assert!(Cli::try_parse_from(["ferrum-serve", "--port", "1", "predict", "-i", "a", "-o", "b"]).is_err());
+        assert!(Cli::try_parse_from([
+            "ferrum-serve",
+            "--port",
+            "1",
+            "predict",
+            "-i",
+            "a",
+            "-o",
+            "b"
+        ])
+        .is_err());
         assert!(Cli::try_parse_from(["ferrum-serve", "--drift-interval-ms", "0"]).is_err());
     }
 }

@@ -202,6 +202,7 @@ pub fn run(args: &DriftReportArgs) -> Result<DriftReport, JobError> {
         max_psi = report.max_psi,
         drifted = %report.drifted.join(","),
         elapsed_s = started.elapsed().as_secs_f64(),
+        peak_rss_bytes = super::peak_rss_bytes(),
         "drift report written"
     );
     Ok(report)

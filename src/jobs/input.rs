@@ -150,7 +150,9 @@ impl<'m> RowReader<'m> {
                     passthrough_columns,
                     record,
                 } => {
-                    let more = reader.read_record(record).map_err(|e| fail(csv_error(&e)))?;
+                    let more = reader
+                        .read_record(record)
+                        .map_err(|e| fail(csv_error(&e)))?;
                     if more {
                         let line = record.position().map_or(0, |p| p.line());
                         for (j, &column) in feature_columns.iter().enumerate() {
@@ -181,10 +183,12 @@ impl<'m> RowReader<'m> {
                     line_number,
                 } => loop {
                     line.clear();
-                    let read = reader.read_until(b'\n', line).map_err(|source| JobError::Io {
-                        path: self.path.clone(),
-                        source,
-                    })?;
+                    let read = reader
+                        .read_until(b'\n', line)
+                        .map_err(|source| JobError::Io {
+                            path: self.path.clone(),
+                            source,
+                        })?;
                     if read == 0 {
                         break false;
                     }
@@ -192,9 +196,8 @@ impl<'m> RowReader<'m> {
                     if line.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
-                    let row = parse_json_line(line, wrapped, self.model).map_err(|m| {
-                        fail(format!("line {line_number}: {m}"))
-                    })?;
+                    let row = parse_json_line(line, wrapped, self.model)
+                        .map_err(|m| fail(format!("line {line_number}: {m}")))?;
                     data.extend_from_slice(&row.data);
                     break true;
                 },
@@ -281,7 +284,11 @@ fn csv_error(e: &csv::Error) -> String {
 }
 
 /// One JSON line as one element of `instances`, through the API's parser.
-fn parse_json_line(line: &[u8], wrapped: &mut Vec<u8>, model: &LoadedModel) -> Result<Rows, String> {
+fn parse_json_line(
+    line: &[u8],
+    wrapped: &mut Vec<u8>,
+    model: &LoadedModel,
+) -> Result<Rows, String> {
     wrapped.clear();
     wrapped.extend_from_slice(br#"{"instances":["#);
     wrapped.extend_from_slice(line);
@@ -317,8 +324,14 @@ mod tests {
         assert_eq!(parse_value("-2e3"), Ok(-2000.0));
         assert!(parse_value("").unwrap_err().contains("empty"));
         assert!(parse_value("abc").unwrap_err().contains("got 'abc'"));
-        assert!(parse_value("1e39").unwrap_err().contains("not a finite float32"));
-        assert!(parse_value("NaN").unwrap_err().contains("not a finite float32"));
-        assert!(parse_value("inf").unwrap_err().contains("not a finite float32"));
+        assert!(parse_value("1e39")
+            .unwrap_err()
+            .contains("not a finite float32"));
+        assert!(parse_value("NaN")
+            .unwrap_err()
+            .contains("not a finite float32"));
+        assert!(parse_value("inf")
+            .unwrap_err()
+            .contains("not a finite float32"));
     }
 }

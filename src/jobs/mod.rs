@@ -21,8 +21,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::{DataFormat, JobModelArgs};
 use crate::model::{
-    InferenceError, LoadError, LoadOptions, LoadedModel, LookupError, Manifest, Repository,
-    Runtime,
+    InferenceError, LoadError, LoadOptions, LoadedModel, LookupError, Manifest, Repository, Runtime,
 };
 use crate::telemetry::baseline::{Baseline, BaselineError};
 
@@ -59,9 +58,9 @@ impl JobModel {
     pub fn baseline(&self, models_dir: &Path) -> Result<Baseline, JobError> {
         let entry = &self.model.entry;
         let raw = self.manifest.raw["models"].as_array().and_then(|models| {
-            models
-                .iter()
-                .find(|m| m["name"] == entry.name.as_str() && m["version"] == entry.version.as_str())
+            models.iter().find(|m| {
+                m["name"] == entry.name.as_str() && m["version"] == entry.version.as_str()
+            })
         });
         Ok(Baseline::read(models_dir, entry, raw)?)
     }
@@ -170,4 +169,13 @@ pub fn progress_bar(input: &Path) -> Option<ProgressBar> {
         ),
     };
     Some(bar)
+}
+
+/// The process's peak resident memory (Linux: `VmHWM`), logged at the end of a job so a
+/// CronJob's log shows whether its memory limit fits; `None` where it cannot be read.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

@@ -78,6 +78,7 @@ pub fn run(args: &PredictArgs) -> Result<PredictSummary, JobError> {
         input = %args.input.display(),
         output = %args.output.display(),
         elapsed_s = started.elapsed().as_secs_f64(),
+        peak_rss_bytes = super::peak_rss_bytes(),
         "predictions written"
     );
     Ok(PredictSummary { rows })

@@ -273,11 +273,7 @@ impl Baseline {
     pub fn counts(&self) -> DriftCounts {
         DriftCounts {
             rows: 0,
-            features: self
-                .features
-                .iter()
-                .map(|d| vec![0; d.n_bins()])
-                .collect(),
+            features: self.features.iter().map(|d| vec![0; d.n_bins()]).collect(),
             outputs: self
                 .outputs()
                 .iter()
@@ -370,7 +366,8 @@ impl PredictionPoint {
 impl DriftCounts {
     /// Counts one row of features (model order).
     pub fn add_row(&mut self, baseline: &Baseline, row: &[f32]) {
-        for ((counts, distribution), &x) in self.features.iter_mut().zip(&baseline.features).zip(row)
+        for ((counts, distribution), &x) in
+            self.features.iter_mut().zip(&baseline.features).zip(row)
         {
             counts[distribution.bin(f64::from(x))] += 1;
         }
@@ -424,7 +421,13 @@ pub fn shares(counts: &[u64]) -> Vec<f64> {
     let total: u64 = counts.iter().sum();
     counts
         .iter()
-        .map(|&c| if total == 0 { 0.0 } else { c as f64 / total as f64 })
+        .map(|&c| {
+            if total == 0 {
+                0.0
+            } else {
+                c as f64 / total as f64
+            }
+        })
         .collect()
 }
 

@@ -249,6 +249,8 @@ impl Monitor {
             window.changed = false;
             any = true;
             window.publish(self.config.min_rows, now);
+            let received = std::mem::take(&mut window.received);
+            metrics::record_drift_rows(&window.baseline.model, &window.baseline.version, received);
         }
         if any {
             metrics::record_drift_computation(started.elapsed());
@@ -271,6 +273,8 @@ struct Window {
     len: usize,
     /// Rows arrived since the last computation.
     changed: bool,
+    /// How many.
+    received: u64,
 }
 
 impl Window {
@@ -285,6 +289,7 @@ impl Window {
             next: 0,
             len: 0,
             changed: false,
+            received: 0,
         }
     }
 
@@ -297,6 +302,7 @@ impl Window {
         if points.len() != rows.n_rows {
             return;
         }
+        self.received += rows.n_rows as u64;
         let skip = rows.n_rows.saturating_sub(self.capacity);
         for i in skip..rows.n_rows {
             let slot = self.next;
@@ -395,7 +401,10 @@ mod tests {
     #[test]
     fn the_window_keeps_the_newest_rows_in_order() {
         let mut w = Window::new(baseline("w"), 3);
-        w.push(&Rows::new(vec![1.0, 1.0, 2.0, 2.0], 2), &regression(&[0.0, 0.0]));
+        w.push(
+            &Rows::new(vec![1.0, 1.0, 2.0, 2.0], 2),
+            &regression(&[0.0, 0.0]),
+        );
         w.push(
             &Rows::new(vec![3.0, 3.0, 4.0, 4.0], 2),
             &regression(&[0.0, 0.0]),
@@ -433,6 +442,7 @@ mod tests {
         assert!(handle.compute_now(Duration::from_secs(5)));
         let text = metrics::render();
         assert!(text.contains(r#"ferrum_drift_window_rows{model="unit-drift",version="1"} 2"#));
+        assert!(text.contains(r#"ferrum_drift_rows_total{model="unit-drift",version="1"} 2"#));
         assert!(!text.contains(r#"ferrum_feature_drift_psi{feature="a",model="unit-drift""#));
         // Two more, all with a < 0: feature a is entirely in bin 0, b in bin 1.
         handle.observe(

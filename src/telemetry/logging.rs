@@ -76,10 +76,13 @@ pub fn init_logging(format: LogFormat, target: LogTarget, export_spans: bool) ->
         }
         _ => (None, None),
     };
-    let _ = tracing_subscriber::registry()
-        .with(log_layer)
-        .with(otel_layer)
-        .try_init();
+    // Not `.with(Option<layer>)`: a `None` layer counts as one that wants every span, which
+    // would make the request spans cost their bookkeeping even with export off.
+    let registry = tracing_subscriber::registry().with(log_layer);
+    let _ = match otel_layer {
+        Some(otel_layer) => registry.with(otel_layer).try_init(),
+        None => registry.try_init(),
+    };
     Telemetry { otel: guard }
 }
 

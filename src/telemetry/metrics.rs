@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use axum::http::Method;
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::model::{ModelEntry, ModelOutput};
@@ -36,8 +36,8 @@ const HTTP_BUCKETS: &[f64] = &[
 /// Buckets for one inference call and its queue wait (seconds): 25 µs to 2.5 s, since a small
 /// tree ensemble answers a single row in about 10 µs.
 const INFERENCE_BUCKETS: &[f64] = &[
-    0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-    0.25, 0.5, 1.0, 2.5,
+    0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0, 2.5,
 ];
 /// Rows per inference call: powers of two up to well past the default request limit.
 const BATCH_BUCKETS: &[f64] = &[
@@ -88,6 +88,7 @@ struct Metrics {
     prediction_psi: GaugeVec,
     drift_window_rows: IntGaugeVec,
     drift_dropped_rows: IntCounterVec,
+    drift_rows: IntCounterVec,
     drift_updated: GaugeVec,
     drift_computation: Histogram,
 }
@@ -232,6 +233,11 @@ impl Metrics {
                 "Served rows left out of drift monitoring because its queue was full (the request path never waits for it).",
                 MODEL,
             ),
+            drift_rows: counter_vec(
+                "ferrum_drift_rows_total",
+                "Served rows taken into drift monitoring, counted when the drift gauges are recomputed (so the gauges reflect exactly this many rows).",
+                MODEL,
+            ),
             drift_updated: gauge_vec(
                 "ferrum_drift_last_update_timestamp_seconds",
                 "Unix time of the last PSI computation of a model version's window.",
@@ -268,6 +274,7 @@ impl Metrics {
             Box::new(m.prediction_psi.clone()),
             Box::new(m.drift_window_rows.clone()),
             Box::new(m.drift_dropped_rows.clone()),
+            Box::new(m.drift_rows.clone()),
             Box::new(m.drift_updated.clone()),
             Box::new(m.drift_computation.clone()),
         ];
@@ -566,6 +573,14 @@ pub fn record_drift_dropped(model: &str, version: &str, rows: usize) {
         .inc_by(rows as u64);
 }
 
+/// Counts served rows that reached a drift window, at the recomputation that includes them.
+pub fn record_drift_rows(model: &str, version: &str, rows: u64) {
+    metrics()
+        .drift_rows
+        .with_label_values(&[model, version])
+        .inc_by(rows);
+}
+
 /// Records how long one background PSI computation took.
 pub fn record_drift_computation(elapsed: Duration) {
     metrics().drift_computation.observe(elapsed.as_secs_f64());
@@ -586,10 +601,7 @@ mod tests {
     #[test]
     fn methods_are_bounded() {
         assert_eq!(method_label(&Method::POST), "POST");
-        assert_eq!(
-            method_label(&Method::from_bytes(b"BREW").unwrap()),
-            "other"
-        );
+        assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "other");
     }
 
     #[test]
@@ -608,7 +620,9 @@ mod tests {
             2.0
         );
         assert_eq!(
-            at(r#"ferrum_http_request_duration_seconds_bucket{method="GET",route="/t/{x}",status="200",le="0.005"}"#),
+            at(
+                r#"ferrum_http_request_duration_seconds_bucket{method="GET",route="/t/{x}",status="200",le="0.005"}"#
+            ),
             1.0
         );
         assert_eq!(
@@ -616,11 +630,15 @@ mod tests {
             5.0
         );
         assert_eq!(
-            at(r#"ferrum_inference_failures_total{model="unit-m",reason="missing_feature",version="7"}"#),
+            at(
+                r#"ferrum_inference_failures_total{model="unit-m",reason="missing_feature",version="7"}"#
+            ),
             1.0
         );
         assert_eq!(
-            at(r#"ferrum_explain_duration_seconds_count{method="exact",model="unit-m",version="7"}"#),
+            at(
+                r#"ferrum_explain_duration_seconds_count{method="exact",model="unit-m",version="7"}"#
+            ),
             1.0
         );
         assert_eq!(
