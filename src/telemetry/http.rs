@@ -59,7 +59,8 @@ pub async fn log_request(mut req: Request, next: Next) -> Response {
     let mut response = next.run(req).instrument(span.clone()).await;
     let status = response.status();
     let elapsed = started.elapsed();
-    span.record("http.response.status_code", status.as_u16());
+    // i64, not u16: tracing-opentelemetry exports unsigned fields as strings.
+    span.record("http.response.status_code", i64::from(status.as_u16()));
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
     }

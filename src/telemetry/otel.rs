@@ -8,7 +8,8 @@
 //!   `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, `OTEL_TRACES_SAMPLER`(`_ARG`), `OTEL_SDK_DISABLED`: as
 //!   the OpenTelemetry specification says.
 //!
-//! Spans are batched and sent by the SDK's own thread; [`OtelGuard::shutdown`] flushes them when
+//! Integer span fields are recorded as `i64`: tracing-opentelemetry exports unsigned ones as
+//! strings. Spans are batched and sent by the SDK's own thread; [`OtelGuard::shutdown`] flushes them when
 //! the server stops. An incoming W3C `traceparent` header makes the request span a child of the
 //! caller's span, in the caller's trace.
 //!
@@ -145,7 +146,7 @@ pub fn inference_span(model: &str, version: &str, batch_size: usize) -> Span {
         otel.name = INFERENCE,
         model = %model,
         model_version = %version,
-        batch_size,
+        batch_size = batch_size as i64,
         queue_ms = tracing::field::Empty,
         inference_ms = tracing::field::Empty,
     )
@@ -157,7 +158,7 @@ pub fn feature_lookup_span(entities: usize) -> Span {
     tracing::info_span!(
         "feature_lookup",
         otel.name = FEATURE_LOOKUP,
-        entities,
+        entities = entities as i64,
         cache_hits = tracing::field::Empty,
     )
 }
@@ -170,7 +171,7 @@ pub fn explain_span(model: &str, version: &str, method: &'static str, rows: usiz
         model = %model,
         model_version = %version,
         method,
-        rows,
+        rows = rows as i64,
     )
 }
 
