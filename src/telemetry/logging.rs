@@ -6,6 +6,8 @@
 //! not export. The OpenTelemetry layer sees this crate's spans at INFO and above, whatever
 //! `RUST_LOG` says about log lines.
 
+use std::io::IsTerminal;
+
 use tracing::Level;
 use tracing_subscriber::filter::{filter_fn, FilterExt, Targets};
 use tracing_subscriber::layer::SubscriberExt;
@@ -54,10 +56,13 @@ pub fn init_logging(format: LogFormat, target: LogTarget, export_spans: bool) ->
     let log_layer = match (format, target) {
         (LogFormat::Json, LogTarget::Stdout) => json_layer().with_writer(std::io::stdout).boxed(),
         (LogFormat::Json, LogTarget::Stderr) => json_layer().with_writer(std::io::stderr).boxed(),
+        // Colours only on a terminal: a log file or collector gets no escape codes.
         (LogFormat::Text, LogTarget::Stdout) => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stdout().is_terminal())
             .with_writer(std::io::stdout)
             .boxed(),
         (LogFormat::Text, LogTarget::Stderr) => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
             .boxed(),
     }

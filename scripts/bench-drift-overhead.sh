@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Measures what drift monitoring costs /predict: two release servers, one with drift on (with a
+# 100 ms recomputation interval, far more often than the 15 s default, to make any interference
+# visible) and one with it off, measured alternately (A B A B ...) with the same client, since
+# run-to-run noise on a shared 2-core machine is larger than the effect being measured.
+#
+# Usage: scripts/bench-drift-overhead.sh [REQUESTS] [CONCURRENCY] [ROWS] [ROUNDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+requests=${1:-2000}
+concurrency=${2:-1}
+rows=${3:-1}
+rounds=${4:-3}
+target_dir=${CARGO_TARGET_DIR:-target}
+export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$PWD/.ort/libonnxruntime.so}
+
+cargo build --release --bins --examples >&2
+bin=$target_dir/release/ferrum-serve
+client=$target_dir/release/examples/predict_latency
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+start() { # $1 = log file, rest = flags; prints the port
+  local log=$1; shift
+  "$bin" --host 127.0.0.1 --port 0 --log-format json "$@" >"$log" 2>&1 &
+  pids+=($!)
+  local port=""
+  for _ in $(seq 200); do
+    port=$(grep -o '"address":"127.0.0.1:[0-9]*"' "$log" | head -n1 | grep -o '[0-9]*"$' | tr -d '"') || true
+    if [ -n "$port" ] && curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null; then
+      echo "$port"; return
+    fi
+    sleep 0.05
+  done
+  echo "server did not get ready; see $log" >&2; exit 1
+}
+
+logs=$(mktemp -d)
+on=$(start "$logs/on.log" --drift-window-rows 2000 --drift-min-rows 200 --drift-interval-ms 100)
+off=$(start "$logs/off.log" --drift-window-rows 0)
+for round in $(seq "$rounds"); do
+  echo "round $round drift=on  $("$client" "http://127.0.0.1:$on" "$requests" "$concurrency" "$rows")"
+  echo "round $round drift=off $("$client" "http://127.0.0.1:$off" "$requests" "$concurrency" "$rows")"
+done
+echo "drift computations on the 'on' server:"
+curl -s "http://127.0.0.1:$on/metrics" | grep -E '^ferrum_drift_(computation_duration_seconds_(sum|count)|rows_total|dropped_rows_total)' || true
