@@ -62,8 +62,7 @@ fn log_event(out: &Output, message: &str) -> Value {
     stderr(out)
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["message"] == message)
-        .last()
+        .rfind(|e| e["message"] == message)
         .unwrap_or_else(|| panic!("no '{message}' log line in:\n{}", stderr(out)))
 }
 

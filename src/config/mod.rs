@@ -292,6 +292,7 @@ mod tests {
 
     #[test]
     fn no_subcommand_serves_and_jobs_take_their_own_flags() {
+        use std::path::Path;
         let cli = Cli::try_parse_from(["ferrum-serve", "--drift-window-rows", "50"]).unwrap();
         match cli.into_command() {
             Command::Serve(args) => {
@@ -324,7 +325,7 @@ mod tests {
         let cli =
             Cli::try_parse_from(["ferrum-serve", "drift-report", "--input", "x.csv"]).unwrap();
         assert!(
-            matches!(cli.into_command(), Command::DriftReport(a) if a.threshold == 0.25 && a.output == PathBuf::from("-"))
+            matches!(cli.into_command(), Command::DriftReport(a) if a.threshold == 0.25 && a.output == Path::new("-"))
         );
         // Server flags before a subcommand are refused rather than silently ignored.
         assert!(Cli::try_parse_from([

@@ -304,11 +304,11 @@ impl Window {
         }
         self.received += rows.n_rows as u64;
         let skip = rows.n_rows.saturating_sub(self.capacity);
-        for i in skip..rows.n_rows {
+        for (i, &point) in points.iter().enumerate().skip(skip) {
             let slot = self.next;
             self.features[slot * self.n_features..(slot + 1) * self.n_features]
                 .copy_from_slice(rows.row(i));
-            self.predictions[slot] = points[i];
+            self.predictions[slot] = point;
             self.next = (slot + 1) % self.capacity;
             self.len = (self.len + 1).min(self.capacity);
         }
