@@ -9,11 +9,16 @@
 //! `telemetry` watches at the edges (a log line, metrics and a span per request; served rows handed
 //! to a background drift monitor) and never sits inside the math.
 //!
+//! A body with `entity_ids` instead of `instances` first goes through `features`, which looks
+//! the rows up in a feature store (Feast's HTTP protocol, or a snapshot read in-process).
+//!
 //! ## Layout
 //! - [`config`]: command-line flags with environment fallbacks, printed at start.
 //! - [`model`]: `manifest.json`, the model repository, ONNX Runtime sessions and execution
 //!   providers, and the mapping of raw model outputs to predictions. Knows nothing of HTTP.
 //! - [`api`]: the axum router, request parsing, the one error enum mapped to HTTP statuses.
+//! - [`features`]: entity ids → rows: the Feast-protocol client, the in-process snapshot store,
+//!   the mock feature store (`ferrum-feature-store`), and the data-contract check.
 //! - [`telemetry`]: logs, OpenTelemetry spans, Prometheus metrics, timing headers, drift (PSI of
 //!   served rows against the training baseline).
 //! - [`server`]: start-up order (bind, load, warm up, ready) and graceful shutdown.
@@ -21,6 +26,7 @@
 
 pub mod api;
 pub mod config;
+pub mod features;
 pub mod jobs;
 pub mod model;
 pub mod server;

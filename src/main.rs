@@ -21,7 +21,7 @@ fn main() -> ExitCode {
 
 fn serve(args: ServeArgs) -> ExitCode {
     // Before the runtime starts: the OTLP exporter builds its blocking HTTP client here.
-    let telemetry = telemetry::init_logging(args.log_format, LogTarget::Stdout, true);
+    let telemetry = telemetry::init(args.log_format, LogTarget::Stdout, true);
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -50,7 +50,7 @@ fn serve(args: ServeArgs) -> ExitCode {
 
 /// Runs a job: exit 0 when it succeeded (and found no drift), 3 for drift, 1 on an error.
 fn job(args: &JobModelArgs, run: impl FnOnce() -> Result<bool, jobs::JobError>) -> ExitCode {
-    let telemetry = telemetry::init_logging(args.log_format, LogTarget::Stderr, false);
+    let telemetry = telemetry::init(args.log_format, LogTarget::Stderr, false);
     let code = match run() {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(DRIFT_EXIT_CODE),

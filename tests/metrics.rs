@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{read_json, repo_root, server_command, training_log, Server};
+use common::{feature_store_command, read_json, repo_root, server_command, training_log, Server};
 use serde_json::{json, Value};
 
 /// One sample of a scrape: metric name, labels, value.
@@ -602,4 +602,60 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// Remote feature-store lookups through the mock store with a row cache: calls, their
+/// failures by kind, and cache hits and misses are counted exactly.
+#[tokio::test]
+async fn feature_store_calls_and_cache_are_counted_exactly() {
+    let store = Server::spawn(feature_store_command(&[]));
+    let server = Server::start_ready(&[
+        "--feature-store-uri",
+        &store.base,
+        "--feature-store-cache-ttl-ms",
+        "600000",
+    ])
+    .await;
+    let log = training_log("diabetes");
+    let id = |i: usize| log[i]["entity_id"].as_str().unwrap().to_string();
+    let (a, b, c) = (id(0), id(1), id(2));
+    let lookups: [(Vec<&str>, u16); 3] = [
+        // Two misses: one call.
+        (vec![&a, &b], 200),
+        // Two hits, one miss: one call, for c only.
+        (vec![&a, &b, &c], 200),
+        // An unknown entity: one call, which fails.
+        (vec!["diabetes-no-such-entity"], 404),
+    ];
+    for (ids, expected) in lookups {
+        let (status, body) = server
+            .post("/models/diabetes/predict", &json!({ "entity_ids": ids }))
+            .await;
+        assert_eq!(status, expected, "{body}");
+    }
+    let s = parse_scrape(&scrape(&server).await);
+    assert_eq!(must(&s, "ferrum_feature_store_cache_hits_total", &[]), 2.0);
+    assert_eq!(
+        must(&s, "ferrum_feature_store_cache_misses_total", &[]),
+        4.0
+    );
+    assert_eq!(
+        must(
+            &s,
+            "ferrum_feature_store_request_duration_seconds_count",
+            &[]
+        ),
+        3.0
+    );
+    assert_eq!(
+        must(
+            &s,
+            "ferrum_feature_store_errors_total",
+            &[("kind", "entity_not_found")]
+        ),
+        1.0
+    );
+    // Rows looked up by id are inferred like inline rows: 2 then 3.
+    let d1 = [("model", "diabetes"), ("version", "1")];
+    assert_eq!(must(&s, "ferrum_inference_batch_rows_sum", &d1), 5.0);
 }

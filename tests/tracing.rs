@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::routing::post;
-use common::{server_command, training_log, Server};
+use common::{feature_store_command, server_command, training_log, Server};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
@@ -121,8 +121,8 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The server, exporting to `receiver` with the standard variables.
-fn traced_server(receiver: &Receiver, schedule_delay_ms: u64) -> Server {
-    let mut command = server_command(&[]);
+fn traced_server(receiver: &Receiver, schedule_delay_ms: u64, args: &[&str]) -> Server {
+    let mut command = server_command(args);
     command
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint)
         .env("OTEL_SERVICE_NAME", "ferrum-trace-test")
@@ -172,7 +172,7 @@ fn rows(model: &str, n: usize) -> Value {
 #[tokio::test]
 async fn spans_reach_an_otlp_receiver_with_names_parents_and_the_callers_trace() {
     let receiver = Receiver::start().await;
-    let server = traced_server(&receiver, 100);
+    let server = traced_server(&receiver, 100, &[]);
     server.wait_ready(Duration::from_secs(60)).await;
     let traceparent = format!("00-{TRACE_ID}-{PARENT_ID}-01");
     predict(
@@ -267,7 +267,7 @@ async fn spans_reach_an_otlp_receiver_with_names_parents_and_the_callers_trace()
 async fn buffered_spans_are_flushed_on_shutdown() {
     let receiver = Receiver::start().await;
     // A schedule delay of ten minutes: nothing is exported unless the shutdown flushes it.
-    let mut server = traced_server(&receiver, 600_000);
+    let mut server = traced_server(&receiver, 600_000, &[]);
     server.wait_ready(Duration::from_secs(60)).await;
     let traceparent = format!("00-{TRACE_ID}-{PARENT_ID}-01");
     predict(
@@ -314,4 +314,57 @@ async fn without_an_endpoint_the_log_line_still_names_the_callers_trace() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(log_line(&server, "/predict")["trace_id"], TRACE_ID);
     assert!(!server.log_text().contains("OpenTelemetry"));
+}
+
+/// An entity-id request gets a `feature_lookup` span beside `inference`, and the feature store
+/// is told that span as its parent, so the store's own spans nest under this request.
+#[tokio::test]
+async fn entity_lookups_get_a_span_the_feature_store_sees_as_its_parent() {
+    let receiver = Receiver::start().await;
+    let store = Server::spawn(feature_store_command(&[]));
+    let server = traced_server(&receiver, 100, &["--feature-store-uri", &store.base]);
+    server.wait_ready(Duration::from_secs(60)).await;
+    let id = training_log("diabetes")[0]["entity_id"].clone();
+    let response = common::client()
+        .post(server.url("/models/diabetes/predict"))
+        .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
+        .json(&json!({ "entity_ids": [id] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let spans = receiver
+        .wait_for("request, feature_lookup and inference spans", |spans| {
+            ["POST /models/{name}/predict", "feature_lookup", "inference"]
+                .iter()
+                .all(|name| {
+                    spans
+                        .iter()
+                        .any(|s| s.name == *name && s.trace_id == TRACE_ID)
+                })
+        })
+        .await;
+    let of = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == name && s.trace_id == TRACE_ID)
+            .unwrap()
+    };
+    let request = of("POST /models/{name}/predict");
+    let lookup = of("feature_lookup");
+    assert_eq!(request.parent_span_id, PARENT_ID);
+    assert_eq!(lookup.parent_span_id, request.span_id);
+    assert_eq!(of("inference").parent_span_id, request.span_id);
+    assert_eq!(lookup.attribute("entities"), Some(AnyValue::IntValue(1)));
+    let forwarded: Vec<Value> = store
+        .log_text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["message"] == "get-online-features")
+        .collect();
+    assert_eq!(forwarded.len(), 1, "{forwarded:?}");
+    assert_eq!(
+        forwarded[0]["traceparent"],
+        format!("00-{TRACE_ID}-{}-01", lookup.span_id)
+    );
 }

@@ -3,6 +3,7 @@
 
 mod body;
 pub mod error;
+pub mod guard;
 mod health;
 mod metrics;
 mod predict;
@@ -13,11 +14,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::Request;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use axum::Router;
 
 pub use error::ApiError;
+pub use guard::{Admission, ApiKey};
 
+use crate::features::FeatureStore;
 use crate::model::{Manifest, Repository};
 use crate::telemetry;
 use crate::telemetry::drift::DriftHandle;
@@ -37,6 +41,10 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     /// Request-size limits.
     pub limits: Limits,
+    /// Concurrency limit, queue bound and timeout for inference routes.
+    pub admission: Admission,
+    /// When set, inference routes require it.
+    pub api_key: Option<ApiKey>,
     /// The manifest as read at start (served even while models load).
     pub manifest: Manifest,
     /// Set once every model is loaded and warmed up; until then the server is not ready.
@@ -47,6 +55,8 @@ pub struct Inner {
     started: Instant,
     /// Drift monitoring of served rows, once models are loaded (absent when turned off).
     drift: OnceLock<DriftHandle>,
+    /// Where `entity_ids` are looked up; set once at start (unset: lookups are off).
+    feature_store: OnceLock<Arc<FeatureStore>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -58,15 +68,39 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     /// State for a server that has read its manifest but not loaded its models yet.
-    pub fn new(manifest: Manifest, limits: Limits) -> AppState {
+    pub fn new(
+        manifest: Manifest,
+        limits: Limits,
+        admission: Admission,
+        api_key: Option<ApiKey>,
+    ) -> AppState {
         AppState(Arc::new(Inner {
             limits,
+            admission,
+            api_key,
             manifest,
             repository: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
             drift: OnceLock::new(),
+            feature_store: OnceLock::new(),
         }))
+    }
+
+    /// Installs the feature store entity-id requests use.
+    pub fn set_feature_store(&self, store: Arc<FeatureStore>) {
+        if self.feature_store.set(store).is_err() {
+            tracing::warn!("a feature store was already set; ignoring a second one");
+        }
+    }
+
+    /// The feature store; a disabled one if none was set, so lookups fail with a clear 4xx.
+    pub fn feature_store(&self) -> Arc<FeatureStore> {
+        static DISABLED: OnceLock<Arc<FeatureStore>> = OnceLock::new();
+        self.feature_store
+            .get()
+            .unwrap_or_else(|| DISABLED.get_or_init(|| Arc::new(FeatureStore::disabled())))
+            .clone()
     }
 
     /// Publishes the loaded models: from here on the server is ready.
@@ -108,14 +142,21 @@ impl AppState {
 }
 
 /// The whole API. Separate from the socket so tests can drive it directly.
+///
+/// Two groups: inference routes pass the API key check and admission control; health,
+/// manifest and the like are open and never queue behind inference.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let inference = Router::new()
         .route("/predict", post(predict::predict_default))
         .route("/models/{name}/predict", post(predict::predict_model))
         .route(
             "/models/{name}/versions/{version}/predict",
             post(predict::predict_version),
         )
+        .route_layer(from_fn_with_state(state.clone(), guard::admit))
+        .route_layer(from_fn_with_state(state.clone(), guard::authorize));
+    Router::new()
+        .merge(inference)
         .route("/health", get(health::summary))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))

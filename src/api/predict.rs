@@ -5,53 +5,59 @@ use std::time::Instant;
 
 use axum::extract::{Path, State};
 use axum::http::header::CONTENT_TYPE;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tracing::Instrument;
 
 use super::body::JsonBody;
 use super::error::ApiError;
-use super::request::{parse_request, RequestInput};
+use super::request::{parse_request, InferenceRequest, RequestInput};
 use super::AppState;
+use crate::features::{rows_for, TraceContext};
 use crate::model::{InferenceError, LoadedModel, ModelOutput, Predictions, Rows};
 use crate::telemetry::metrics;
-use crate::telemetry::otel::inference_span;
+use crate::telemetry::otel::{feature_lookup_span, inference_span, traceparent_of};
 use crate::telemetry::timing::InferenceTiming;
 
 /// `POST /predict`: the manifest's default model, its highest version.
 pub async fn predict_default(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
-    predict(&state, None, None, body).await
+    predict(&state, None, None, &headers, body).await
 }
 
 /// `POST /models/{name}/predict`: the named model, its highest version.
 pub async fn predict_model(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
-    predict(&state, Some(&name), None, body).await
+    predict(&state, Some(&name), None, &headers, body).await
 }
 
 /// `POST /models/{name}/versions/{version}/predict`: one exact version.
 pub async fn predict_version(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
-    predict(&state, Some(&name), Some(&version), body).await
+    predict(&state, Some(&name), Some(&version), &headers, body).await
 }
 
 async fn predict(
     state: &AppState,
     name: Option<&str>,
     version: Option<&str>,
+    headers: &HeaderMap,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     let model = state.repository()?.get(name, version)?.clone();
-    let result = predict_with(state, model.clone(), body).await;
+    let result = predict_with(state, model.clone(), headers, body).await;
     if let Err(error) = &result {
         // Failed inference calls are counted by `infer_timed` itself.
         if !matches!(error, ApiError::Inference(_)) {
@@ -68,24 +74,34 @@ async fn predict(
 async fn predict_with(
     state: &AppState,
     model: Arc<LoadedModel>,
+    headers: &HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let request = parse_request(&body, &model, state.limits.max_request_rows)?;
+    let request = parse_off_runtime(body, model.clone(), state.limits.max_request_rows).await?;
     if let Some(field) = request.explain.first_given() {
         return Err(ApiError::InvalidField {
             field,
             reason: "applies to /explain only".into(),
         });
     }
-    let rows = match request.input {
-        RequestInput::Rows(rows) => rows,
-        RequestInput::EntityIds(_) => {
-            return Err(ApiError::InvalidField {
-                field: "entity_ids",
-                reason: "no feature store is configured".into(),
-            })
-        }
+    let entity_ids = match &request.input {
+        RequestInput::EntityIds(ids) => Some(ids.clone()),
+        RequestInput::Rows(_) => None,
     };
+    let store = state.feature_store();
+    let mut trace = TraceContext::from_headers(headers);
+    // Entity ids are looked up inside a `feature_lookup` span; when spans are exported, the
+    // store is told that span as its parent, so its own spans nest under this request's.
+    let lookup = match &entity_ids {
+        Some(ids) => feature_lookup_span(ids.len()),
+        None => tracing::Span::none(),
+    };
+    if let Some(traceparent) = traceparent_of(&lookup) {
+        trace.traceparent = Some(traceparent);
+    }
+    let rows = rows_for(&store, request.input, &model, &trace)
+        .instrument(lookup)
+        .await?;
     let Inferred {
         output,
         rows,
@@ -94,6 +110,7 @@ async fn predict_with(
     metrics::record_predictions(&model.entry, &output);
     let mut response = json_response(&PredictResponse {
         model: ModelRef::of(&model),
+        entity_ids: entity_ids.as_deref(),
         predictions: Predictions {
             output: &output,
             class_labels: &model.entry.class_labels,
@@ -105,6 +122,24 @@ async fn predict_with(
         drift.observe(&model.entry.name, &model.entry.version, rows, output);
     }
     Ok(response)
+}
+
+/// Bodies up to this size are parsed on the async worker (tens of microseconds); larger ones
+/// on the blocking pool, so a burst of megabyte bodies cannot starve health probes.
+const INLINE_PARSE_BYTES: usize = 64 * 1024;
+
+/// Parses a request body for `model`, off the async workers when it is large.
+pub async fn parse_off_runtime(
+    body: axum::body::Bytes,
+    model: Arc<LoadedModel>,
+    max_rows: usize,
+) -> Result<InferenceRequest, ApiError> {
+    if body.len() <= INLINE_PARSE_BYTES {
+        return parse_request(&body, &model, max_rows);
+    }
+    tokio::task::spawn_blocking(move || parse_request(&body, &model, max_rows))
+        .await
+        .map_err(|e| ApiError::Inference(format!("parsing task failed: {e}")))?
 }
 
 /// Runs inference on the blocking pool, so a slow model never stalls the async workers that
@@ -198,6 +233,10 @@ impl<'a> ModelRef<'a> {
 #[derive(Serialize)]
 struct PredictResponse<'a> {
     model: ModelRef<'a>,
+    /// Echo of `entity_ids`, parallel to `predictions` (absent for inline `instances`), so
+    /// prediction objects stay exactly the training log's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entity_ids: Option<&'a [String]>,
     predictions: Predictions<'a>,
 }
 

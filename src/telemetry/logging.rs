@@ -46,10 +46,15 @@ impl Telemetry {
     }
 }
 
+/// Log lines only, to stdout, no span export: for helper binaries (the mock feature store).
+pub fn init_logging(format: LogFormat) {
+    init(format, LogTarget::Stdout, false).shutdown();
+}
+
 /// Installs the global subscriber. `RUST_LOG` filters log lines (default `info,ort=warn`);
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` turns span export on (`export_spans` false never exports).
 /// A second call (several servers in one test process) keeps the first subscriber.
-pub fn init_logging(format: LogFormat, target: LogTarget, export_spans: bool) -> Telemetry {
+pub fn init(format: LogFormat, target: LogTarget, export_spans: bool) -> Telemetry {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
     let events_only = filter_fn(|metadata| metadata.is_event());

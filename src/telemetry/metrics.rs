@@ -21,6 +21,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::features::FeatureError;
 use crate::model::{ModelEntry, ModelOutput};
 
 /// The content type of the text exposition format `render` writes.
@@ -177,14 +178,14 @@ impl Metrics {
             feature_store_duration: Histogram::with_opts(
                 HistogramOpts::new(
                     "ferrum_feature_store_request_duration_seconds",
-                    "Duration of one call to the feature store (successful or not).",
+                    "Duration of one call to a remote feature store, retries included (successful or not).",
                 )
                 .buckets(FEATURE_STORE_BUCKETS.to_vec()),
             )
             .expect("valid histogram definition"),
             feature_store_errors: counter_vec(
                 "ferrum_feature_store_errors_total",
-                "Failed feature-store calls, by kind of error.",
+                "Failed calls to a remote feature store, by kind: unavailable, timeout, bad_answer, entity_not_found, feature_missing.",
                 &["kind"],
             ),
             feature_store_cache_hits: IntCounter::new(
@@ -426,14 +427,26 @@ pub fn record_explain(model: &str, version: &str, method: &'static str, elapsed:
         .observe(elapsed.as_secs_f64());
 }
 
-/// Records one call to the feature store: its duration, and on failure a bounded `error_kind`
-/// (e.g. `timeout`, `connect`, `status`, `decode`, `missing_entity`). For the feature-store
-/// client to call once per remote call (not per cache hit).
+/// Records one call to a remote feature store: its duration, and on failure a bounded
+/// `error_kind` ([`feature_store_error_kind`]). Called once per remote lookup (not for cache
+/// hits, nor for the in-process snapshot store, which makes no call).
 pub fn record_feature_store_call(elapsed: Duration, error_kind: Option<&'static str>) {
     let m = metrics();
     m.feature_store_duration.observe(elapsed.as_secs_f64());
     if let Some(kind) = error_kind {
         m.feature_store_errors.with_label_values(&[kind]).inc();
+    }
+}
+
+/// The `kind` label of a failed feature-store call.
+pub fn feature_store_error_kind(error: &FeatureError) -> &'static str {
+    match error {
+        FeatureError::Disabled(_) => "disabled",
+        FeatureError::EntityNotFound { .. } => "entity_not_found",
+        FeatureError::FeatureMissing { .. } => "feature_missing",
+        FeatureError::Unavailable { .. } => "unavailable",
+        FeatureError::Timeout { .. } => "timeout",
+        FeatureError::StoreError(_) => "bad_answer",
     }
 }
 

@@ -22,7 +22,7 @@ pub mod timing;
 use std::path::Path;
 
 pub use http::{log_request, REQUEST_ID};
-pub use logging::{init_logging, LogTarget, Telemetry};
+pub use logging::{init, init_logging, LogTarget, Telemetry};
 
 use crate::model::Repository;
 use baseline::Baseline;

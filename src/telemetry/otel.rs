@@ -118,6 +118,27 @@ pub fn continue_trace(span: &Span, headers: &HeaderMap) -> Option<String> {
         .then(|| span_context.trace_id().to_string())
 }
 
+/// The W3C `traceparent` naming `span` as the parent, for an outgoing call made inside it
+/// (the feature-store lookup), so the callee's spans nest under it. `None` when spans are not
+/// exported (the span is disabled).
+pub fn traceparent_of(span: &Span) -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if span.is_disabled() {
+        return None;
+    }
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    span_context.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            span_context.trace_id(),
+            span_context.span_id(),
+            span_context.trace_flags().to_u8()
+        )
+    })
+}
+
 /// The trace id of a well-formed `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`, ids not
 /// all zero), for the log line when spans are not exported.
 pub fn traceparent_trace_id(headers: &HeaderMap) -> Option<&str> {
