@@ -342,10 +342,9 @@ impl Drop for InFlight {
 /// [`UNMATCHED_ROUTE`].
 pub fn record_http_request(route: &str, method: &Method, status: u16, elapsed: Duration) {
     let m = metrics();
-    let status = axum::http::StatusCode::from_u16(status)
-        .map(|s| s.as_str().to_owned())
-        .unwrap_or_else(|_| "other".into());
-    let labels = [route, method_label(method), status.as_str()];
+    let code = axum::http::StatusCode::from_u16(status).ok();
+    let status = code.as_ref().map_or("other", |c| c.as_str());
+    let labels = [route, method_label(method), status];
     m.http_requests.with_label_values(&labels).inc();
     m.http_duration
         .with_label_values(&labels)
