@@ -40,9 +40,14 @@ start() { # $1 = log file, rest = flags; prints the port
 logs=$(mktemp -d)
 on=$(start "$logs/on.log" --drift-window-rows 2000 --drift-min-rows 200 --drift-interval-ms 100)
 off=$(start "$logs/off.log" --drift-window-rows 0)
+measure() { echo "round $1 drift=$2 $("$client" "http://127.0.0.1:$3" "$requests" "$concurrency" "$rows")"; }
 for round in $(seq "$rounds"); do
-  echo "round $round drift=on  $("$client" "http://127.0.0.1:$on" "$requests" "$concurrency" "$rows")"
-  echo "round $round drift=off $("$client" "http://127.0.0.1:$off" "$requests" "$concurrency" "$rows")"
+  # Alternate which goes first, so neither always runs on a freshly idle machine.
+  if [ $((round % 2)) -eq 1 ]; then
+    measure "$round" on "$on"; measure "$round" off "$off"
+  else
+    measure "$round" off "$off"; measure "$round" on "$on"
+  fi
 done
 echo "drift computations on the 'on' server:"
 curl -s "http://127.0.0.1:$on/metrics" | grep -E '^ferrum_drift_(computation_duration_seconds_(sum|count)|rows_total|dropped_rows_total)' || true

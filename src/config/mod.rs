@@ -178,9 +178,9 @@ pub struct ServeArgs {
     #[arg(long, env = "DRIFT_MIN_ROWS", default_value_t = 200)]
     pub drift_min_rows: usize,
 
-    /// Served requests that may wait for the drift monitor; when full, newer rows are left out
-    /// of monitoring (and counted) rather than slowing requests down.
-    #[arg(long, env = "DRIFT_QUEUE_CAPACITY", default_value_t = 128)]
+    /// Served requests that may wait for the drift monitor, which takes them every 10 ms; when
+    /// full, newer rows are left out of monitoring (and counted) rather than slowing requests.
+    #[arg(long, env = "DRIFT_QUEUE_CAPACITY", default_value_t = 1024)]
     pub drift_queue_capacity: usize,
 
     /// Where `entity_ids` are looked up (see [`FeatureStoreArgs`]).
