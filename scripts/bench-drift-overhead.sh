@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Measures what drift monitoring costs /predict: two release servers, one with drift on (with a
-# 100 ms recomputation interval, far more often than the 15 s default, to make any interference
-# visible) and one with it off, measured alternately (A B A B ...) with the same client, since
+# Measures what drift monitoring costs /predict: two release servers, one with drift on (by
+# default with a 100 ms recomputation interval, far more often than the server's 15 s default,
+# to make any interference visible; DRIFT_INTERVAL_MS=15000 measures the default) and one with
+# it off, measured alternately (A B A B ...) with the same client, since
 # run-to-run noise on a shared 2-core machine is larger than the effect being measured.
 #
 # Usage: scripts/bench-drift-overhead.sh [REQUESTS] [CONCURRENCY] [ROWS] [ROUNDS]
@@ -38,7 +39,8 @@ start() { # $1 = log file, rest = flags; prints the port
 }
 
 logs=$(mktemp -d)
-on=$(start "$logs/on.log" --drift-window-rows 2000 --drift-min-rows 200 --drift-interval-ms 100)
+# ON_WINDOW_ROWS=0 turns the "on" server's drift off too: an A/A control of the set-up itself.
+on=$(start "$logs/on.log" --drift-window-rows "${ON_WINDOW_ROWS:-2000}" --drift-min-rows 200 --drift-interval-ms "${DRIFT_INTERVAL_MS:-100}")
 off=$(start "$logs/off.log" --drift-window-rows 0)
 measure() { echo "round $1 drift=$2 $("$client" "http://127.0.0.1:$3" "$requests" "$concurrency" "$rows")"; }
 for round in $(seq "$rounds"); do
