@@ -19,6 +19,9 @@ scripts/fetch-onnxruntime.sh .ort
 step "Python venv (hash-locked)"
 venv=$(scripts/python-env.sh requirements/dev.lock)
 
+step "System tools (promtool, for the metrics and alert-rule tests)"
+scripts/install-system-tools.sh
+
 step "cargo fmt --check"
 $cargo fmt --all -- --check
 

@@ -6,7 +6,8 @@
 //! ## Where a request goes
 //! `api` (parse and validate the body straight into an `f32` matrix) → `model` (ONNX Runtime on a
 //! blocking thread, one pooled session per call) → `api` (shape predictions into JSON).
-//! `telemetry` watches at the edges (one log line per request) and never sits inside the math.
+//! `telemetry` watches at the edges (a log line, metrics and a span per request; served rows handed
+//! to a background drift monitor) and never sits inside the math.
 //!
 //! A body with `entity_ids` instead of `instances` first goes through `features`, which looks
 //! the rows up in a feature store (Feast's HTTP protocol, or a snapshot read in-process).
@@ -18,14 +19,17 @@
 //! - [`api`]: the axum router, request parsing, the one error enum mapped to HTTP statuses.
 //! - [`features`]: entity ids → rows: the Feast-protocol client, the in-process snapshot store,
 //!   the mock feature store (`ferrum-feature-store`), and the data-contract check.
-//! - [`telemetry`]: logging set-up and the per-request log line.
+//! - [`telemetry`]: logs, OpenTelemetry spans, Prometheus metrics, timing headers, drift (PSI of
+//!   served rows against the training baseline).
 //! - [`server`]: start-up order (bind, load, warm up, ready) and graceful shutdown.
 //! - [`healthcheck`]: `--healthcheck`, the curl-free probe container health checks run.
+//! - [`jobs`]: the offline `predict` and `drift-report` subcommands, over files.
 
 pub mod api;
 pub mod config;
 pub mod features;
 pub mod healthcheck;
+pub mod jobs;
 pub mod model;
 pub mod server;
 pub mod telemetry;

@@ -14,6 +14,7 @@ use crate::api::{self, Admission, ApiKey, AppState, Limits};
 use crate::config::ServeArgs;
 use crate::features::FeatureStore;
 use crate::model::{LoadError, LoadOptions, Manifest, Repository, Runtime};
+use crate::telemetry;
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,7 @@ pub enum ServeError {
 /// Runs the HTTP server until a shutdown signal, or returns the first start-up error.
 pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     tracing::info!(config = %serde_json::to_string(&args).unwrap_or_default(), "effective configuration");
+    telemetry::metrics::set_build_info(std::env::var("IMAGE_TAG").ok().as_deref());
     let manifest = Manifest::read(&args.manifest)?;
     let runtime = Runtime::load(&args.ort_dylib_path)?;
     // Before binding: a bad FEATURE_STORE_URI or unreadable snapshot stops the start with a
@@ -126,6 +128,7 @@ fn spawn_model_load(
 ) -> oneshot::Receiver<LoadError> {
     let (failed, load_failed) = oneshot::channel();
     let models_dir = args.models_dir.clone();
+    let drift = args.drift_config();
     let options = LoadOptions {
         sessions_per_model: args.sessions_per_model(),
         intra_op_threads: args.intra_op_threads,
@@ -135,6 +138,9 @@ fn spawn_model_load(
     tokio::task::spawn_blocking(move || {
         match Repository::load(manifest, &models_dir, &runtime, options) {
             Ok(repository) => {
+                if let Some(drift) = telemetry::observe_models(&repository, &models_dir, drift) {
+                    state.set_drift(drift);
+                }
                 state.set_repository(repository);
                 tracing::info!("all models loaded and warmed up; ready");
             }

@@ -5,6 +5,7 @@ mod body;
 pub mod error;
 pub mod guard;
 mod health;
+mod metrics;
 mod predict;
 pub mod request;
 
@@ -23,6 +24,7 @@ pub use guard::{Admission, ApiKey};
 use crate::features::FeatureStore;
 use crate::model::{Manifest, Repository};
 use crate::telemetry;
+use crate::telemetry::drift::DriftHandle;
 
 /// Request-size limits, from the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +53,8 @@ pub struct Inner {
     shutting_down: AtomicBool,
     /// For `/health`'s uptime.
     started: Instant,
+    /// Drift monitoring of served rows, once models are loaded (absent when turned off).
+    drift: OnceLock<DriftHandle>,
     /// Where `entity_ids` are looked up; set once at start (unset: lookups are off).
     feature_store: OnceLock<Arc<FeatureStore>>,
 }
@@ -78,6 +82,7 @@ impl AppState {
             repository: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
+            drift: OnceLock::new(),
             feature_store: OnceLock::new(),
         }))
     }
@@ -103,6 +108,16 @@ impl AppState {
         if self.repository.set(Arc::new(repository)).is_err() {
             tracing::warn!("models were already loaded; ignoring a second load");
         }
+    }
+
+    /// Starts handing served rows to drift monitoring.
+    pub fn set_drift(&self, drift: DriftHandle) {
+        let _ = self.drift.set(drift);
+    }
+
+    /// Drift monitoring, if it runs.
+    pub fn drift(&self) -> Option<&DriftHandle> {
+        self.drift.get()
     }
 
     /// Marks the server as draining: readiness fails from now on.
@@ -146,6 +161,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/manifest", get(health::manifest))
+        .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(telemetry::log_request))

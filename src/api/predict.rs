@@ -1,19 +1,24 @@
 //! `POST /predict` and its per-model forms.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::{Path, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use tracing::Instrument;
 
 use super::body::JsonBody;
 use super::error::ApiError;
 use super::request::{parse_request, InferenceRequest, RequestInput};
 use super::AppState;
 use crate::features::{rows_for, TraceContext};
-use crate::model::{LoadedModel, ModelOutput, Predictions, Rows};
+use crate::model::{InferenceError, LoadedModel, ModelOutput, Predictions, Rows};
+use crate::telemetry::metrics;
+use crate::telemetry::otel::{feature_lookup_span, inference_span, traceparent_of};
+use crate::telemetry::timing::InferenceTiming;
 
 /// `POST /predict`: the manifest's default model, its highest version.
 pub async fn predict_default(
@@ -49,9 +54,29 @@ async fn predict(
     name: Option<&str>,
     version: Option<&str>,
     headers: &HeaderMap,
-    JsonBody(body): JsonBody,
+    body: JsonBody,
 ) -> Result<Response, ApiError> {
     let model = state.repository()?.get(name, version)?.clone();
+    let result = predict_with(state, model.clone(), headers, body).await;
+    if let Err(error) = &result {
+        // Failed inference calls are counted by `infer_timed` itself.
+        if !matches!(error, ApiError::Inference(_)) {
+            metrics::record_inference_failure(
+                &model.entry.name,
+                &model.entry.version,
+                error.code(),
+            );
+        }
+    }
+    result
+}
+
+async fn predict_with(
+    state: &AppState,
+    model: Arc<LoadedModel>,
+    headers: &HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
     let request = parse_off_runtime(body, model.clone(), state.limits.max_request_rows).await?;
     if let Some(field) = request.explain.first_given() {
         return Err(ApiError::InvalidField {
@@ -64,17 +89,39 @@ async fn predict(
         RequestInput::Rows(_) => None,
     };
     let store = state.feature_store();
-    let trace = TraceContext::from_headers(headers);
-    let rows = rows_for(&store, request.input, &model, &trace).await?;
-    let output = infer(model.clone(), rows).await?;
-    Ok(json_response(&PredictResponse {
+    let mut trace = TraceContext::from_headers(headers);
+    // Entity ids are looked up inside a `feature_lookup` span; when spans are exported, the
+    // store is told that span as its parent, so its own spans nest under this request's.
+    let lookup = match &entity_ids {
+        Some(ids) => feature_lookup_span(ids.len()),
+        None => tracing::Span::none(),
+    };
+    if let Some(traceparent) = traceparent_of(&lookup) {
+        trace.traceparent = Some(traceparent);
+    }
+    let rows = rows_for(&store, request.input, &model, &trace)
+        .instrument(lookup)
+        .await?;
+    let Inferred {
+        output,
+        rows,
+        timing,
+    } = infer_timed(model.clone(), rows).await?;
+    metrics::record_predictions(&model.entry, &output);
+    let mut response = json_response(&PredictResponse {
         model: ModelRef::of(&model),
         entity_ids: entity_ids.as_deref(),
         predictions: Predictions {
             output: &output,
             class_labels: &model.entry.class_labels,
         },
-    }))
+    });
+    timing.write_headers(response.headers_mut());
+    if let Some(drift) = state.drift() {
+        // Moves the rows and output (no copy); never waits.
+        drift.observe(&model.entry.name, &model.entry.version, rows, output);
+    }
+    Ok(response)
 }
 
 /// Bodies up to this size are parsed on the async worker (tens of microseconds); larger ones
@@ -96,12 +143,72 @@ pub async fn parse_off_runtime(
 }
 
 /// Runs inference on the blocking pool, so a slow model never stalls the async workers that
-/// answer health probes and parse other requests.
+/// answer health probes and parse other requests. Records the same metrics as
+/// [`infer_timed`]; for callers that need neither the timing nor the rows back.
+#[allow(dead_code)] // kept for the /explain routes (on another branch), which call it
 pub async fn infer(model: Arc<LoadedModel>, rows: Rows) -> Result<ModelOutput, ApiError> {
-    tokio::task::spawn_blocking(move || model.infer(&rows))
+    infer_timed(model, rows)
         .await
-        .map_err(|e| ApiError::Inference(format!("inference task failed: {e}")))?
-        .map_err(ApiError::from)
+        .map(|inferred| inferred.output)
+}
+
+/// What one inference call gives back.
+pub struct Inferred {
+    /// The model's output.
+    pub output: ModelOutput,
+    /// The input rows, handed back so they can go on (to drift monitoring) without a copy.
+    pub rows: Rows,
+    /// Queue wait and inference time, for the timing headers.
+    pub timing: InferenceTiming,
+}
+
+/// [`infer`], also returning the rows and where the time went. Records the inference metrics
+/// (queue depth and wait, duration, batch size, success or failure) and runs in an
+/// `inference` span, a child of the request's.
+pub async fn infer_timed(model: Arc<LoadedModel>, rows: Rows) -> Result<Inferred, ApiError> {
+    let (name, version) = (model.entry.name.as_str(), model.entry.version.as_str());
+    let span = inference_span(name, version, rows.n_rows);
+    let submitted = Instant::now();
+    let mut queued = metrics::inference_queued(name, version);
+    let task_model = model.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        let mut started = None;
+        let output = task_model.infer_with(&rows, || {
+            started = Some(Instant::now());
+            queued.started();
+        });
+        let finished = Instant::now();
+        (output, rows, started.unwrap_or(finished), finished)
+    })
+    .instrument(span.clone())
+    .await;
+    let (output, rows, started, finished) = match joined {
+        Ok(done) => done,
+        Err(e) => {
+            metrics::record_inference_failure(name, version, "task_failed");
+            return Err(ApiError::Inference(format!("inference task failed: {e}")));
+        }
+    };
+    let output = output.map_err(|e| {
+        let reason = match e {
+            InferenceError::Runtime(_) => "runtime_error",
+            InferenceError::Output(_) => "output_error",
+        };
+        metrics::record_inference_failure(name, version, reason);
+        ApiError::from(e)
+    })?;
+    let timing = InferenceTiming {
+        queue: started.saturating_duration_since(submitted),
+        inference: finished.saturating_duration_since(started),
+    };
+    metrics::record_inference(name, version, rows.n_rows, timing.queue, timing.inference);
+    span.record("queue_ms", timing.queue.as_secs_f64() * 1000.0);
+    span.record("inference_ms", timing.inference.as_secs_f64() * 1000.0);
+    Ok(Inferred {
+        output,
+        rows,
+        timing,
+    })
 }
 
 /// Which model answered: name, version and the sha256 of the exact file.

@@ -3,18 +3,27 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
-/// The `ferrum-serve` command line.
+use crate::telemetry::baseline::DEFAULT_PSI_THRESHOLD;
+use crate::telemetry::drift::DriftConfig;
+
+/// The `ferrum-serve` command line: no subcommand serves (with the serve flags); `predict` and
+/// `drift-report` are offline jobs over files, with the same model code.
 #[derive(Debug, Parser)]
 #[command(
     name = "ferrum-serve",
     version,
-    about = "Serve ONNX models over HTTP, reproducibly"
+    about = "Serve ONNX models over HTTP, reproducibly",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
+    /// An offline job, or `serve` (the default).
+    #[command(subcommand)]
+    pub command: Option<Command>,
     #[command(flatten)]
     pub serve: ServeArgs,
 
@@ -22,6 +31,36 @@ pub struct Cli {
     /// loopback) and exit 0 if it answers 2xx, else 1. For container health checks (no curl).
     #[arg(long, value_name = "URL", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     pub healthcheck: Option<String>,
+}
+
+impl Cli {
+    /// The command to run: serving with the top-level flags when no subcommand is given.
+    pub fn into_command(self) -> Command {
+        self.command.unwrap_or(Command::Serve(self.serve))
+    }
+}
+
+/// What the binary does.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the models over HTTP (what `ferrum-serve` does without a subcommand).
+    Serve(ServeArgs),
+    /// Batch inference from a CSV or JSON-lines file to a CSV or JSON-lines file, streamed in
+    /// chunks, with the API's validation.
+    Predict(PredictArgs),
+    /// Feature and prediction drift (PSI) of a file of rows against the training baseline, as a
+    /// JSON report; exits with status 3 when any PSI exceeds the threshold.
+    DriftReport(DriftReportArgs),
+}
+
+/// A data file's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataFormat {
+    /// Comma-separated values with a header row naming the columns.
+    Csv,
+    /// One JSON value per line (a row: an object by feature name or an array in model order).
+    Jsonl,
 }
 
 /// Which ONNX Runtime execution provider serves the models.
@@ -129,6 +168,26 @@ pub struct ServeArgs {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
 
+    /// Served rows kept per model version for live drift monitoring (PSI of each feature and
+    /// of the predictions against the training baseline); 0 turns drift monitoring off.
+    #[arg(long, env = "DRIFT_WINDOW_ROWS", default_value_t = 2000)]
+    pub drift_window_rows: usize,
+
+    /// How often the drift gauges are recomputed, in milliseconds (in a background thread).
+    #[arg(long, env = "DRIFT_INTERVAL_MS", default_value_t = 15_000,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    pub drift_interval_ms: u64,
+
+    /// Drift gauges are published once a window holds this many rows (PSI over few rows is
+    /// mostly sampling noise: about (bins - 1) / rows).
+    #[arg(long, env = "DRIFT_MIN_ROWS", default_value_t = 200)]
+    pub drift_min_rows: usize,
+
+    /// Served requests that may wait for the drift monitor, which takes them every 10 ms; when
+    /// full, newer rows are left out of monitoring (and counted) rather than slowing requests.
+    #[arg(long, env = "DRIFT_QUEUE_CAPACITY", default_value_t = 1024)]
+    pub drift_queue_capacity: usize,
+
     /// Where `entity_ids` are looked up (see [`FeatureStoreArgs`]).
     #[command(flatten)]
     pub feature_store: FeatureStoreArgs,
@@ -205,12 +264,112 @@ pub struct FeatureStoreArgs {
     pub require_snapshot_match: bool,
 }
 
+/// Which model an offline job runs, and how to load it (the same flags as the server's).
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct JobModelArgs {
+    /// The model to run (default: the manifest's default model).
+    #[arg(long)]
+    pub model: Option<String>,
+
+    /// The model version (default: the model's highest).
+    #[arg(long = "model-version")]
+    pub model_version: Option<String>,
+
+    /// The model repository: `<name>/<version>/model.onnx` and its artifacts.
+    #[arg(long, env = "MODELS_DIR", default_value = "models")]
+    pub models_dir: PathBuf,
+
+    /// The manifest that names every model version, its features and its sha256.
+    #[arg(long, env = "MANIFEST_PATH", default_value = "manifest.json")]
+    pub manifest: PathBuf,
+
+    /// ONNX Runtime's shared library (from the pinned wheel; see scripts/fetch-onnxruntime.sh).
+    #[arg(long, env = "ORT_DYLIB_PATH", default_value = ".ort/libonnxruntime.so")]
+    pub ort_dylib_path: PathBuf,
+
+    /// Threads ONNX Runtime may use inside one inference call.
+    #[arg(long, env = "INTRA_OP_THREADS", default_value_t = 1)]
+    pub intra_op_threads: usize,
+
+    /// Execution provider: auto (CUDA if usable, else CPU), cpu, or cuda (fail without a GPU).
+    #[arg(long, env = "EXECUTION_PROVIDER", value_enum, default_value = "auto")]
+    pub execution_provider: ExecutionProviderChoice,
+
+    /// Rows read, validated and inferred at a time: memory stays flat whatever the file size.
+    #[arg(long, env = "CHUNK_ROWS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub chunk_rows: u64,
+
+    /// Log format (logs go to stderr): json (default) or text.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+}
+
+/// `ferrum-serve predict`.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    pub model: JobModelArgs,
+
+    /// Rows to score: a CSV file with a header (feature columns by name, any other columns are
+    /// copied to the output) or JSON lines (one row per line); `-` reads stdin.
+    #[arg(long, short = 'i')]
+    pub input: PathBuf,
+
+    /// Input format (default: from the file extension: .csv, else JSON lines).
+    #[arg(long, value_enum)]
+    pub input_format: Option<DataFormat>,
+
+    /// Where predictions go (written to `<output>.partial`, renamed when complete); `-` writes
+    /// stdout.
+    #[arg(long, short = 'o')]
+    pub output: PathBuf,
+
+    /// Output format (default: from the file extension: .csv, else JSON lines).
+    #[arg(long, value_enum)]
+    pub output_format: Option<DataFormat>,
+}
+
+/// `ferrum-serve drift-report`.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct DriftReportArgs {
+    #[command(flatten)]
+    pub model: JobModelArgs,
+
+    /// Rows to compare with the training baseline (CSV or JSON lines, as for `predict`);
+    /// `-` reads stdin.
+    #[arg(long, short = 'i')]
+    pub input: PathBuf,
+
+    /// Input format (default: from the file extension: .csv, else JSON lines).
+    #[arg(long, value_enum)]
+    pub input_format: Option<DataFormat>,
+
+    /// Where the JSON report goes; `-` (default) writes stdout.
+    #[arg(long, short = 'o', default_value = "-")]
+    pub output: PathBuf,
+
+    /// A feature or prediction whose PSI exceeds this is drifted (exit status 3).
+    #[arg(long, env = "DRIFT_THRESHOLD", default_value_t = DEFAULT_PSI_THRESHOLD)]
+    pub threshold: f64,
+}
+
 impl ServeArgs {
     /// Sessions per model version, resolving the default from the machine's cores.
     pub fn sessions_per_model(&self) -> usize {
         self.sessions_per_model
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .max(1)
+    }
+
+    /// How served rows are monitored for drift.
+    pub fn drift_config(&self) -> DriftConfig {
+        DriftConfig {
+            window_rows: self.drift_window_rows,
+            interval: Duration::from_millis(self.drift_interval_ms),
+            min_rows: self.drift_min_rows,
+            queue_capacity: self.drift_queue_capacity,
+        }
     }
 }
 
@@ -240,6 +399,58 @@ mod tests {
         assert_eq!(cli.serve.port, 9000);
         assert_eq!(cli.serve.execution_provider, ExecutionProviderChoice::Cpu);
         assert!(Cli::try_parse_from(["ferrum-serve", "--execution-provider", "tpu"]).is_err());
+    }
+
+    #[test]
+    fn no_subcommand_serves_and_jobs_take_their_own_flags() {
+        use std::path::Path;
+        let cli = Cli::try_parse_from(["ferrum-serve", "--drift-window-rows", "50"]).unwrap();
+        match cli.into_command() {
+            Command::Serve(args) => {
+                assert_eq!(args.drift_window_rows, 50);
+                assert_eq!(args.drift_config().interval, Duration::from_secs(15));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["ferrum-serve", "serve", "--port", "1"]).unwrap();
+        assert!(matches!(cli.into_command(), Command::Serve(a) if a.port == 1));
+        let cli = Cli::try_parse_from([
+            "ferrum-serve",
+            "predict",
+            "--model",
+            "diabetes",
+            "-i",
+            "in.csv",
+            "-o",
+            "out.jsonl",
+        ])
+        .unwrap();
+        match cli.into_command() {
+            Command::Predict(args) => {
+                assert_eq!(args.model.model.as_deref(), Some("diabetes"));
+                assert_eq!(args.model.chunk_rows, 4096);
+                assert_eq!(args.output, PathBuf::from("out.jsonl"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli =
+            Cli::try_parse_from(["ferrum-serve", "drift-report", "--input", "x.csv"]).unwrap();
+        assert!(
+            matches!(cli.into_command(), Command::DriftReport(a) if a.threshold == 0.25 && a.output == Path::new("-"))
+        );
+        // Server flags before a subcommand are refused rather than silently ignored.
+        assert!(Cli::try_parse_from([
+            "ferrum-serve",
+            "--port",
+            "1",
+            "predict",
+            "-i",
+            "a",
+            "-o",
+            "b"
+        ])
+        .is_err());
+        assert!(Cli::try_parse_from(["ferrum-serve", "--drift-interval-ms", "0"]).is_err());
     }
 
     #[test]

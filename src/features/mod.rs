@@ -31,6 +31,7 @@ use crate::api::request::RequestInput;
 use crate::config::FeatureStoreArgs;
 use crate::model::manifest::FeatureStoreSpec;
 use crate::model::{LoadedModel, Manifest, ModelEntry, Rows};
+use crate::telemetry::metrics;
 
 /// Why an entity-id lookup failed. Each maps to one HTTP status and stable code in the API
 /// (`crate::api::ApiError`), and each message names the entity, feature or store at fault.
@@ -586,10 +587,22 @@ impl FeatureStore {
             };
             sources.insert(id, source);
         }
+        if cache.is_some() {
+            let hits = (sources.len() - misses.len()) as u64;
+            metrics::record_feature_store_cache(hits, misses.len() as u64);
+            tracing::Span::current().record("cache_hits", hits as i64);
+        }
         let fetched = if misses.is_empty() {
             Rows::default()
         } else {
-            client.fetch_rows(model, spec, &misses, trace).await?
+            let started = Instant::now();
+            let fetched = client.fetch_rows(model, spec, &misses, trace).await;
+            let error_kind = fetched
+                .as_ref()
+                .err()
+                .map(metrics::feature_store_error_kind);
+            metrics::record_feature_store_call(started.elapsed(), error_kind);
+            fetched?
         };
         if let Some(cache) = cache {
             for (k, id) in misses.iter().enumerate() {

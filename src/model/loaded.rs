@@ -58,6 +58,16 @@ impl LoadedModel {
 
     /// Runs the model on `rows`. Blocking: call from a blocking thread.
     pub fn infer(&self, rows: &Rows) -> Result<ModelOutput, InferenceError> {
+        self.infer_with(rows, || {})
+    }
+
+    /// Like [`LoadedModel::infer`], calling `on_session` as soon as a session is held: the end
+    /// of the call's queueing, for the queue-wait metric and the `x-queue-time` header.
+    pub fn infer_with(
+        &self,
+        rows: &Rows,
+        on_session: impl FnOnce(),
+    ) -> Result<ModelOutput, InferenceError> {
         if rows.n_cols != self.n_features() {
             return Err(InferenceError::Output(format!(
                 "input has {} columns, model takes {}",
@@ -71,6 +81,7 @@ impl LoadedModel {
         let inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
             vec![(Cow::Borrowed(onnx.input.as_str()), tensor.into())];
         let mut session = self.sessions.acquire();
+        on_session();
         let outputs = session.run(inputs)?;
         let tensor_f32 = |role: &str| -> Result<Vec<f32>, InferenceError> {
             let name = &onnx.outputs[role];

@@ -1,71 +1,70 @@
-//! Logs: JSON lines by default (for collectors), text for humans; and the one log line every
-//! request gets, with the request id the client sent or one we made.
+//! Observability: what the service tells its operators, always at the edges of a request and
+//! never inside the math.
+//!
+//! - [`logging`]: the global subscriber: JSON (or text) log lines, `RUST_LOG` filtering, and
+//!   OTLP span export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set ([`otel`]).
+//! - [`http`]: the per-request middleware: log line, HTTP metrics, request span.
+//! - [`metrics`]: the one Prometheus registry and a recording function per event.
+//! - [`timing`]: the `x-queue-time` / `x-inference-time` response headers.
+//! - [`baseline`]: training baselines and the PSI math; [`drift`]: the sliding windows of served
+//!   rows, compared in a background thread.
+//!
+//! [`observe_models`] wires the last three to the loaded models at start.
 
-use std::time::Instant;
+pub mod baseline;
+pub mod drift;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod otel;
+pub mod timing;
 
-use axum::extract::{MatchedPath, Request};
-use axum::http::HeaderValue;
-use axum::middleware::Next;
-use axum::response::Response;
-use tracing_subscriber::EnvFilter;
+use std::path::Path;
 
-use crate::config::LogFormat;
+pub use http::{log_request, REQUEST_ID};
+pub use logging::{init, init_logging, LogTarget, Telemetry};
 
-/// The header that carries a request's id in and out.
-pub const REQUEST_ID: &str = "x-request-id";
+use crate::model::Repository;
+use baseline::Baseline;
+use drift::{DriftConfig, DriftHandle};
 
-/// Installs the global subscriber. `RUST_LOG` filters; ONNX Runtime's own chatter is kept to
-/// warnings unless asked for.
-pub fn init_logging(format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout);
-    // An error means a subscriber is already installed (several servers in one test process).
-    let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-}
-
-/// Logs method, path, route, status, latency and request id for every request, and returns the
-/// id in `x-request-id` so a client can quote it.
-pub async fn log_request(mut req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let request_id = req
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        req.headers_mut().insert(REQUEST_ID, value);
+/// Publishes what serves (`ferrum_model_info`), registers the prediction-value buckets from the
+/// regressors' baselines, and starts drift monitoring for every model version whose baseline
+/// loads. A missing or invalid baseline is logged and that model is served unmonitored.
+/// Returns the drift handle, if monitoring runs. Reads files: call off the async workers.
+pub fn observe_models(
+    repository: &Repository,
+    models_dir: &Path,
+    drift: DriftConfig,
+) -> Option<DriftHandle> {
+    let mut baselines = Vec::new();
+    let mut buckets = Vec::new();
+    for (i, entry) in repository.manifest.models.iter().enumerate() {
+        metrics::set_model_info(entry);
+        let raw = repository.manifest.raw["models"].get(i);
+        match Baseline::read(models_dir, entry, raw) {
+            Ok(baseline) => {
+                buckets.extend(baseline.value_buckets().unwrap_or_default());
+                baselines.push(baseline);
+            }
+            Err(error) => tracing::warn!(
+                model = %entry.name,
+                version = %entry.version,
+                %error,
+                "no usable training baseline: this model version is served without drift monitoring"
+            ),
+        }
     }
-    let mut response = next.run(req).await;
-    let status = response.status().as_u16();
-    tracing::info!(
-        method = %method,
-        path = %path,
-        route = route.as_deref().unwrap_or("unmatched"),
-        status,
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-        request_id = %request_id,
-        "request"
-    );
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID, value);
+    metrics::register_prediction_buckets(buckets);
+    let monitored = baselines.len();
+    let handle = DriftHandle::start(drift, baselines);
+    if handle.is_some() {
+        tracing::info!(
+            models = monitored,
+            window_rows = drift.window_rows,
+            interval_ms = drift.interval.as_millis() as u64,
+            "drift monitoring started"
+        );
     }
-    response
+    handle
 }

@@ -1,0 +1,11 @@
+//! `GET /metrics`: the Prometheus scrape (text exposition format). Never waits behind inference.
+
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+
+use crate::telemetry::metrics;
+
+/// Every metric, rendered from the one registry.
+pub async fn metrics() -> Response {
+    ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], metrics::render()).into_response()
+}

@@ -1,0 +1,237 @@
+//! `ferrum-serve drift-report`: how far a batch of rows (and the model's predictions for them)
+//! has moved from the training data, as a JSON report.
+//!
+//! Every row of the input is binned per feature with the training baseline's deciles, and the
+//! model predicts every row (a chunk at a time) so its predictions are binned too; the PSI of
+//! each is compared with `--threshold`. The process exits with status 3 when anything drifted
+//! ([`DRIFT_EXIT_CODE`]), 1 on an error, 0 otherwise: a Kubernetes CronJob fails, and alerts,
+//! exactly when there is drift or the check could not run.
+
+use std::io::Write;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::input::RowReader;
+use super::{format_of, is_std, load_model, progress_bar, JobError};
+use crate::config::DriftReportArgs;
+use crate::telemetry::baseline::{shares, Baseline, PredictionDrift, PredictionPoint, BIN_RULE};
+
+/// Exit status of a report that found drift.
+pub const DRIFT_EXIT_CODE: u8 = 3;
+
+/// The report.
+#[derive(Debug, Serialize)]
+pub struct DriftReport {
+    /// `drift` when any PSI exceeds the threshold, else `ok`.
+    pub status: &'static str,
+    /// Which model the rows were compared for.
+    pub model: ModelInfo,
+    /// Rows read.
+    pub rows: u64,
+    /// The PSI above which something counts as drifted.
+    pub threshold: f64,
+    /// How rows are binned (`searchsorted_left`).
+    pub bin_rule: &'static str,
+    /// The largest PSI of any feature or prediction series.
+    pub max_psi: f64,
+    /// Names of what drifted: feature names, and `prediction:<output>`.
+    pub drifted: Vec<String>,
+    /// One entry per feature, in model order.
+    pub features: Vec<Entry>,
+    /// One entry per prediction series: `class` and `probability` (of the baseline's positive
+    /// class) for classifiers, `value` for regressors.
+    pub predictions: Vec<Entry>,
+}
+
+/// The model version and its provenance.
+#[derive(Debug, Serialize)]
+pub struct ModelInfo {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+    pub snapshot_id: String,
+}
+
+/// The drift of one feature or prediction series.
+#[derive(Debug, Serialize)]
+pub struct Entry {
+    /// Feature name or prediction series.
+    pub name: String,
+    /// Population stability index against the training baseline.
+    pub psi: f64,
+    /// `psi > threshold`.
+    pub drifted: bool,
+    /// Share of the rows in each bin (or class).
+    pub fractions: Vec<f64>,
+    /// The training share of each bin (or class).
+    pub baseline_fractions: Vec<f64>,
+    /// Interior bin edges (absent for classes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bin_edges: Option<Vec<f64>>,
+    /// Class labels, for the `class` series.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<String>>,
+}
+
+/// Computes the report and writes it to `--output`.
+pub fn run(args: &DriftReportArgs) -> Result<DriftReport, JobError> {
+    let started = Instant::now();
+    let job = load_model(&args.model)?;
+    let baseline = job.baseline(&args.model.models_dir)?;
+    let model = &job.model;
+    let progress = progress_bar(&args.input);
+    let chunk_rows = usize::try_from(args.model.chunk_rows).unwrap_or(usize::MAX);
+    let mut reader = RowReader::open(
+        &args.input,
+        format_of(&args.input, args.input_format),
+        model,
+        chunk_rows,
+        progress.as_ref(),
+    )?;
+    let mut counts = baseline.counts();
+    let result = (|| {
+        while let Some(chunk) = reader.next_chunk()? {
+            for i in 0..chunk.rows.n_rows {
+                counts.add_row(&baseline, chunk.rows.row(i));
+            }
+            let output = model.infer(&chunk.rows)?;
+            for point in PredictionPoint::all(&output, &baseline) {
+                counts.add_prediction(&baseline, point);
+            }
+            if let Some(bar) = &progress {
+                bar.set_message(format!("{} rows", counts.rows));
+            }
+        }
+        Ok::<(), JobError>(())
+    })();
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
+    }
+    result?;
+    if counts.rows == 0 {
+        return Err(JobError::Input {
+            path: args.input.clone(),
+            message: "no rows: drift needs at least one".into(),
+        });
+    }
+
+    let threshold = args.threshold;
+    let entry = |name: String,
+                 psi: Option<f64>,
+                 counts: &[u64],
+                 expected: &[f64],
+                 bin_edges: Option<Vec<f64>>,
+                 classes: Option<Vec<String>>| {
+        let psi = psi.unwrap_or(0.0);
+        Entry {
+            name,
+            psi,
+            drifted: psi > threshold,
+            fractions: shares(counts),
+            baseline_fractions: expected.to_vec(),
+            bin_edges,
+            classes,
+        }
+    };
+    let features: Vec<Entry> = baseline
+        .feature_names
+        .iter()
+        .zip(counts.feature_psi(&baseline))
+        .zip(&counts.features)
+        .zip(&baseline.features)
+        .map(|(((name, psi), c), d)| {
+            entry(
+                name.clone(),
+                psi,
+                c,
+                &d.fractions,
+                Some(d.bin_edges.clone()),
+                None,
+            )
+        })
+        .collect();
+    let predictions: Vec<Entry> = counts
+        .output_psi(&baseline)
+        .into_iter()
+        .zip(&counts.outputs)
+        .zip(baseline.outputs())
+        .map(|(((name, psi), c), (_, expected))| {
+            let (edges, classes) = series_axis(&baseline, name);
+            entry(name.to_string(), psi, c, expected, edges, classes)
+        })
+        .collect();
+    let mut drifted: Vec<String> = features
+        .iter()
+        .filter(|e| e.drifted)
+        .map(|e| e.name.clone())
+        .collect();
+    drifted.extend(
+        predictions
+            .iter()
+            .filter(|e| e.drifted)
+            .map(|e| format!("prediction:{}", e.name)),
+    );
+    let max_psi = features
+        .iter()
+        .chain(&predictions)
+        .map(|e| e.psi)
+        .fold(0.0, f64::max);
+    let report = DriftReport {
+        status: if drifted.is_empty() { "ok" } else { "drift" },
+        model: ModelInfo {
+            name: model.entry.name.clone(),
+            version: model.entry.version.clone(),
+            sha256: model.entry.onnx.sha256.clone(),
+            snapshot_id: model.entry.dataset.snapshot_id.clone(),
+        },
+        rows: counts.rows,
+        threshold,
+        bin_rule: BIN_RULE,
+        max_psi,
+        drifted,
+        features,
+        predictions,
+    };
+    write_report(args, &report)?;
+    tracing::info!(
+        model = %report.model.name,
+        version = %report.model.version,
+        rows = report.rows,
+        status = report.status,
+        max_psi = report.max_psi,
+        drifted = %report.drifted.join(","),
+        elapsed_s = started.elapsed().as_secs_f64(),
+        peak_rss_bytes = super::peak_rss_bytes(),
+        "drift report written"
+    );
+    Ok(report)
+}
+
+/// The bin edges or class labels of a prediction series.
+fn series_axis(baseline: &Baseline, name: &str) -> (Option<Vec<f64>>, Option<Vec<String>>) {
+    match (&baseline.prediction, name) {
+        (PredictionDrift::Classification { class_labels, .. }, "class") => {
+            (None, Some(class_labels.clone()))
+        }
+        (PredictionDrift::Classification { probability, .. }, _) => {
+            (Some(probability.bin_edges.clone()), None)
+        }
+        (PredictionDrift::Regression { value }, _) => (Some(value.bin_edges.clone()), None),
+    }
+}
+
+fn write_report(args: &DriftReportArgs, report: &DriftReport) -> Result<(), JobError> {
+    let mut text = serde_json::to_vec_pretty(report).expect("the report serializes");
+    text.push(b'\n');
+    let io = |source| JobError::Io {
+        path: args.output.clone(),
+        source,
+    };
+    if is_std(&args.output) {
+        let mut out = std::io::stdout().lock();
+        out.write_all(&text).and_then(|()| out.flush()).map_err(io)
+    } else {
+        std::fs::write(&args.output, text).map_err(io)
+    }
+}
