@@ -12,12 +12,15 @@
 //! - [`config`]: command-line flags with environment fallbacks, printed at start.
 //! - [`model`]: `manifest.json`, the model repository, ONNX Runtime sessions and execution
 //!   providers, and the mapping of raw model outputs to predictions. Knows nothing of HTTP.
+//! - [`explain`]: SHAP attributions over each model's background set: Tree SHAP on the trees
+//!   read from the ONNX graph, exact enumeration, or permutation sampling. Knows nothing of HTTP.
 //! - [`api`]: the axum router, request parsing, the one error enum mapped to HTTP statuses.
 //! - [`telemetry`]: logging set-up and the per-request log line.
 //! - [`server`]: start-up order (bind, load, warm up, ready) and graceful shutdown.
 
 pub mod api;
 pub mod config;
+pub mod explain;
 pub mod model;
 pub mod server;
 pub mod telemetry;

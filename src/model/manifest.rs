@@ -46,6 +46,8 @@ pub struct ModelEntry {
     pub onnx: OnnxEntry,
     #[serde(default)]
     pub dataset: DatasetEntry,
+    #[serde(default)]
+    pub artifacts: Artifacts,
 }
 
 /// The ONNX file and the tensor names the server reads and writes.
@@ -64,6 +66,14 @@ pub struct OnnxEntry {
 pub struct DatasetEntry {
     #[serde(default)]
     pub snapshot_id: String,
+}
+
+/// Files training wrote beside the model, relative to the version's folder.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Artifacts {
+    /// The background rows `/explain` integrates over (CSV with a feature-name header).
+    #[serde(default)]
+    pub background: Option<String>,
 }
 
 #[derive(Deserialize)]
