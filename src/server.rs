@@ -42,6 +42,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let limits = Limits {
         max_request_rows: args.max_request_rows,
         max_body_bytes: args.max_body_bytes,
+        explain: args.explain_limits(),
     };
     let state = AppState::new(manifest.clone(), limits);
     let load_failed = spawn_model_load(&args, manifest, runtime, state.clone());

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::explain::ExplainError;
 use crate::model::{InferenceError, LookupError};
 
 /// Everything a request can fail with. Messages name the field or row and the problem.
@@ -68,6 +69,12 @@ pub enum ApiError {
     NotReady(&'static str),
     #[error("inference failed: {0}")]
     Inference(String),
+    #[error("{0}")]
+    UnknownClass(String),
+    #[error("{0}")]
+    ExplanationTooExpensive(String),
+    #[error("{0}")]
+    ExplanationUnavailable(String),
 }
 
 impl ApiError {
@@ -90,7 +97,10 @@ impl ApiError {
             | MissingFeatures { .. }
             | WrongRowLength { .. }
             | NonNumeric { .. }
-            | NonFinite { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            | NonFinite { .. }
+            | UnknownClass(_)
+            | ExplanationTooExpensive(_)
+            | ExplanationUnavailable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ModelNotFound(_) | VersionNotFound(_) | RouteNotFound(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -123,6 +133,9 @@ impl ApiError {
             MethodNotAllowed(_) => "method_not_allowed",
             NotReady(_) => "not_ready",
             Inference(_) => "inference_failed",
+            UnknownClass(_) => "unknown_class",
+            ExplanationTooExpensive(_) => "explanation_too_expensive",
+            ExplanationUnavailable(_) => "explanation_unavailable",
         }
     }
 }
@@ -159,5 +172,22 @@ impl From<LookupError> for ApiError {
 impl From<InferenceError> for ApiError {
     fn from(e: InferenceError) -> Self {
         ApiError::Inference(e.to_string())
+    }
+}
+
+impl From<ExplainError> for ApiError {
+    fn from(e: ExplainError) -> Self {
+        match e {
+            ExplainError::UnknownClass { .. } => ApiError::UnknownClass(e.to_string()),
+            ExplainError::NotAClassifier { field, ref model } => ApiError::InvalidField {
+                field,
+                reason: format!(
+                    "applies to classifiers only; model '{model}' is a regressor and explains its value"
+                ),
+            },
+            ExplainError::TooExpensive { .. } => ApiError::ExplanationTooExpensive(e.to_string()),
+            ExplainError::Unavailable(reason) => ApiError::ExplanationUnavailable(reason),
+            ExplainError::Cancelled | ExplainError::Model(_) => ApiError::Inference(e.to_string()),
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 mod body;
 pub mod error;
+mod explain;
 mod health;
 mod predict;
 pub mod request;
@@ -17,6 +18,7 @@ use axum::Router;
 
 pub use error::ApiError;
 
+use crate::explain::ExplainLimits;
 use crate::model::{Manifest, Repository};
 use crate::telemetry;
 
@@ -25,6 +27,8 @@ use crate::telemetry;
 pub struct Limits {
     pub max_request_rows: usize,
     pub max_body_bytes: usize,
+    /// `/explain`'s rows, cost and concurrency limits.
+    pub explain: ExplainLimits,
 }
 
 /// What every handler can see. Cheap to clone.
@@ -43,6 +47,9 @@ pub struct Inner {
     shutting_down: AtomicBool,
     /// For `/health`'s uptime.
     started: Instant,
+    /// One permit per explanation that may run at once (`limits.explain.concurrency`): the
+    /// rest wait here, asynchronously, instead of piling up on blocking threads.
+    explain_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::ops::Deref for AppState {
@@ -61,6 +68,7 @@ impl AppState {
             repository: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
+            explain_slots: Arc::new(tokio::sync::Semaphore::new(limits.explain.concurrency)),
         }))
     }
 
@@ -100,6 +108,12 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/models/{name}/versions/{version}/predict",
             post(predict::predict_version),
+        )
+        .route("/explain", post(explain::explain_default))
+        .route("/models/{name}/explain", post(explain::explain_model))
+        .route(
+            "/models/{name}/versions/{version}/explain",
+            post(explain::explain_version),
         )
         .route("/health", get(health::summary))
         .route("/health/live", get(health::live))
