@@ -92,7 +92,15 @@ async fn explain(
     let explanations = tokio::task::spawn_blocking(move || {
         // The permit lives as long as the work, even if the client has gone.
         let _permit = permit;
-        explain::explain(&task_model, &rows, &plan, &limits, &cancel)
+        let result = explain::explain(&task_model, &rows, &plan, &limits, &cancel);
+        if let Err(explain::ExplainError::Cancelled) = result {
+            tracing::info!(
+                model = %task_model.entry.name,
+                rows = rows.n_rows,
+                "explanation cancelled: the client went away"
+            );
+        }
+        result
     })
     .await
     .map_err(|e| ApiError::Inference(format!("explanation task failed: {e}")))??;
