@@ -10,13 +10,16 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 ORT_DIR := .ort
 export ORT_DYLIB_PATH ?= $(CURDIR)/$(ORT_DIR)/libonnxruntime.so
 
-.PHONY: help run test lint train ort venv fmt clippy cargo-test python-test
+BENCH_PORT ?= 18480
+
+.PHONY: help run test lint train ort venv fmt clippy cargo-test python-test bench
 
 help:
 	@echo "make run    serve the bundled models on :8080 (PORT=... to change)"
 	@echo "make test   the whole test suite (what CI runs)"
 	@echo "make lint   cargo fmt --check and clippy -D warnings"
 	@echo "make train  retrain both models into models/ and manifest.json"
+	@echo "make bench  /explain latency vs Python shap (release build; BENCH_PORT=$(BENCH_PORT))"
 
 ort:
 	scripts/fetch-onnxruntime.sh $(ORT_DIR)
@@ -41,3 +44,13 @@ clippy:
 
 train:
 	venv=$$(scripts/python-env.sh requirements/train.lock) && "$$venv/bin/python" training/train.py
+
+# Release build, a server on BENCH_PORT (stopped on exit), then the benchmark scripts against it.
+bench: ort
+	$(CARGO) build --release --bin ferrum-serve
+	venv=$$(scripts/python-env.sh requirements/dev.lock); \
+	$(TARGET_DIR)/release/ferrum-serve --host 127.0.0.1 --port $(BENCH_PORT) --log-format text \
+	  >$(TARGET_DIR)/bench-server.log 2>&1 & server=$$!; \
+	trap 'kill $$server' EXIT; \
+	"$$venv/bin/python" bench/explain.py --url http://127.0.0.1:$(BENCH_PORT) \
+	  --json $(TARGET_DIR)/bench-explain.json

@@ -185,8 +185,8 @@ pub struct ExplainAssets {
 pub struct TreeSupport {
     /// The trees and the meaning of their outputs.
     pub model: OnnxTrees,
-    /// Raw f64 outputs of the trees for each background row (`rows * n_outputs`).
-    background_raw: Vec<f64>,
+    /// The background rows prepared for Tree SHAP: raw outputs, rows grouped per tree.
+    background: tree::BackgroundSet,
     /// A session on the same graph with `post_transform = NONE`, so a margin explanation can
     /// report ONNX Runtime's own margin; `None` when the model already outputs margins.
     margin_session: Option<SessionPool>,
@@ -260,10 +260,9 @@ impl ExplainAssets {
         let trees = match trees {
             None => None,
             Some(trees) => {
-                let background_raw = trees.ensemble.predict_all(&background.data);
                 let support = TreeSupport {
+                    background: trees.ensemble.background_set(&background.data),
                     model: trees,
-                    background_raw,
                     margin_session,
                 };
                 match check_trees(model, &support, &background, columns) {
@@ -300,7 +299,7 @@ fn check_trees(
     let n_outputs = support.model.ensemble.n_outputs();
     for b in 0..background.n_rows {
         for (c, class) in support.model.classes.iter().enumerate() {
-            let ours = class.sign * support.background_raw[b * n_outputs + class.output];
+            let ours = class.sign * support.background.raw()[b * n_outputs + class.output];
             let theirs = f64::from(margins[b * n_classes + c]);
             if (ours - theirs).abs() > 1e-3 * theirs.abs().max(1.0) {
                 return Err(format!(
@@ -546,13 +545,11 @@ pub fn explain(
                     sign: class_output.sign,
                     link: support.link(plan.output).expect("checked by plan"),
                 };
-                let shap = support.model.ensemble.shap(
-                    x,
-                    &background.data,
-                    &support.background_raw,
-                    target,
-                    &mut scratch,
-                );
+                let shap =
+                    support
+                        .model
+                        .ensemble
+                        .shap(x, &support.background, target, &mut scratch);
                 (shap.attributions, shap.base_value)
             }
             (Method::Exact, _) => (

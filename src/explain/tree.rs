@@ -15,6 +15,12 @@
 //! margin attributions are rescaled by `(T(m(x)) - T(m(r))) / (m(x) - m(r))` for the
 //! post-transform `T`, so they add up to that row's probability difference; the base value is
 //! the mean of `T(m(r))`.
+//!
+//! Speed: the walk depends on a background row only through the branch each split sends it
+//! down, so [`BackgroundSet`] groups the background rows per tree by that signature once, at
+//! load (100 rows fall into ~17 groups per depth-3 tree). A request then walks each tree once
+//! per group, weighted by the sum of the group's per-row scale factors (its size, for margins):
+//! the same sums, in a different order.
 
 /// How a node compares a feature value with its threshold (ONNX `nodes_modes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,8 +153,8 @@ pub struct Scratch {
     stack: Vec<Frame>,
     /// Per node: whether `x` takes the true branch.
     x_yes: Vec<bool>,
-    /// One background row's attributions, before rescaling.
-    one_reference: Vec<f64>,
+    /// Per background group: the sum of its rows' scale factors.
+    group_weight: Vec<f64>,
 }
 
 /// A branch still to walk: the node, the path length when it was pushed, and the feature
@@ -203,6 +209,44 @@ pub struct TreeShap {
     pub base_value: f64,
     /// `link(margin(x))` from the f64 trees: `base_value + sum(attributions)` up to rounding.
     pub model_value: f64,
+}
+
+/// A background set prepared for one ensemble: its rows, their raw outputs, and per tree the
+/// rows grouped by the path signature that is all Tree SHAP depends on. Built once at load.
+#[derive(Debug, Clone)]
+pub struct BackgroundSet {
+    rows: Vec<f32>,
+    n_rows: usize,
+    n_features: usize,
+    /// Raw outputs of each row (`n_rows * n_outputs`, f64, base included).
+    raw: Vec<f64>,
+    /// Groups of tree `t` are `tree_groups[t]..tree_groups[t + 1]`.
+    tree_groups: Vec<u32>,
+    /// Per group: one of its rows (all walk the tree identically).
+    representative: Vec<u32>,
+    /// Per (row, tree), `b * n_trees + t`: the row's group.
+    group_of: Vec<u32>,
+}
+
+impl BackgroundSet {
+    /// Number of background rows.
+    pub fn n_rows(&self) -> usize {
+        self.n_rows
+    }
+
+    /// Raw outputs of every row, `n_rows * n_outputs`.
+    pub fn raw(&self) -> &[f64] {
+        &self.raw
+    }
+
+    /// Total groups over all trees: the number of tree walks one explanation costs.
+    pub fn n_groups(&self) -> usize {
+        self.representative.len()
+    }
+
+    fn row(&self, b: usize) -> &[f32] {
+        &self.rows[b * self.n_features..(b + 1) * self.n_features]
+    }
 }
 
 impl TreeEnsemble {
@@ -436,20 +480,17 @@ impl TreeEnsemble {
         }
     }
 
-    /// Interventional SHAP values of `target` for `x` over `background` (row-major, this
-    /// ensemble's width), given each background row's raw outputs (`background_raw`,
-    /// `n_rows * n_outputs`, from [`TreeEnsemble::predict_all`]).
+    /// Interventional SHAP values of `target` for `x` over a background set prepared by
+    /// [`TreeEnsemble::background_set`].
     pub fn shap(
         &self,
         x: &[f32],
-        background: &[f32],
-        background_raw: &[f64],
+        background: &BackgroundSet,
         target: Target,
         scratch: &mut Scratch,
     ) -> TreeShap {
         let m = self.n_features;
-        let n_background = background.len() / m;
-        assert!(n_background > 0 && background_raw.len() == n_background * self.n_outputs);
+        let n_trees = self.roots.len();
         scratch.status.clear();
         scratch.status.resize(m, FREE);
         scratch.x_yes.clear();
@@ -458,45 +499,47 @@ impl TreeEnsemble {
                 .iter()
                 .map(|node| node.mode != Mode::Leaf && node.goes_yes(x[node.feature as usize])),
         );
-        let mut one_reference = std::mem::take(&mut scratch.one_reference);
-        one_reference.clear();
-        one_reference.resize(m, 0.0);
 
         let margin_x = target.sign * self.predict(x, target.output);
         let value_x = target.link.apply(margin_x);
-        let mut attributions = vec![0.0; m];
+        // Each background row's scale factor, summed into its group in every tree.
+        let mut weights = std::mem::take(&mut scratch.group_weight);
+        weights.clear();
+        weights.resize(background.representative.len(), 0.0);
         let mut base_sum = 0.0;
-        for (b, r) in background.chunks_exact(m).enumerate() {
-            let margin_r = target.sign * background_raw[b * self.n_outputs + target.output];
+        for b in 0..background.n_rows {
+            let margin_r = target.sign * background.raw[b * self.n_outputs + target.output];
             let value_r = target.link.apply(margin_r);
             base_sum += value_r;
-            match target.link {
-                // Linear: add straight into the total, no per-row buffer.
-                Link::Identity => {
-                    for &root in &self.roots {
-                        self.single_reference(root, r, target, &mut attributions, scratch);
-                    }
-                }
-                Link::Logistic => {
-                    one_reference.fill(0.0);
-                    for &root in &self.roots {
-                        self.single_reference(root, r, target, &mut one_reference, scratch);
-                    }
-                    // shap's rescaling: this row's margin attributions, scaled to add up to
-                    // its output difference (factor 1 when the margins are equal).
-                    let scale = if margin_x == margin_r {
-                        1.0
-                    } else {
-                        (value_x - value_r) / (margin_x - margin_r)
-                    };
-                    for (total, phi) in attributions.iter_mut().zip(&one_reference) {
-                        *total += phi * scale;
-                    }
-                }
+            let scale = match target.link {
+                Link::Identity => 1.0,
+                // shap's rescaling: this row's margin attributions, scaled to add up to its
+                // output difference (factor 1 when the margins are equal).
+                Link::Logistic if margin_x == margin_r => 1.0,
+                Link::Logistic => (value_x - value_r) / (margin_x - margin_r),
+            };
+            for &g in &background.group_of[b * n_trees..(b + 1) * n_trees] {
+                weights[g as usize] += scale;
             }
         }
-        scratch.one_reference = one_reference;
-        let n = n_background as f64;
+        let mut attributions = vec![0.0; m];
+        for (t, &root) in self.roots.iter().enumerate() {
+            let groups = background.tree_groups[t] as usize..background.tree_groups[t + 1] as usize;
+            for g in groups {
+                let weight = weights[g];
+                if weight == 0.0 {
+                    continue;
+                }
+                let r = background.row(background.representative[g] as usize);
+                let target = Target {
+                    sign: target.sign * weight,
+                    ..target
+                };
+                self.single_reference(root, r, target, &mut attributions, scratch);
+            }
+        }
+        scratch.group_weight = weights;
+        let n = background.n_rows as f64;
         for a in &mut attributions {
             *a /= n;
         }
@@ -504,6 +547,65 @@ impl TreeEnsemble {
             attributions,
             base_value: base_sum / n,
             model_value: value_x,
+        }
+    }
+
+    /// Prepares a background set (row-major, this ensemble's width) for [`TreeEnsemble::shap`]:
+    /// each row's raw outputs, and per tree the rows grouped by the branch every split sends
+    /// them down.
+    pub fn background_set(&self, rows: &[f32]) -> BackgroundSet {
+        let m = self.n_features;
+        assert!(
+            !rows.is_empty() && rows.len() % m == 0,
+            "a non-empty row-major matrix"
+        );
+        let n_rows = rows.len() / m;
+        let n_trees = self.roots.len();
+        let mut group_of = vec![0u32; n_rows * n_trees];
+        let mut representative = Vec::new();
+        let mut tree_groups = vec![0u32];
+        let mut internal = Vec::new();
+        let mut signature: Vec<u64> = Vec::new();
+        let mut seen: std::collections::HashMap<Vec<u64>, u32> = std::collections::HashMap::new();
+        for (t, &root) in self.roots.iter().enumerate() {
+            // This tree's split nodes, in a fixed order.
+            internal.clear();
+            let mut stack = vec![root];
+            while let Some(i) = stack.pop() {
+                let node = &self.nodes[i as usize];
+                if node.mode != Mode::Leaf {
+                    internal.push(i);
+                    stack.push(node.yes);
+                    stack.push(node.no);
+                }
+            }
+            seen.clear();
+            for (b, row) in rows.chunks_exact(m).enumerate() {
+                signature.clear();
+                signature.resize(internal.len().div_ceil(64), 0);
+                for (k, &i) in internal.iter().enumerate() {
+                    let node = &self.nodes[i as usize];
+                    if node.goes_yes(row[node.feature as usize]) {
+                        signature[k / 64] |= 1 << (k % 64);
+                    }
+                }
+                let next = representative.len() as u32;
+                let group = *seen.entry(signature.clone()).or_insert_with(|| {
+                    representative.push(b as u32);
+                    next
+                });
+                group_of[b * n_trees + t] = group;
+            }
+            tree_groups.push(representative.len() as u32);
+        }
+        BackgroundSet {
+            rows: rows.to_vec(),
+            n_rows,
+            n_features: m,
+            raw: self.predict_all(rows),
+            tree_groups,
+            representative,
+            group_of,
         }
     }
 
@@ -721,7 +823,7 @@ pub(crate) mod tests {
             let flat = random_ensemble(&mut rng, 1 + case % 4, 1 + case % 5, m, n_outputs);
             let trees = TreeEnsemble::from_flat(&flat).unwrap();
             let background = random_rows(&mut rng, 1 + case % 5, m);
-            let raw = trees.predict_all(&background);
+            let set = trees.background_set(&background);
             let x = random_rows(&mut rng, 1, m);
             let output = case % n_outputs;
             let sign = if case % 2 == 0 { 1.0 } else { -1.0 };
@@ -730,7 +832,7 @@ pub(crate) mod tests {
                 sign,
                 link: Link::Identity,
             };
-            let got = trees.shap(&x, &background, &raw, target, &mut Scratch::default());
+            let got = trees.shap(&x, &set, target, &mut Scratch::default());
             let n_bg = background.len() / m;
             let expected = brute_force_shapley(m, |s| {
                 background
@@ -759,7 +861,7 @@ pub(crate) mod tests {
             let flat = random_ensemble(&mut rng, 2 + case % 3, 2 + case % 3, m, 1);
             let trees = TreeEnsemble::from_flat(&flat).unwrap();
             let background = random_rows(&mut rng, 2 + case % 4, m);
-            let raw = trees.predict_all(&background);
+            let set = trees.background_set(&background);
             let x = random_rows(&mut rng, 1, m);
             let sign = if case % 2 == 0 { 1.0 } else { -1.0 };
             let target = Target {
@@ -767,7 +869,7 @@ pub(crate) mod tests {
                 sign,
                 link: Link::Logistic,
             };
-            let got = trees.shap(&x, &background, &raw, target, &mut Scratch::default());
+            let got = trees.shap(&x, &set, target, &mut Scratch::default());
             // Reference: per background row, brute-force margin Shapley values, rescaled.
             let sigmoid = |z: f64| 1.0 / (1.0 + (-z).exp());
             let mx = sign * trees.predict(&x, 0);
