@@ -299,7 +299,8 @@ fn check_trees(
     let n_outputs = support.model.ensemble.n_outputs();
     for b in 0..background.n_rows {
         for (c, class) in support.model.classes.iter().enumerate() {
-            let ours = class.sign * support.background.raw()[b * n_outputs + class.output];
+            let ours =
+                class.offset + class.sign * support.background.raw()[b * n_outputs + class.output];
             let theirs = f64::from(margins[b * n_classes + c]);
             if (ours - theirs).abs() > 1e-3 * theirs.abs().max(1.0) {
                 return Err(format!(
@@ -543,6 +544,7 @@ pub fn explain(
                 let target = Target {
                     output: class_output.output,
                     sign: class_output.sign,
+                    offset: class_output.offset,
                     link: support.link(plan.output).expect("checked by plan"),
                 };
                 let shap =

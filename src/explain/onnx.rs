@@ -113,15 +113,29 @@ pub enum PostTransform {
     Other,
 }
 
-/// How one class (or a regressor's value) reads from the ensemble's raw outputs.
+/// How one class (or a regressor's value) reads from the ensemble's raw outputs:
+/// `offset + sign * raw[output]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ClassOutput {
     /// The raw output index.
     pub output: usize,
-    /// +1, or −1 for the negative class of a binary classifier that scores only one side
-    /// (ONNX Runtime then reports the margins `[-f, f]` and probabilities
-    /// `[σ(-f), σ(f)]`).
+    /// +1, or −1 for the negative class of a binary classifier that scores only one side.
+    /// ONNX Runtime then reports `[-f, f]` (margins, `[σ(-f), σ(f)]` after a logistic) or, when
+    /// every weight is non-negative (the score is a probability), `[1 - f, f]`.
     pub sign: f64,
+    /// 1 for the negative class of a one-score binary classifier with non-negative weights,
+    /// else 0.
+    pub offset: f64,
+}
+
+impl ClassOutput {
+    fn new(output: usize, sign: f64, offset: f64) -> ClassOutput {
+        ClassOutput {
+            output,
+            sign,
+            offset,
+        }
+    }
 }
 
 /// A tree ensemble read from an ONNX graph, with the meaning of its outputs.
@@ -169,9 +183,10 @@ pub fn read_trees(model_bytes: &[u8], entry: &ModelEntry) -> Result<Option<OnnxT
     };
     let mut flat = read_nodes(&attrs, n_features)?;
     let (classes, average) = match (node.op_type.as_str(), entry.task) {
-        (CLASSIFIER, Task::Classification) => {
-            (read_classifier_outputs(&attrs, &mut flat, entry)?, false)
-        }
+        (CLASSIFIER, Task::Classification) => (
+            read_classifier_outputs(&attrs, &mut flat, entry, transform)?,
+            false,
+        ),
         (REGRESSOR, Task::Regression) => read_regressor_outputs(&attrs, &mut flat, transform)?,
         (op, _) => return Err(format!("a {op} node in a {} model", entry.task_name())),
     };
@@ -266,6 +281,7 @@ fn read_classifier_outputs(
     attrs: &Attributes,
     flat: &mut FlatTrees,
     entry: &ModelEntry,
+    transform: PostTransform,
 ) -> Result<Vec<ClassOutput>, String> {
     let n_classes = match attrs.ints_or_empty("classlabels_int64s")? {
         labels if !labels.is_empty() => {
@@ -296,9 +312,14 @@ fn read_classifier_outputs(
     let distinct: std::collections::BTreeSet<i64> = ids.iter().copied().collect();
     let binary_one_score = n_classes == 2 && distinct.len() == 1;
     let classes = if binary_one_score {
-        if weights.iter().all(|&w| w >= 0.0) {
-            // ONNX Runtime then reads the score as a probability (p, 1 - p): not a margin.
-            return Err("a binary classifier with only non-negative weights on one class".into());
+        // Non-negative weights: ONNX Runtime reads the score as the positive class's
+        // probability and reports (1 - f, f); supported as is, without a post-transform.
+        let probability_score = weights.iter().all(|&w| w >= 0.0);
+        if probability_score && transform != PostTransform::None {
+            return Err(
+                "a one-score binary classifier with non-negative weights and a post_transform"
+                    .into(),
+            );
         }
         if base.len() > 1 {
             return Err(format!(
@@ -311,15 +332,10 @@ fn read_classifier_outputs(
         for i in 0..weights.len() {
             flat.weights.push((tree_ids[i], node_ids[i], 0, weights[i]));
         }
+        let negative_offset = if probability_score { 1.0 } else { 0.0 };
         vec![
-            ClassOutput {
-                output: 0,
-                sign: -1.0,
-            },
-            ClassOutput {
-                output: 0,
-                sign: 1.0,
-            },
+            ClassOutput::new(0, -1.0, negative_offset),
+            ClassOutput::new(0, 1.0, 0.0),
         ]
     } else {
         if !base.is_empty() && base.len() != n_classes {
@@ -339,10 +355,7 @@ fn read_classifier_outputs(
                 .push((tree_ids[i], node_ids[i], ids[i] as usize, weights[i]));
         }
         (0..n_classes)
-            .map(|c| ClassOutput {
-                output: c,
-                sign: 1.0,
-            })
+            .map(|c| ClassOutput::new(c, 1.0, 0.0))
             .collect()
     };
     Ok(classes)
@@ -385,13 +398,7 @@ fn read_regressor_outputs(
     for i in 0..weights.len() {
         flat.weights.push((tree_ids[i], node_ids[i], 0, weights[i]));
     }
-    Ok((
-        vec![ClassOutput {
-            output: 0,
-            sign: 1.0,
-        }],
-        average,
-    ))
+    Ok((vec![ClassOutput::new(0, 1.0, 0.0)], average))
 }
 
 /// Attribute lookup by name, with errors that name the attribute.
@@ -583,14 +590,8 @@ mod tests {
         assert_eq!(
             trees.classes,
             vec![
-                ClassOutput {
-                    output: 0,
-                    sign: -1.0
-                },
-                ClassOutput {
-                    output: 0,
-                    sign: 1.0
-                }
+                ClassOutput::new(0, -1.0, 0.0),
+                ClassOutput::new(0, 1.0, 0.0)
             ]
         );
     }

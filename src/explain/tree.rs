@@ -178,6 +178,9 @@ pub struct Target {
     /// Multiplies the raw output to give the class margin (−1 for the negative class of a
     /// binary classifier that scores only the positive one).
     pub sign: f64,
+    /// Added after the sign (1 for the negative class `1 - p` of a binary classifier whose
+    /// one score is a probability). Moves the base value, not the attributions.
+    pub offset: f64,
     /// The link from margin to the explained value.
     pub link: Link,
 }
@@ -500,7 +503,7 @@ impl TreeEnsemble {
                 .map(|node| node.mode != Mode::Leaf && node.goes_yes(x[node.feature as usize])),
         );
 
-        let margin_x = target.sign * self.predict(x, target.output);
+        let margin_x = target.offset + target.sign * self.predict(x, target.output);
         let value_x = target.link.apply(margin_x);
         // Each background row's scale factor, summed into its group in every tree.
         let mut weights = std::mem::take(&mut scratch.group_weight);
@@ -508,7 +511,8 @@ impl TreeEnsemble {
         weights.resize(background.representative.len(), 0.0);
         let mut base_sum = 0.0;
         for b in 0..background.n_rows {
-            let margin_r = target.sign * background.raw[b * self.n_outputs + target.output];
+            let margin_r =
+                target.offset + target.sign * background.raw[b * self.n_outputs + target.output];
             let value_r = target.link.apply(margin_r);
             base_sum += value_r;
             let scale = match target.link {
@@ -827,9 +831,11 @@ pub(crate) mod tests {
             let x = random_rows(&mut rng, 1, m);
             let output = case % n_outputs;
             let sign = if case % 2 == 0 { 1.0 } else { -1.0 };
+            let offset = (case % 3) as f64 * 0.5;
             let target = Target {
                 output,
                 sign,
+                offset,
                 link: Link::Identity,
             };
             let got = trees.shap(&x, &set, target, &mut Scratch::default());
@@ -837,7 +843,7 @@ pub(crate) mod tests {
             let expected = brute_force_shapley(m, |s| {
                 background
                     .chunks_exact(m)
-                    .map(|r| sign * trees.predict(&hybrid(&x, r, s), output))
+                    .map(|r| offset + sign * trees.predict(&hybrid(&x, r, s), output))
                     .sum::<f64>()
                     / n_bg as f64
             });
@@ -849,7 +855,7 @@ pub(crate) mod tests {
             }
             let sum: f64 = got.attributions.iter().sum();
             assert!((got.base_value + sum - got.model_value).abs() < 1e-12);
-            assert!((got.model_value - sign * trees.predict(&x, output)).abs() < 1e-15);
+            assert!((got.model_value - offset - sign * trees.predict(&x, output)).abs() < 1e-15);
         }
     }
 
@@ -867,6 +873,7 @@ pub(crate) mod tests {
             let target = Target {
                 output: 0,
                 sign,
+                offset: 0.0,
                 link: Link::Logistic,
             };
             let got = trees.shap(&x, &set, target, &mut Scratch::default());

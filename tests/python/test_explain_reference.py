@@ -18,10 +18,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 import shap
+
+from onnx_trees import margin_model_bytes, shap_tree_model
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = json.loads((REPO / "manifest.json").read_text())
@@ -147,82 +148,24 @@ def test_exact_enumeration_matches_shap_exact_explainer(server):
 # --------------------------------------------------------------------------- Tree SHAP
 
 
-def onnx_trees_as_shap_dict(path, n_features):
-    """The TreeEnsembleClassifier of an ONNX file as shap's dict model (one output: skl2onnx's
-    binary gradient boosting scores the positive class only), plus every split threshold per
-    feature. Built with the `onnx` package, independently of the server's reader."""
-    model = onnx.load(str(path))
-    (node,) = [n for n in model.graph.node if n.op_type == "TreeEnsembleClassifier"]
-    a = {attr.name: onnx.helper.get_attribute_value(attr) for attr in node.attribute}
-    assert a["post_transform"] == b"LOGISTIC"
-    assert set(a["class_ids"]) == {0} and len(a["classlabels_int64s"]) == 2
-    modes = [m.decode() for m in a["nodes_modes"]]
-    assert set(modes) <= {"BRANCH_LEQ", "LEAF"}, "shap's dict model splits with <= only"
-    trees = {}
-    for i, tree in enumerate(a["nodes_treeids"]):
-        trees.setdefault(tree, []).append(i)
-    weights = {}
-    for tree, node_id, w in zip(a["class_treeids"], a["class_nodeids"], a["class_weights"]):
-        weights[(tree, node_id)] = weights.get((tree, node_id), 0.0) + float(np.float32(w))
-    thresholds = {}
-    shap_trees = []
-    for tree, indices in sorted(trees.items()):
-        ids = [a["nodes_nodeids"][i] for i in indices]
-        assert sorted(ids) == list(range(len(ids)))
-        n = len(ids)
-        left, right = np.full(n, -1), np.full(n, -1)
-        features, values = np.full(n, -2), np.zeros((n, 1))
-        threshold = np.zeros(n)
-        for i in indices:
-            k = a["nodes_nodeids"][i]
-            if modes[i] == "LEAF":
-                values[k, 0] = weights.get((tree, k), 0.0)
-                continue
-            left[k], right[k] = a["nodes_truenodeids"][i], a["nodes_falsenodeids"][i]
-            features[k] = a["nodes_featureids"][i]
-            threshold[k] = float(np.float32(a["nodes_values"][i]))
-            thresholds.setdefault(int(features[k]), set()).add(threshold[k])
-        shap_trees.append({
-            "children_left": left, "children_right": right, "children_default": left.copy(),
-            "features": features, "thresholds": threshold, "values": values,
-            "node_sample_weight": np.ones(n),
-        })
-    dict_model = {
-        "trees": shap_trees,
-        "base_offset": float(np.float32(a["base_values"][0])),
-        "tree_output": "log_odds",
-        "objective": "binary_crossentropy",
-        "input_dtype": np.float64,
-        "internal_dtype": np.float64,
-    }
-    return dict_model, {j: sorted(t) for j, t in thresholds.items() if j < n_features}
-
-
-def margin_session(path):
-    """ONNX Runtime on the same model with post_transform NONE: its own float32 margins."""
-    model = onnx.load(str(path))
-    for node in model.graph.node:
-        for attr in node.attribute:
-            if attr.name == "post_transform":
-                attr.s = b"NONE"
-    return session(model.SerializeToString())
-
-
 @pytest.fixture(scope="module")
 def tree_reference():
     entry = ENTRIES["breast-cancer"]
     path = model_dir(entry) / entry["onnx"]["file"]
     bg = background(entry)
-    dict_model, thresholds = onnx_trees_as_shap_dict(path, len(entry["feature_names"]))
+    trees = shap_tree_model(path)
+    # skl2onnx's binary gradient boosting: one margin f, classes (-f, +f), logistic on top.
+    assert (trees.post_transform, trees.classes) == ("LOGISTIC", [(0, -1.0, 0.0), (0, 1.0, 0.0)])
     rows = log_rows(entry)
-    X = np.vstack([rows, perturbed(rows, bg, 24, seed=2, thresholds=thresholds)])
+    X = np.vstack([rows, perturbed(rows, bg, 24, seed=2, thresholds=trees.thresholds)])
     explainers = {
-        output: shap.TreeExplainer(dict_model, data=bg, feature_perturbation="interventional",
-                                   model_output=output)
+        output: shap.TreeExplainer(trees.dict_model, data=bg,
+                                   feature_perturbation="interventional", model_output=output)
         for output in ("raw", "probability")
     }
     # The dict model is the ONNX model: its margins are ONNX Runtime's (up to float32 sums).
-    ort_margin = margin_session(path).run(None, {entry["onnx"]["input"]: X.astype(np.float32)})[1]
+    margins = session(margin_model_bytes(path))
+    ort_margin = margins.run(None, {entry["onnx"]["input"]: X.astype(np.float32)})[1]
     np.testing.assert_allclose(explainers["raw"].model.predict(X), ort_margin[:, 1], atol=2e-4)
     return entry, X, explainers
 
