@@ -501,13 +501,12 @@ pub fn margin_model(model_bytes: &[u8]) -> Result<Vec<u8>, String> {
     })
 }
 
+/// What [`rewrite_field`] does with one field's payload: `Some(new payload)` or `None` to keep it.
+type Replace<'a> = dyn FnMut(&[u8]) -> Result<Option<Vec<u8>>, String> + 'a;
+
 /// Copies a protobuf message, replacing the payload of each length-delimited field `field`
 /// by what `replace` returns for it (`None` keeps it as is).
-fn rewrite_field(
-    message: &[u8],
-    field: u32,
-    replace: &mut dyn FnMut(&[u8]) -> Result<Option<Vec<u8>>, String>,
-) -> Result<Vec<u8>, String> {
+fn rewrite_field(message: &[u8], field: u32, replace: &mut Replace<'_>) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(message.len());
     let mut rest = message;
     while rest.has_remaining() {

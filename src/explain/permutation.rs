@@ -27,7 +27,7 @@ pub fn cost(n_features: usize, n_permutations: usize, n_background: usize) -> u6
 /// reverse.
 pub fn permutations(m: usize, n: usize, seed: u64) -> Vec<Vec<usize>> {
     assert!(
-        n >= 2 && n % 2 == 0,
+        n >= 2 && n.is_multiple_of(2),
         "antithetic sampling needs an even count"
     );
     let mut state = seed;

@@ -299,12 +299,12 @@ impl TreeEnsemble {
         let mut n_leaves = 0u32;
         let mut referenced = vec![false; n];
         let mut nodes = Vec::with_capacity(n);
-        for i in 0..n {
+        for (i, leaf) in leaf_of.iter_mut().enumerate() {
             let tree = flat.tree_ids[i];
             let mode = flat.modes[i];
             let missing_yes = flat.missing_tracks_true.get(i).copied().unwrap_or(false);
             if mode == Mode::Leaf {
-                leaf_of[i] = n_leaves;
+                *leaf = n_leaves;
                 nodes.push(Node {
                     threshold: 0.0,
                     feature: 0,
@@ -350,8 +350,8 @@ impl TreeEnsemble {
         // Roots: the unreferenced nodes, one per tree.
         let mut roots = Vec::new();
         let mut trees_seen = std::collections::HashSet::new();
-        for i in 0..n {
-            if !referenced[i] {
+        for (i, &is_child) in referenced.iter().enumerate() {
+            if !is_child {
                 if !trees_seen.insert(flat.tree_ids[i]) {
                     return Err(format!("tree {} has more than one root", flat.tree_ids[i]));
                 }
@@ -560,7 +560,7 @@ impl TreeEnsemble {
     pub fn background_set(&self, rows: &[f32]) -> BackgroundSet {
         let m = self.n_features;
         assert!(
-            !rows.is_empty() && rows.len() % m == 0,
+            !rows.is_empty() && rows.len().is_multiple_of(m),
             "a non-empty row-major matrix"
         );
         let n_rows = rows.len() / m;

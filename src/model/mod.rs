@@ -104,7 +104,10 @@ pub struct Rows {
 impl Rows {
     /// Wraps a buffer; `data.len()` must be a multiple of `n_cols`.
     pub fn new(data: Vec<f32>, n_cols: usize) -> Rows {
-        assert!(n_cols > 0 && data.len() % n_cols == 0, "ragged matrix");
+        assert!(
+            n_cols > 0 && data.len().is_multiple_of(n_cols),
+            "ragged matrix"
+        );
         Rows {
             n_rows: data.len() / n_cols,
             data,
