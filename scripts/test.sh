@@ -33,5 +33,8 @@ $cargo test --features cuda --test execution_provider
 
 step "Python checks against the real server"
 $cargo build --bins
-export FERRUM_SERVE_BIN=$PWD/$target_dir/debug/ferrum-serve
+# CI sets an absolute CARGO_TARGET_DIR (.ci/run); a relative one is under the repository.
+case $target_dir in /*) bin_dir=$target_dir/debug ;; *) bin_dir=$PWD/$target_dir/debug ;; esac
+export FERRUM_SERVE_BIN=$bin_dir/ferrum-serve
+export FERRUM_FEATURE_STORE_BIN=$bin_dir/ferrum-feature-store
 "$venv/bin/python" -m pytest tests/python -q -p no:cacheprovider

@@ -8,6 +8,11 @@
 //! blocking thread, one pooled session per call) → `api` (shape predictions into JSON).
 //! `telemetry` watches at the edges (one log line per request) and never sits inside the math.
 //!
+//! A body with `entity_ids` instead of `instances` first goes through `features`, which looks
+//! the rows up in a feature store (Feast's HTTP protocol, or a snapshot read in-process).
+//! `/explain` takes the same path, then `explain` (SHAP over the model's background set, on a
+//! blocking thread) instead of a single inference.
+//!
 //! ## Layout
 //! - [`config`]: command-line flags with environment fallbacks, printed at start.
 //! - [`model`]: `manifest.json`, the model repository, ONNX Runtime sessions and execution
@@ -15,12 +20,15 @@
 //! - [`explain`]: SHAP attributions over each model's background set: Tree SHAP on the trees
 //!   read from the ONNX graph, exact enumeration, or permutation sampling. Knows nothing of HTTP.
 //! - [`api`]: the axum router, request parsing, the one error enum mapped to HTTP statuses.
+//! - [`features`]: entity ids → rows: the Feast-protocol client, the in-process snapshot store,
+//!   the mock feature store (`ferrum-feature-store`), and the data-contract check.
 //! - [`telemetry`]: logging set-up and the per-request log line.
 //! - [`server`]: start-up order (bind, load, warm up, ready) and graceful shutdown.
 
 pub mod api;
 pub mod config;
 pub mod explain;
+pub mod features;
 pub mod model;
 pub mod server;
 pub mod telemetry;

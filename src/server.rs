@@ -8,8 +8,11 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::api::{self, AppState, Limits};
+use std::time::Duration;
+
+use crate::api::{self, Admission, ApiKey, AppState, Limits};
 use crate::config::ServeArgs;
+use crate::features::FeatureStore;
 use crate::model::{LoadError, LoadOptions, Manifest, Repository, Runtime};
 
 /// Why the server stopped with an error.
@@ -24,6 +27,12 @@ pub enum ServeError {
     },
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("in-flight requests did not finish within the {0} ms shutdown grace period")]
+    GraceExpired(u64),
+    #[error("feature store: {0}")]
+    FeatureStore(String),
 }
 
 /// Runs the HTTP server until a shutdown signal, or returns the first start-up error.
@@ -31,6 +40,14 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     tracing::info!(config = %serde_json::to_string(&args).unwrap_or_default(), "effective configuration");
     let manifest = Manifest::read(&args.manifest)?;
     let runtime = Runtime::load(&args.ort_dylib_path)?;
+    // Before binding: a bad FEATURE_STORE_URI or unreadable snapshot stops the start with a
+    // clear message. A remote store is only checked in the background: being down is not
+    // a start-up error, it is a 503 per entity-id request until it is back.
+    let feature_store = FeatureStore::open(&args.feature_store, &manifest, &args.models_dir)
+        .await
+        .map(std::sync::Arc::new)
+        .map_err(ServeError::FeatureStore)?;
+    tracing::info!(uri = %feature_store.uri(), "feature store");
 
     let address = SocketAddr::new(args.host, args.port);
     let listener = TcpListener::bind(address)
@@ -44,15 +61,60 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         max_body_bytes: args.max_body_bytes,
         explain: args.explain_limits(),
     };
-    let state = AppState::new(manifest.clone(), limits);
+    let admission = Admission::new(
+        args.max_concurrent_requests,
+        args.max_queued_requests,
+        Duration::from_millis(args.request_timeout_ms),
+    );
+    let state = AppState::new(manifest.clone(), limits, admission, api_key(&args)?);
+    feature_store.spawn_monitor();
+    state.set_feature_store(feature_store);
     let load_failed = spawn_model_load(&args, manifest, runtime, state.clone());
 
+    let (drained_tx, drained) = tokio::sync::oneshot::channel();
+    let drain = Duration::from_millis(args.shutdown_drain_ms);
     let server = axum::serve(listener, api::router(state.clone()))
-        .with_graceful_shutdown(shutdown_signal(state))
+        .with_graceful_shutdown(shutdown_signal(state, drain, drained_tx))
         .into_future();
+    // The grace period starts when connections stop being accepted.
+    let grace = Duration::from_millis(args.shutdown_grace_ms);
+    let grace_over = async move {
+        if drained.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
         served = server => Ok(served?),
         Ok(error) = load_failed => Err(error.into()),
+        () = grace_over => Err(ServeError::GraceExpired(args.shutdown_grace_ms)),
+    }
+}
+
+/// The API key from `--api-key` or `--api-key-file` (not both).
+fn api_key(args: &ServeArgs) -> Result<Option<ApiKey>, ServeError> {
+    let key = match (&args.api_key, &args.api_key_file) {
+        (Some(_), Some(_)) => {
+            return Err(ServeError::Config(
+                "set API_KEY or API_KEY_FILE, not both".into(),
+            ))
+        }
+        (Some(key), None) => key.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
+            ServeError::Config(format!(
+                "cannot read the API key file {}: {e}",
+                path.display()
+            ))
+        })?,
+        (None, None) => return Ok(None),
+    };
+    match ApiKey::new(&key) {
+        Some(key) => {
+            tracing::info!("API key required on inference routes");
+            Ok(Some(key))
+        }
+        None => Err(ServeError::Config("the API key is empty".into())),
     }
 }
 
@@ -85,8 +147,14 @@ fn spawn_model_load(
     load_failed
 }
 
-/// Resolves on SIGTERM or SIGINT, after marking the server not ready.
-async fn shutdown_signal(state: AppState) {
+/// Resolves on SIGTERM or SIGINT: marks the server not ready at once, keeps accepting for the
+/// drain delay (so load balancers notice), then lets axum stop accepting and finish in-flight
+/// requests.
+async fn shutdown_signal(
+    state: AppState,
+    drain: Duration,
+    drained: tokio::sync::oneshot::Sender<()>,
+) {
     let interrupt = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -106,5 +174,14 @@ async fn shutdown_signal(state: AppState) {
         () = terminate => {},
     }
     state.begin_shutdown();
-    tracing::info!("shutdown signal received; readiness now fails, finishing in-flight requests");
+    tracing::info!(
+        drain_ms = drain.as_millis() as u64,
+        "shutdown signal received; readiness now fails"
+    );
+    tokio::time::sleep(drain).await;
+    tracing::info!(
+        in_flight = state.admission.in_flight(),
+        "no longer accepting connections; finishing in-flight requests"
+    );
+    let _ = drained.send(());
 }

@@ -250,7 +250,7 @@ async fn bad_input_gets_the_same_errors_as_predict() {
         json!({"instances": [row], "extra": 1}),
         json!({}),
         json!({"instances": 5}),
-        json!({"entity_ids": ["diabetes-1"]}),
+        json!({"entity_ids": ["no-such-entity"]}),
         json!({"instances": [[1, 2, 3, 4, 5, 6, 7, 8, 9, 1e39]]}),
     ];
     let mut codes = Vec::new();
@@ -272,7 +272,7 @@ async fn bad_input_gets_the_same_errors_as_predict() {
             "unknown_field",
             "missing_instances",
             "invalid_field",
-            "invalid_field",
+            "entity_not_found",
             "non_finite_value"
         ]
     );
@@ -537,4 +537,25 @@ async fn an_abandoned_explanation_is_cancelled() {
         .await;
     assert_eq!(status, 200);
     assert!(abandoned.elapsed() < Duration::from_secs(5));
+}
+
+/// `entity_ids` are looked up exactly as for `/predict` (the same feature-store function): the
+/// explanation of a logged entity is the explanation of its logged features, and the ids are
+/// echoed beside the explanations.
+#[tokio::test]
+async fn entity_ids_explain_like_their_features() {
+    let server = Server::start_ready(&[]).await;
+    for model in ["breast-cancer", "diabetes"] {
+        let rows = &training_log(model)[..3];
+        let ids: Vec<Value> = rows.iter().map(|r| r["entity_id"].clone()).collect();
+        let instances: Vec<Value> = rows.iter().map(|r| r["features"].clone()).collect();
+        let path = format!("/models/{model}/explain");
+        let (status, by_id) = server.post(&path, &json!({ "entity_ids": ids })).await;
+        assert_eq!(status, 200, "{by_id}");
+        assert_eq!(by_id["entity_ids"], Value::Array(ids.clone()));
+        let (status, inline) = server.post(&path, &json!({ "instances": instances })).await;
+        assert_eq!(status, 200, "{inline}");
+        assert!(inline.get("entity_ids").is_none());
+        assert_eq!(by_id["explanations"], inline["explanations"], "{model}");
+    }
 }

@@ -119,9 +119,10 @@ async fn health_and_manifest_describe_what_serves() {
         manifest["models"],
         read_json(&repo_root().join("manifest.json"))["models"]
     );
+    let commit = manifest["build"]["git_commit"].as_str().unwrap();
     assert!(
-        manifest["build"]["git_commit"].as_str().unwrap().len() >= 7,
-        "{manifest}"
+        commit.len() == 40 && commit.chars().all(|c| c.is_ascii_hexdigit()),
+        "the build's git commit: {manifest}"
     );
 }
 

@@ -1,11 +1,12 @@
 //! The one error type every route returns, and its one mapping to an HTTP status and a stable
 //! machine-readable code. The body is always `{"error": "<what and where>", "code": "<code>"}`.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::explain::ExplainError;
+use crate::features::FeatureError;
 use crate::model::{InferenceError, LookupError};
 
 /// Everything a request can fail with. Messages name the field or row and the problem.
@@ -67,6 +68,12 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     NotReady(&'static str),
+    #[error("unauthorized: {0}")]
+    Unauthorized(&'static str),
+    #[error("the server is at capacity ({limit} requests running or queued); retry shortly")]
+    Overloaded { limit: usize },
+    #[error("the request took longer than the server's limit of {after_ms} ms")]
+    Timeout { after_ms: u64 },
     #[error("inference failed: {0}")]
     Inference(String),
     #[error("{0}")]
@@ -75,6 +82,26 @@ pub enum ApiError {
     ExplanationTooExpensive(String),
     #[error("{0}")]
     ExplanationUnavailable(String),
+    /// `entity_ids` names an entity the feature store does not hold.
+    #[error("{0}")]
+    EntityNotFound(String),
+    /// The store has no usable value for a feature (NULL, not found, too old) and the
+    /// manifest documents no default.
+    #[error("{0}")]
+    FeatureMissing(String),
+    /// `entity_ids` sent, but lookups are off (`FEATURE_STORE_URI=none`, or no
+    /// `feature_store` block for the model).
+    #[error("{0}")]
+    FeatureStoreDisabled(String),
+    /// The feature store cannot be reached.
+    #[error("{0}")]
+    FeatureStoreUnavailable(String),
+    /// The feature store did not answer in time.
+    #[error("{0}")]
+    FeatureStoreTimeout(String),
+    /// The feature store answered with an error or something unusable.
+    #[error("{0}")]
+    FeatureStoreError(String),
 }
 
 impl ApiError {
@@ -100,10 +127,18 @@ impl ApiError {
             | NonFinite { .. }
             | UnknownClass(_)
             | ExplanationTooExpensive(_)
-            | ExplanationUnavailable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            | ExplanationUnavailable(_)
+            | FeatureMissing(_)
+            | FeatureStoreDisabled(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            EntityNotFound(_) => StatusCode::NOT_FOUND,
+            FeatureStoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            FeatureStoreTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            FeatureStoreError(_) => StatusCode::BAD_GATEWAY,
             ModelNotFound(_) | VersionNotFound(_) | RouteNotFound(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            NotReady(_) | Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Inference(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -132,10 +167,19 @@ impl ApiError {
             RouteNotFound(_) => "not_found",
             MethodNotAllowed(_) => "method_not_allowed",
             NotReady(_) => "not_ready",
+            Unauthorized(_) => "unauthorized",
+            Overloaded { .. } => "overloaded",
+            Timeout { .. } => "request_timeout",
             Inference(_) => "inference_failed",
             UnknownClass(_) => "unknown_class",
             ExplanationTooExpensive(_) => "explanation_too_expensive",
             ExplanationUnavailable(_) => "explanation_unavailable",
+            EntityNotFound(_) => "entity_not_found",
+            FeatureMissing(_) => "feature_missing",
+            FeatureStoreDisabled(_) => "feature_store_disabled",
+            FeatureStoreUnavailable(_) => "feature_store_unavailable",
+            FeatureStoreTimeout(_) => "feature_store_timeout",
+            FeatureStoreError(_) => "feature_store_error",
         }
     }
 }
@@ -149,14 +193,31 @@ pub struct ErrorBody<'a> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status().is_server_error() && !matches!(self, ApiError::NotReady(_)) {
+        if matches!(self, ApiError::Inference(_)) {
             tracing::error!(error = %self, "request failed");
         }
         let body = ErrorBody {
             error: self.to_string(),
             code: self.code(),
         };
-        (self.status(), axum::Json(body)).into_response()
+        let mut response = (self.status(), axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        match self {
+            // The rest of the body is never read, so the connection cannot carry another
+            // request: tell the client not to reuse it.
+            ApiError::PayloadTooLarge { .. } => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            // Shed load comes back soon; say when to retry instead of letting clients hammer.
+            ApiError::Overloaded { .. } | ApiError::NotReady(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        response
     }
 }
 
@@ -188,6 +249,20 @@ impl From<ExplainError> for ApiError {
             ExplainError::TooExpensive { .. } => ApiError::ExplanationTooExpensive(e.to_string()),
             ExplainError::Unavailable(reason) => ApiError::ExplanationUnavailable(reason),
             ExplainError::Cancelled | ExplainError::Model(_) => ApiError::Inference(e.to_string()),
+        }
+    }
+}
+
+impl From<FeatureError> for ApiError {
+    fn from(e: FeatureError) -> Self {
+        let message = e.to_string();
+        match e {
+            FeatureError::Disabled(_) => ApiError::FeatureStoreDisabled(message),
+            FeatureError::EntityNotFound { .. } => ApiError::EntityNotFound(message),
+            FeatureError::FeatureMissing { .. } => ApiError::FeatureMissing(message),
+            FeatureError::Unavailable { .. } => ApiError::FeatureStoreUnavailable(message),
+            FeatureError::Timeout { .. } => ApiError::FeatureStoreTimeout(message),
+            FeatureError::StoreError(_) => ApiError::FeatureStoreError(message),
         }
     }
 }

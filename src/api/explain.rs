@@ -1,56 +1,64 @@
 //! `POST /explain` and its per-model forms: SHAP attributions for each row of a `/predict`
-//! body. The handler parses and checks the request (errors come back before any work), waits
-//! for an explanation slot without holding a thread, and runs the computation on the blocking
-//! pool; a client that goes away cancels it between model batches.
+//! body. The handler parses and checks the request (errors come back before any work), turns
+//! it into rows exactly as `/predict` does (entity ids through the feature store), waits for an
+//! explanation slot without holding a thread, and runs the computation on the blocking pool; a
+//! client that goes away, or the request timeout, cancels it between model batches.
 
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
 use super::body::JsonBody;
 use super::error::ApiError;
-use super::predict::{json_response, ModelRef};
-use super::request::{parse_request, OutputSpace, RequestInput};
+use super::predict::{json_response, parse_off_runtime, ModelRef};
+use super::request::{OutputSpace, RequestInput};
 use super::AppState;
 use crate::explain::{self, Cancel, ExplainQuery, Explanation, Output};
+use crate::features::{rows_for, TraceContext};
 
 /// `POST /explain`: the manifest's default model, its highest version.
 pub async fn explain_default(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
-    explain(&state, None, None, body).await
+    explain(&state, None, None, &headers, body).await
 }
 
 /// `POST /models/{name}/explain`: the named model, its highest version.
 pub async fn explain_model(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
-    explain(&state, Some(&name), None, body).await
+    explain(&state, Some(&name), None, &headers, body).await
 }
 
 /// `POST /models/{name}/versions/{version}/explain`: one exact version.
 pub async fn explain_version(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
-    explain(&state, Some(&name), Some(&version), body).await
+    explain(&state, Some(&name), Some(&version), &headers, body).await
 }
 
 async fn explain(
     state: &AppState,
     name: Option<&str>,
     version: Option<&str>,
+    headers: &HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let model = state.repository()?.get(name, version)?.clone();
     let limits = state.limits.explain;
     let max_request_rows = state.limits.max_request_rows;
-    let request = parse_request(&body, &model, max_request_rows.min(limits.max_rows)).map_err(
+    let max_rows = max_request_rows.min(limits.max_rows);
+    let request = parse_off_runtime(body, model.clone(), max_rows).await.map_err(
         |e| match e {
             // The explain limit is the tighter one: name it, not MAX_REQUEST_ROWS.
             ApiError::TooManyRows { limit } if limit < max_request_rows => {
@@ -61,15 +69,9 @@ async fn explain(
             other => other,
         },
     )?;
-    // As /predict answers today; follows it when the feature store lands.
-    let rows = match request.input {
-        RequestInput::Rows(rows) => rows,
-        RequestInput::EntityIds(_) => {
-            return Err(ApiError::InvalidField {
-                field: "entity_ids",
-                reason: "no feature store is configured".into(),
-            })
-        }
+    let (n_rows, entity_ids) = match &request.input {
+        RequestInput::Rows(rows) => (rows.n_rows, None),
+        RequestInput::EntityIds(ids) => (ids.len(), Some(ids.clone())),
     };
     let query = ExplainQuery {
         class: request.explain.class,
@@ -78,7 +80,12 @@ async fn explain(
             OutputSpace::Margin => Output::Margin,
         }),
     };
-    let plan = explain::plan(&model, &query, rows.n_rows, &limits)?;
+    // Checked before any lookup: a refused explanation costs the feature store nothing.
+    let plan = explain::plan(&model, &query, n_rows, &limits)?;
+    // Entity ids become rows exactly as for /predict (the same function, the same errors).
+    let store = state.feature_store();
+    let trace = TraceContext::from_headers(headers);
+    let rows = rows_for(&store, request.input, &model, &trace).await?;
 
     let permit = state
         .explain_slots
@@ -108,6 +115,7 @@ async fn explain(
     let entry = &model.entry;
     Ok(json_response(&ExplainResponse {
         model: ModelRef::of(&model),
+        entity_ids: entity_ids.as_deref(),
         explanations: explanations
             .iter()
             .map(|explanation| ExplanationJson {
@@ -132,6 +140,10 @@ impl Drop for CancelOnDrop {
 #[derive(Serialize)]
 struct ExplainResponse<'a> {
     model: ModelRef<'a>,
+    /// Echo of `entity_ids`, parallel to `explanations` (absent for inline `instances`), as
+    /// `/predict` answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entity_ids: Option<&'a [String]>,
     explanations: Vec<ExplanationJson<'a>>,
 }
 

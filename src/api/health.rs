@@ -17,9 +17,14 @@ pub async fn live() -> Json<Value> {
 }
 
 /// Readiness: 200 only once every model is loaded and warmed up, 503 before and while draining.
+/// A down feature store does not fail it (requests with `instances` still work); a feature
+/// snapshot not verified to match the manifest does, under `--require-snapshot-match`.
 pub async fn ready(State(state): State<AppState>) -> Response {
     match state.repository() {
-        Ok(_) => Json(json!({"status": "ready"})).into_response(),
+        Ok(_) => match state.feature_store().readiness() {
+            Ok(()) => Json(json!({"status": "ready"})).into_response(),
+            Err(reason) => ApiError::NotReady(reason).into_response(),
+        },
         Err(e) => e.into_response(),
     }
 }
@@ -53,6 +58,11 @@ pub async fn summary(State(state): State<AppState>) -> Json<Value> {
         Err(ApiError::NotReady(reason)) if reason.contains("shutting") => ("shutting_down", vec![]),
         Err(_) => ("loading", vec![]),
     };
+    let feature_store = state.feature_store();
+    let status = match (status, feature_store.readiness()) {
+        ("ready", Err(_)) => "not_ready",
+        (status, _) => status,
+    };
     Json(json!({
         "status": status,
         "uptime_seconds": state.started_at().elapsed().as_secs_f64(),
@@ -60,6 +70,7 @@ pub async fn summary(State(state): State<AppState>) -> Json<Value> {
         "git_commit": crate::BUILD_GIT_COMMIT,
         "default_model": state.manifest.default_model,
         "models": models,
+        "feature_store": feature_store.health(),
     }))
 }
 

@@ -4,6 +4,7 @@
 mod body;
 pub mod error;
 mod explain;
+pub mod guard;
 mod health;
 mod predict;
 pub mod request;
@@ -13,12 +14,15 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::Request;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use axum::Router;
 
 pub use error::ApiError;
+pub use guard::{Admission, ApiKey};
 
 use crate::explain::ExplainLimits;
+use crate::features::FeatureStore;
 use crate::model::{Manifest, Repository};
 use crate::telemetry;
 
@@ -39,6 +43,10 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     /// Request-size limits.
     pub limits: Limits,
+    /// Concurrency limit, queue bound and timeout for inference routes.
+    pub admission: Admission,
+    /// When set, inference routes require it.
+    pub api_key: Option<ApiKey>,
     /// The manifest as read at start (served even while models load).
     pub manifest: Manifest,
     /// Set once every model is loaded and warmed up; until then the server is not ready.
@@ -50,6 +58,8 @@ pub struct Inner {
     /// One permit per explanation that may run at once (`limits.explain.concurrency`): the
     /// rest wait here, asynchronously, instead of piling up on blocking threads.
     explain_slots: Arc<tokio::sync::Semaphore>,
+    /// Where `entity_ids` are looked up; set once at start (unset: lookups are off).
+    feature_store: OnceLock<Arc<FeatureStore>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -61,15 +71,39 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     /// State for a server that has read its manifest but not loaded its models yet.
-    pub fn new(manifest: Manifest, limits: Limits) -> AppState {
+    pub fn new(
+        manifest: Manifest,
+        limits: Limits,
+        admission: Admission,
+        api_key: Option<ApiKey>,
+    ) -> AppState {
         AppState(Arc::new(Inner {
             limits,
+            admission,
+            api_key,
             manifest,
             repository: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
             explain_slots: Arc::new(tokio::sync::Semaphore::new(limits.explain.concurrency)),
+            feature_store: OnceLock::new(),
         }))
+    }
+
+    /// Installs the feature store entity-id requests use.
+    pub fn set_feature_store(&self, store: Arc<FeatureStore>) {
+        if self.feature_store.set(store).is_err() {
+            tracing::warn!("a feature store was already set; ignoring a second one");
+        }
+    }
+
+    /// The feature store; a disabled one if none was set, so lookups fail with a clear 4xx.
+    pub fn feature_store(&self) -> Arc<FeatureStore> {
+        static DISABLED: OnceLock<Arc<FeatureStore>> = OnceLock::new();
+        self.feature_store
+            .get()
+            .unwrap_or_else(|| DISABLED.get_or_init(|| Arc::new(FeatureStore::disabled())))
+            .clone()
     }
 
     /// Publishes the loaded models: from here on the server is ready.
@@ -101,8 +135,11 @@ impl AppState {
 }
 
 /// The whole API. Separate from the socket so tests can drive it directly.
+///
+/// Two groups: inference routes pass the API key check and admission control; health,
+/// manifest and the like are open and never queue behind inference.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let inference = Router::new()
         .route("/predict", post(predict::predict_default))
         .route("/models/{name}/predict", post(predict::predict_model))
         .route(
@@ -115,6 +152,10 @@ pub fn router(state: AppState) -> Router {
             "/models/{name}/versions/{version}/explain",
             post(explain::explain_version),
         )
+        .route_layer(from_fn_with_state(state.clone(), guard::admit))
+        .route_layer(from_fn_with_state(state.clone(), guard::authorize));
+    Router::new()
+        .merge(inference)
         .route("/health", get(health::summary))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))

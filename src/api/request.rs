@@ -103,8 +103,27 @@ fn parse_with(
         Err(e) => Err(context
             .error
             .into_inner()
-            .unwrap_or_else(|| ApiError::InvalidJson(e.to_string()))),
+            .unwrap_or_else(|| json_error(body, &e))),
     }
+}
+
+/// A JSON syntax error, recognising the non-standard `NaN`/`Infinity` tokens some encoders
+/// (Python's `json.dumps`) write, so the client learns what is wrong with its numbers.
+fn json_error(body: &[u8], e: &serde_json::Error) -> ApiError {
+    let at = body
+        .split(|&b| b == b'\n')
+        .take(e.line().saturating_sub(1))
+        .map(|line| line.len() + 1)
+        .sum::<usize>()
+        + e.column().saturating_sub(1);
+    let rest = body.get(at..).unwrap_or_default();
+    let rest = rest.strip_prefix(b"-").unwrap_or(rest);
+    if rest.starts_with(b"NaN") || rest.starts_with(b"Infinity") {
+        return ApiError::InvalidJson(format!(
+            "NaN and Infinity are not numbers JSON allows, and the model needs finite values ({e})"
+        ));
+    }
+    ApiError::InvalidJson(e.to_string())
 }
 
 struct Context<'m> {
@@ -727,6 +746,22 @@ mod tests {
         ];
         for (body, expected) in cases {
             assert_eq!(&parse(body, 2).unwrap_err(), expected, "body: {body}");
+        }
+    }
+
+    #[test]
+    fn nan_and_infinity_tokens_are_called_out() {
+        for body in [
+            r#"{"instances": [[1, NaN, 3]]}"#,
+            r#"{"instances": [[1, 2, -Infinity]]}"#,
+            "{\n\"instances\": [[Infinity, 2, 3]]}",
+        ] {
+            let error = parse(body, 2).unwrap_err();
+            assert_eq!(error.code(), "invalid_json");
+            assert!(
+                error.to_string().contains("NaN and Infinity"),
+                "{body}: {error}"
+            );
         }
     }
 

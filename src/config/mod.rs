@@ -91,6 +91,37 @@ pub struct ServeArgs {
     #[arg(long, env = "WARMUP_RUNS", default_value_t = 10)]
     pub warmup_runs: usize,
 
+    /// API key that inference routes require as `Authorization: Bearer <key>`; unset = open.
+    /// Health, metrics and the manifest stay open either way.
+    #[arg(long, env = "API_KEY", hide_env_values = true)]
+    #[serde(skip)]
+    pub api_key: Option<String>,
+
+    /// File holding the API key (e.g. a mounted Kubernetes Secret), read at start.
+    #[arg(long, env = "API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+
+    /// Inference requests handled at once; more wait in the queue.
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 64)]
+    pub max_concurrent_requests: usize,
+
+    /// Inference requests allowed to wait for a slot; beyond, 503 `overloaded` at once.
+    #[arg(long, env = "MAX_QUEUED_REQUESTS", default_value_t = 256)]
+    pub max_queued_requests: usize,
+
+    /// Longest an inference request may take, queue wait included, before a 504.
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+
+    /// After SIGTERM, keep accepting connections this long (readiness already fails) so load
+    /// balancers stop routing here before connections are refused.
+    #[arg(long, env = "SHUTDOWN_DRAIN_MS", default_value_t = 0)]
+    pub shutdown_drain_ms: u64,
+
+    /// After the drain, how long in-flight requests get to finish before the process exits.
+    #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 30_000)]
+    pub shutdown_grace_ms: u64,
+
     /// Log format: json (default) or text.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
@@ -124,6 +155,10 @@ pub struct ServeArgs {
     /// always finds a free core and session.
     #[arg(long, env = "EXPLAIN_CONCURRENCY", default_value_t = 1, value_parser = at_least_one)]
     pub explain_concurrency: usize,
+
+    /// Where `entity_ids` are looked up (see [`FeatureStoreArgs`]).
+    #[command(flatten)]
+    pub feature_store: FeatureStoreArgs,
 }
 
 fn at_least_one(s: &str) -> Result<usize, String> {
@@ -142,9 +177,80 @@ fn exact_features(s: &str) -> Result<usize, String> {
 
 fn even_permutations(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
-        Ok(n) if n >= 2 && n % 2 == 0 => Ok(n),
+        Ok(n) if n >= 2 && n.is_multiple_of(2) => Ok(n),
         _ => Err(format!("'{s}' is not an even number >= 2")),
     }
+}
+
+/// The feature store behind `{"entity_ids": [...]}` requests, and how patiently it is asked.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct FeatureStoreArgs {
+    /// Where entity ids are looked up: http://host:port (a Feast feature server, plain HTTP),
+    /// file://<dir or snapshot.csv> (read in-process), or none (entity lookups off). Unset:
+    /// each model's own snapshot.csv in the models directory, in-process.
+    #[arg(long = "feature-store-uri", env = "FEATURE_STORE_URI")]
+    pub uri: Option<String>,
+
+    /// Time budget of one lookup, retries included; past it the request fails with 504.
+    #[arg(
+        long = "feature-store-timeout-ms",
+        env = "FEATURE_STORE_TIMEOUT_MS",
+        default_value_t = 1000
+    )]
+    pub timeout_ms: u64,
+
+    /// How long to wait for a connection to the store before calling it unreachable.
+    #[arg(
+        long = "feature-store-connect-timeout-ms",
+        env = "FEATURE_STORE_CONNECT_TIMEOUT_MS",
+        default_value_t = 250
+    )]
+    pub connect_timeout_ms: u64,
+
+    /// Retries after a connection error or a 5xx answer (never after a timeout).
+    #[arg(
+        long = "feature-store-retries",
+        env = "FEATURE_STORE_RETRIES",
+        default_value_t = 2
+    )]
+    pub retries: u32,
+
+    /// First retry's backoff in milliseconds; doubled per retry, with jitter.
+    #[arg(
+        long = "feature-store-backoff-ms",
+        env = "FEATURE_STORE_BACKOFF_MS",
+        default_value_t = 25
+    )]
+    pub backoff_ms: u64,
+
+    /// Keep looked-up rows this many milliseconds (0: no cache, every request asks the store).
+    #[arg(
+        long = "feature-store-cache-ttl-ms",
+        env = "FEATURE_STORE_CACHE_TTL_MS",
+        default_value_t = 0
+    )]
+    pub cache_ttl_ms: u64,
+
+    /// Most rows the cache holds.
+    #[arg(
+        long = "feature-store-cache-entries",
+        env = "FEATURE_STORE_CACHE_ENTRIES",
+        default_value_t = 100_000
+    )]
+    pub cache_entries: usize,
+
+    /// How often a remote store's health and snapshot id are re-checked, in milliseconds.
+    #[arg(
+        long = "feature-store-check-interval-ms",
+        env = "FEATURE_STORE_CHECK_INTERVAL_MS",
+        default_value_t = 10_000
+    )]
+    pub check_interval_ms: u64,
+
+    /// Report not ready until the store is verified to serve the manifest's feature snapshot
+    /// (`dataset.feature_snapshot_id`) for every model that has a feature_store block.
+    #[arg(long, env = "REQUIRE_SNAPSHOT_MATCH", value_parser = clap::builder::BoolishValueParser::new())]
+    pub require_snapshot_match: bool,
 }
 
 impl ServeArgs {
@@ -217,5 +323,30 @@ mod tests {
         }
         let cli = Cli::try_parse_from(["ferrum-serve", "--explain-permutations", "20"]).unwrap();
         assert_eq!(cli.serve.explain_limits().permutations, 20);
+    }
+
+    #[test]
+    fn feature_store_flags() {
+        let cli = Cli::try_parse_from(["ferrum-serve"]).unwrap();
+        let store = &cli.serve.feature_store;
+        assert_eq!(store.uri, None);
+        assert_eq!(
+            (store.timeout_ms, store.retries, store.cache_ttl_ms),
+            (1000, 2, 0)
+        );
+        assert!(!store.require_snapshot_match);
+        let cli = Cli::try_parse_from([
+            "ferrum-serve",
+            "--feature-store-uri",
+            "http://feature-store:6566",
+            "--feature-store-timeout-ms",
+            "200",
+            "--require-snapshot-match",
+        ])
+        .unwrap();
+        let store = &cli.serve.feature_store;
+        assert_eq!(store.uri.as_deref(), Some("http://feature-store:6566"));
+        assert_eq!(store.timeout_ms, 200);
+        assert!(store.require_snapshot_match);
     }
 }

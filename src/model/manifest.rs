@@ -48,6 +48,33 @@ pub struct ModelEntry {
     pub dataset: DatasetEntry,
     #[serde(default)]
     pub artifacts: Artifacts,
+    /// Where this model's features are looked up by entity id (the data contract with the
+    /// feature store); `None` means the model only takes inline `instances`.
+    #[serde(default)]
+    pub feature_store: Option<FeatureStoreSpec>,
+}
+
+/// The `feature_store` block of a model entry: which Feast feature service or view, which join
+/// key, and which documented defaults stand in for a missing value. Kept in the manifest, not in
+/// code, so retraining against a new feature set changes data, not the server.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct FeatureStoreSpec {
+    /// The Feast entity (informational: the join key is what goes on the wire).
+    #[serde(default)]
+    pub entity: Option<String>,
+    /// The feature service to ask for; preferred over `feature_view` when both are given.
+    #[serde(default)]
+    pub feature_service: Option<String>,
+    /// The feature view holding the model's features (`<view>:<feature>` references); also how
+    /// `<view>__<feature>` column names are recognised.
+    #[serde(default)]
+    pub feature_view: Option<String>,
+    /// The entity key column, e.g. `entity_id`.
+    pub join_key: String,
+    /// Per-feature values to use when the store has none (NULL, not found, too old). A feature
+    /// without a default makes such a lookup fail with `feature_missing`.
+    #[serde(default)]
+    pub defaults: BTreeMap<String, f64>,
 }
 
 /// The ONNX file and the tensor names the server reads and writes.
@@ -66,6 +93,10 @@ pub struct OnnxEntry {
 pub struct DatasetEntry {
     #[serde(default)]
     pub snapshot_id: String,
+    /// sha256 of the feature snapshot (`snapshot.csv`) exported with the model: the feature
+    /// store must serve this snapshot for entity-id predictions to match the training log.
+    #[serde(default)]
+    pub feature_snapshot_id: String,
 }
 
 /// Files training wrote beside the model, relative to the version's folder.
@@ -155,6 +186,34 @@ impl ModelEntry {
                 "{who}: a classifier needs at least two class_labels"
             ));
         }
+        if let Some(spec) = &self.feature_store {
+            spec.check(&self.feature_names)
+                .map_err(|e| format!("{who}: feature_store: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+impl FeatureStoreSpec {
+    /// A lookup needs a service or a view, and a default must be a finite float32 for one of
+    /// the model's own features: a typo here would otherwise only show at request time.
+    fn check(&self, feature_names: &[String]) -> Result<(), String> {
+        if self.feature_service.is_none() && self.feature_view.is_none() {
+            return Err("names neither a feature_service nor a feature_view".into());
+        }
+        if self.join_key.is_empty() {
+            return Err("join_key is empty".into());
+        }
+        for (name, value) in &self.defaults {
+            if !feature_names.contains(name) {
+                return Err(format!(
+                    "a default for '{name}', which is not a model feature"
+                ));
+            }
+            if !(*value as f32).is_finite() {
+                return Err(format!("the default for '{name}' is not a finite float32"));
+            }
+        }
         Ok(())
     }
 }
@@ -194,5 +253,36 @@ mod tests {
         assert!(Manifest::parse(r#"{"models": []}"#)
             .unwrap_err()
             .contains("no models"));
+    }
+
+    #[test]
+    fn feature_store_block_is_the_data_contract() {
+        let m = Manifest::parse(&entry(
+            r#", "feature_store": {"feature_service": "s", "join_key": "entity_id",
+            "defaults": {"b": 0.5}}, "dataset": {"feature_snapshot_id": "ab"}"#,
+        ))
+        .unwrap();
+        let spec = m.models[0].feature_store.as_ref().unwrap();
+        assert_eq!(spec.feature_service.as_deref(), Some("s"));
+        assert_eq!(spec.defaults["b"], 0.5);
+        assert_eq!(m.models[0].dataset.feature_snapshot_id, "ab");
+        assert!(Manifest::parse(&entry("")).unwrap().models[0]
+            .feature_store
+            .is_none());
+        for (block, problem) in [
+            (r#"{"join_key": "k"}"#, "neither"),
+            (
+                r#"{"feature_view": "v", "join_key": "k", "defaults": {"z": 1}}"#,
+                "not a model feature",
+            ),
+            (
+                r#"{"feature_view": "v", "join_key": "k", "defaults": {"a": 1e300}}"#,
+                "finite",
+            ),
+        ] {
+            let text = entry(&format!(r#", "feature_store": {block}"#));
+            let error = Manifest::parse(&text).unwrap_err();
+            assert!(error.contains(problem), "{block}: {error}");
+        }
     }
 }

@@ -38,12 +38,43 @@ pub fn server_command(args: &[&str]) -> Command {
         .current_dir(repo_root())
         .env("ORT_DYLIB_PATH", ort_dylib())
         .env("LOG_FORMAT", "json")
-        .args(["--host", "127.0.0.1", "--port", "0"])
-        .args(args)
+        .args(args);
+    for (flag, default) in [("--host", "127.0.0.1"), ("--port", "0")] {
+        if !args.contains(&flag) {
+            command.args([flag, default]);
+        }
+    }
+    command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     command
+}
+
+/// Builds the command for the mock feature store (`ferrum-feature-store`) on loopback, port 0;
+/// start it with [`Server::spawn`] (it logs the same "listening" line).
+pub fn feature_store_command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferrum-feature-store"));
+    command
+        .current_dir(repo_root())
+        .env("LOG_FORMAT", "json")
+        .args(args);
+    for (flag, default) in [("--host", "127.0.0.1"), ("--port", "0")] {
+        if !args.contains(&flag) {
+            command.args([flag, default]);
+        }
+    }
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// A loopback port nothing listens on (bound, then released): a feature store that is down.
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
 }
 
 impl Server {

@@ -1,0 +1,150 @@
+//! What stands in front of the inference routes: the API key check, admission control (a
+//! concurrency limit with a bounded queue, shedding load past it at once rather than letting
+//! latency collapse) and the per-request timeout. Health, metrics and the manifest never pass
+//! through here, so probes answer even when inference is saturated.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, Limited};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use super::error::ApiError;
+use super::AppState;
+
+/// Admission control: at most `running` requests in the handlers, at most `queued` more waiting
+/// for a slot; anything beyond is refused immediately with 503 and `Retry-After`.
+pub struct Admission {
+    slots: Semaphore,
+    admitted: AtomicUsize,
+    capacity: usize,
+    timeout: Duration,
+}
+
+impl Admission {
+    /// Limits from the configuration.
+    pub fn new(running: usize, queued: usize, timeout: Duration) -> Admission {
+        let running = running.max(1);
+        Admission {
+            slots: Semaphore::new(running),
+            admitted: AtomicUsize::new(0),
+            capacity: running + queued,
+            timeout,
+        }
+    }
+
+    /// Requests currently admitted (running or queued).
+    pub fn in_flight(&self) -> usize {
+        self.admitted.load(Ordering::Relaxed)
+    }
+}
+
+/// Decrements the admitted count however the request ends (done, failed, cancelled).
+struct Admitted<'a>(&'a AtomicUsize);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Sheds load past the queue bound, waits for a slot, and bounds the whole request (queue wait
+/// included) by the request timeout.
+pub async fn admit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let admission = &state.admission;
+    let position = admission.admitted.fetch_add(1, Ordering::Relaxed) + 1;
+    let _admitted = Admitted(&admission.admitted);
+    if position > admission.capacity {
+        discard_body(req, state.limits.max_body_bytes).await;
+        return ApiError::Overloaded {
+            limit: admission.capacity,
+        }
+        .into_response();
+    }
+    let work = async {
+        let _slot = admission.slots.acquire().await;
+        next.run(req).await
+    };
+    match tokio::time::timeout(admission.timeout, work).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout {
+            after_ms: admission.timeout.as_millis() as u64,
+        }
+        .into_response(),
+    }
+}
+
+/// The configured API key, kept only as its sha256 so comparisons take the same time whatever
+/// the candidate is.
+#[derive(Clone)]
+pub struct ApiKey([u8; 32]);
+
+impl ApiKey {
+    /// Wraps a key; surrounding whitespace (a trailing newline in a mounted Secret) is dropped.
+    pub fn new(key: &str) -> Option<ApiKey> {
+        let key = key.trim();
+        (!key.is_empty()).then(|| ApiKey(Sha256::digest(key.as_bytes()).into()))
+    }
+
+    /// Constant-time comparison of digests.
+    pub fn matches(&self, candidate: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(candidate.as_bytes()).into();
+        self.0
+            .iter()
+            .zip(digest.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+/// Requires `Authorization: Bearer <key>` when an API key is configured.
+pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(key) = &state.api_key else {
+        return next.run(req).await;
+    };
+    let token = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then_some(token.trim())
+        });
+    let error = match token {
+        Some(token) if key.matches(token) => return next.run(req).await,
+        Some(_) => ApiError::Unauthorized("the API key is not valid"),
+        None => ApiError::Unauthorized("send the API key as 'Authorization: Bearer <key>'"),
+    };
+    discard_body(req, state.limits.max_body_bytes).await;
+    error.into_response()
+}
+
+/// Reads and drops a refused request's body (within the body limit, briefly) before answering.
+/// Answering first would close the connection under a client still sending, which then sees a
+/// broken pipe instead of our 401/503.
+async fn discard_body(req: Request, limit: usize) {
+    let body = Limited::new(req.into_body(), limit).collect();
+    let _ = tokio::time::timeout(Duration::from_secs(1), body).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_keys_match_exactly_and_ignore_surrounding_whitespace() {
+        let key = ApiKey::new(" s3cret\n").unwrap();
+        assert!(key.matches("s3cret"));
+        assert!(!key.matches("s3cret "));
+        assert!(!key.matches("s3cre"));
+        assert!(!key.matches(""));
+        assert!(ApiKey::new("  \n").is_none());
+    }
+}
