@@ -12,14 +12,14 @@ export ORT_DYLIB_PATH ?= $(CURDIR)/$(ORT_DIR)/libonnxruntime.so
 
 BENCH_PORT ?= 18480
 
-.PHONY: help run test lint train ort venv fmt clippy cargo-test python-test bench
+.PHONY: help run test lint train ort venv fmt clippy cargo-test python-test bench bench-explain
 
 help:
 	@echo "make run    serve the bundled models on :8080 (PORT=... to change)"
 	@echo "make test   the whole test suite (what CI runs)"
 	@echo "make lint   cargo fmt --check and clippy -D warnings"
 	@echo "make train  retrain both models into models/ and manifest.json"
-	@echo "make bench  /explain latency vs Python shap (release build; BENCH_PORT=$(BENCH_PORT))"
+	@echo "make bench  benchmarks (docs/benchmarks.md); bench-explain: /explain vs Python shap"
 
 ort:
 	scripts/fetch-onnxruntime.sh $(ORT_DIR)
@@ -45,8 +45,11 @@ clippy:
 train:
 	venv=$$(scripts/python-env.sh requirements/train.lock) && "$$venv/bin/python" training/train.py
 
-# Release build, a server on BENCH_PORT (stopped on exit), then the benchmark scripts against it.
-bench: ort
+bench: bench-explain
+
+# /explain latency against Python shap on this machine: release build, a server on BENCH_PORT
+# (stopped on exit), then bench/explain.py against it.
+bench-explain: ort
 	$(CARGO) build --release --bin ferrum-serve
 	venv=$$(scripts/python-env.sh requirements/dev.lock); \
 	$(TARGET_DIR)/release/ferrum-serve --host 127.0.0.1 --port $(BENCH_PORT) --log-format text \

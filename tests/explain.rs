@@ -559,3 +559,62 @@ async fn entity_ids_explain_like_their_features() {
         assert_eq!(by_id["explanations"], inline["explanations"], "{model}");
     }
 }
+
+/// Past EXPLAIN_CONCURRENCY computing and EXPLAIN_MAX_QUEUED waiting, explanations are shed at
+/// once with 503 `overloaded` and `Retry-After` (so waiting explanations cannot fill the
+/// admission queue ahead of `/predict`), and `/predict` keeps answering.
+#[tokio::test]
+async fn explanations_past_the_queue_are_shed() {
+    let server = Server::start_ready(&[
+        "--explain-max-exact-features",
+        "4",
+        "--explain-permutations",
+        "600",
+        "--explain-max-evaluations",
+        "100000000",
+        "--explain-max-queued",
+        "1",
+    ])
+    .await;
+    let row = training_log("diabetes")[0]["features"].clone();
+    let heavy = json!({"instances": vec![row.clone(); 32]}); // 32 x 600 x 9 x 100 = 17M rows
+    let requests: Vec<_> = (0..4)
+        .map(|_| {
+            let request = common::client()
+                .post(server.url("/models/diabetes/explain"))
+                .timeout(Duration::from_secs(300))
+                .json(&heavy);
+            tokio::spawn(async move {
+                let response = request.send().await.unwrap();
+                let status = response.status().as_u16();
+                let retry_after = response.headers().get("retry-after").cloned();
+                let body: Value = response.json().await.unwrap();
+                (status, retry_after, body)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _) = server
+        .post("/models/diabetes/predict", &json!({"instances": [row]}))
+        .await;
+    assert_eq!(status, 200);
+    let mut statuses = Vec::new();
+    for request in requests {
+        let (status, retry_after, body) = request.await.unwrap();
+        if status == 503 {
+            assert_eq!(body["code"], "overloaded", "{body}");
+            assert!(body["error"]
+                .as_str()
+                .unwrap()
+                .contains("EXPLAIN_MAX_QUEUED"));
+            assert_eq!(retry_after.unwrap(), "1");
+        }
+        statuses.push(status);
+    }
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [200, 200, 503, 503],
+        "one computing, one waiting, two shed"
+    );
+}

@@ -82,6 +82,8 @@ pub enum ApiError {
     ExplanationTooExpensive(String),
     #[error("{0}")]
     ExplanationUnavailable(String),
+    #[error("explanations are at capacity ({running} computing and {queued} waiting: EXPLAIN_CONCURRENCY and EXPLAIN_MAX_QUEUED); retry shortly")]
+    ExplainOverloaded { running: usize, queued: usize },
     /// `entity_ids` names an entity the feature store does not hold.
     #[error("{0}")]
     EntityNotFound(String),
@@ -136,7 +138,9 @@ impl ApiError {
             FeatureStoreError(_) => StatusCode::BAD_GATEWAY,
             ModelNotFound(_) | VersionNotFound(_) | RouteNotFound(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            NotReady(_) | Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            NotReady(_) | Overloaded { .. } | ExplainOverloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Inference(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -168,7 +172,7 @@ impl ApiError {
             MethodNotAllowed(_) => "method_not_allowed",
             NotReady(_) => "not_ready",
             Unauthorized(_) => "unauthorized",
-            Overloaded { .. } => "overloaded",
+            Overloaded { .. } | ExplainOverloaded { .. } => "overloaded",
             Timeout { .. } => "request_timeout",
             Inference(_) => "inference_failed",
             UnknownClass(_) => "unknown_class",
@@ -209,7 +213,9 @@ impl IntoResponse for ApiError {
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             // Shed load comes back soon; say when to retry instead of letting clients hammer.
-            ApiError::Overloaded { .. } | ApiError::NotReady(_) => {
+            ApiError::Overloaded { .. }
+            | ApiError::ExplainOverloaded { .. }
+            | ApiError::NotReady(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::Unauthorized(_) => {

@@ -4,6 +4,9 @@
 //! explanation slot without holding a thread, and runs the computation on the blocking pool; a
 //! client that goes away, or the request timeout, cancels it between model batches.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -15,7 +18,7 @@ use super::error::ApiError;
 use super::predict::{json_response, parse_off_runtime, ModelRef};
 use super::request::{OutputSpace, RequestInput};
 use super::AppState;
-use crate::explain::{self, Cancel, ExplainQuery, Explanation, Output};
+use crate::explain::{self, Cancel, ExplainLimits, ExplainQuery, Explanation, Output};
 use crate::features::{rows_for, TraceContext};
 
 /// `POST /explain`: the manifest's default model, its highest version.
@@ -82,6 +85,7 @@ async fn explain(
     };
     // Checked before any lookup: a refused explanation costs the feature store nothing.
     let plan = explain::plan(&model, &query, n_rows, &limits)?;
+    let admitted = state.explain_slots.admit()?;
     // Entity ids become rows exactly as for /predict (the same function, the same errors).
     let store = state.feature_store();
     let trace = TraceContext::from_headers(headers);
@@ -89,6 +93,7 @@ async fn explain(
 
     let permit = state
         .explain_slots
+        .permits
         .clone()
         .acquire_owned()
         .await
@@ -97,8 +102,8 @@ async fn explain(
     let _cancel_on_drop = CancelOnDrop(cancel.clone());
     let task_model = model.clone();
     let explanations = tokio::task::spawn_blocking(move || {
-        // The permit lives as long as the work, even if the client has gone.
-        let _permit = permit;
+        // The slot lives as long as the work, even if the client has gone.
+        let _slot = (permit, admitted);
         let result = explain::explain(&task_model, &rows, &plan, &limits, &cancel);
         if let Err(explain::ExplainError::Cancelled) = result {
             tracing::info!(
@@ -126,6 +131,49 @@ async fn explain(
             })
             .collect(),
     }))
+}
+
+/// The explanation slots: `concurrency` permits to compute, and a bound on how many
+/// explanations may be admitted (computing or waiting) before more are shed with 503.
+pub struct ExplainSlots {
+    permits: Arc<tokio::sync::Semaphore>,
+    admitted: Arc<AtomicUsize>,
+    running: usize,
+    queued: usize,
+}
+
+impl ExplainSlots {
+    /// Slots for the configured limits.
+    pub fn new(limits: &ExplainLimits) -> ExplainSlots {
+        ExplainSlots {
+            permits: Arc::new(tokio::sync::Semaphore::new(limits.concurrency)),
+            admitted: Arc::new(AtomicUsize::new(0)),
+            running: limits.concurrency,
+            queued: limits.max_queued,
+        }
+    }
+
+    /// Counts one more explanation in, or refuses it when all slots and the queue are taken.
+    fn admit(&self) -> Result<Admitted, ApiError> {
+        let position = self.admitted.fetch_add(1, Ordering::Relaxed) + 1;
+        let admitted = Admitted(self.admitted.clone());
+        if position > self.running + self.queued {
+            return Err(ApiError::ExplainOverloaded {
+                running: self.running,
+                queued: self.queued,
+            });
+        }
+        Ok(admitted)
+    }
+}
+
+/// One admitted explanation; counted out when dropped, however it ends.
+struct Admitted(Arc<AtomicUsize>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Cancels the computation when the handler's future is dropped (the client went away).

@@ -55,9 +55,8 @@ pub struct Inner {
     shutting_down: AtomicBool,
     /// For `/health`'s uptime.
     started: Instant,
-    /// One permit per explanation that may run at once (`limits.explain.concurrency`): the
-    /// rest wait here, asynchronously, instead of piling up on blocking threads.
-    explain_slots: Arc<tokio::sync::Semaphore>,
+    /// Explanations running and waiting, both bounded (`limits.explain`).
+    explain_slots: explain::ExplainSlots,
     /// Where `entity_ids` are looked up; set once at start (unset: lookups are off).
     feature_store: OnceLock<Arc<FeatureStore>>,
 }
@@ -85,7 +84,7 @@ impl AppState {
             repository: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
-            explain_slots: Arc::new(tokio::sync::Semaphore::new(limits.explain.concurrency)),
+            explain_slots: explain::ExplainSlots::new(&limits.explain),
             feature_store: OnceLock::new(),
         }))
     }

@@ -156,6 +156,11 @@ pub struct ServeArgs {
     #[arg(long, env = "EXPLAIN_CONCURRENCY", default_value_t = 1, value_parser = at_least_one)]
     pub explain_concurrency: usize,
 
+    /// /explain: explanations that may wait for their turn; past that, 503 `overloaded` at
+    /// once, so waiting explanations never fill the admission queue ahead of /predict.
+    #[arg(long, env = "EXPLAIN_MAX_QUEUED", default_value_t = 8)]
+    pub explain_max_queued: usize,
+
     /// Where `entity_ids` are looked up (see [`FeatureStoreArgs`]).
     #[command(flatten)]
     pub feature_store: FeatureStoreArgs,
@@ -270,6 +275,7 @@ impl ServeArgs {
             max_evaluations: self.explain_max_evaluations,
             batch_rows: self.explain_batch_rows,
             concurrency: self.explain_concurrency,
+            max_queued: self.explain_max_queued,
         }
     }
 }

@@ -52,6 +52,9 @@ pub struct ExplainLimits {
     pub batch_rows: usize,
     /// Explanations computed at once; more wait their turn without holding a thread.
     pub concurrency: usize,
+    /// Explanations that may wait for a turn; beyond, requests are shed at once (503), so
+    /// waiting explanations never fill the server's admission queue ahead of `/predict`.
+    pub max_queued: usize,
 }
 
 impl Default for ExplainLimits {
@@ -63,6 +66,7 @@ impl Default for ExplainLimits {
             max_evaluations: 10_000_000,
             batch_rows: 4096,
             concurrency: 1,
+            max_queued: 8,
         }
     }
 }

@@ -93,6 +93,22 @@ struct TensorProto {
     double_data: Vec<f64>,
 }
 
+/// A node's operator only: decoding it skips the (large) attribute payloads.
+#[derive(Clone, PartialEq, Message)]
+struct NodeHeader {
+    #[prost(string, tag = "4")]
+    op_type: String,
+    #[prost(string, tag = "7")]
+    domain: String,
+}
+
+/// An attribute's name only.
+#[derive(Clone, PartialEq, Message)]
+struct AttributeHeader {
+    #[prost(string, tag = "1")]
+    name: String,
+}
+
 const ATTRIBUTE_STRING: i32 = 3;
 const TENSOR_FLOAT: i32 = 1;
 const TENSOR_DOUBLE: i32 = 11;
@@ -476,14 +492,14 @@ pub fn margin_model(model_bytes: &[u8]) -> Result<Vec<u8>, String> {
     const ATTRIBUTE: u32 = 5;
     rewrite_field(model_bytes, GRAPH, &mut |graph| {
         rewrite_field(graph, NODE, &mut |node| {
-            let decoded = NodeProto::decode(node).map_err(|e| e.to_string())?;
+            let decoded = NodeHeader::decode(node).map_err(|e| e.to_string())?;
             if decoded.domain != ML_DOMAIN
                 || !(decoded.op_type == CLASSIFIER || decoded.op_type == REGRESSOR)
             {
                 return Ok(None);
             }
             rewrite_field(node, ATTRIBUTE, &mut |attribute| {
-                let decoded = AttributeProto::decode(attribute).map_err(|e| e.to_string())?;
+                let decoded = AttributeHeader::decode(attribute).map_err(|e| e.to_string())?;
                 if decoded.name != "post_transform" {
                     return Ok(None);
                 }

@@ -570,7 +570,10 @@ impl TreeEnsemble {
         let mut tree_groups = vec![0u32];
         let mut internal = Vec::new();
         let mut signature: Vec<u64> = Vec::new();
-        let mut seen: std::collections::HashMap<Vec<u64>, u32> = std::collections::HashMap::new();
+        // Keyed by the signature's bits: one word for trees of up to 64 splits (no allocation),
+        // the whole bitset beyond.
+        let mut small: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
+        let mut large: std::collections::HashMap<Vec<u64>, u32> = std::collections::HashMap::new();
         for (t, &root) in self.roots.iter().enumerate() {
             // This tree's split nodes, in a fixed order.
             internal.clear();
@@ -583,10 +586,11 @@ impl TreeEnsemble {
                     stack.push(node.no);
                 }
             }
-            seen.clear();
+            small.clear();
+            large.clear();
             for (b, row) in rows.chunks_exact(m).enumerate() {
                 signature.clear();
-                signature.resize(internal.len().div_ceil(64), 0);
+                signature.resize(internal.len().div_ceil(64).max(1), 0);
                 for (k, &i) in internal.iter().enumerate() {
                     let node = &self.nodes[i as usize];
                     if node.goes_yes(row[node.feature as usize]) {
@@ -594,10 +598,14 @@ impl TreeEnsemble {
                     }
                 }
                 let next = representative.len() as u32;
-                let group = *seen.entry(signature.clone()).or_insert_with(|| {
+                let group = if let [word] = signature[..] {
+                    *small.entry(word).or_insert(next)
+                } else {
+                    *large.entry(signature.clone()).or_insert(next)
+                };
+                if group == next {
                     representative.push(b as u32);
-                    next
-                });
+                }
                 group_of[b * n_trees + t] = group;
             }
             tree_groups.push(representative.len() as u32);
@@ -857,6 +865,56 @@ pub(crate) mod tests {
             assert!((got.base_value + sum - got.model_value).abs() < 1e-12);
             assert!((got.model_value - offset - sign * trees.predict(&x, output)).abs() < 1e-15);
         }
+    }
+
+    #[test]
+    fn deep_trees_group_background_rows_by_their_whole_path_signature() {
+        // Trees with more than 64 splits key their groups by a multi-word bitset.
+        let mut rng = Rng(21);
+        let m = 5;
+        let mut flat = random_ensemble(&mut rng, 2, 11, m, 1);
+        let splits = |flat: &FlatTrees| {
+            (0..flat.modes.len())
+                .filter(|&i| flat.tree_ids[i] == 0 && flat.modes[i] != Mode::Leaf)
+                .count()
+        };
+        while splits(&flat) <= 64 {
+            flat = random_ensemble(&mut rng, 2, 11, m, 1);
+        }
+        let trees = TreeEnsemble::from_flat(&flat).unwrap();
+        // Every row twice: identical rows share their group in every tree.
+        let distinct = random_rows(&mut rng, 20, m);
+        let background: Vec<f32> = distinct
+            .chunks_exact(m)
+            .flat_map(|r| [r, r])
+            .flatten()
+            .copied()
+            .collect();
+        let set = trees.background_set(&background);
+        assert!(
+            set.n_groups() <= 2 * 20,
+            "duplicates grouped: {}",
+            set.n_groups()
+        );
+        let x = random_rows(&mut rng, 1, m);
+        let target = Target {
+            output: 0,
+            sign: 1.0,
+            offset: 0.0,
+            link: Link::Identity,
+        };
+        let got = trees.shap(&x, &set, target, &mut Scratch::default());
+        let expected = brute_force_shapley(m, |s| {
+            background
+                .chunks_exact(m)
+                .map(|r| trees.predict(&hybrid(&x, r, s), 0))
+                .sum::<f64>()
+                / 40.0
+        });
+        for (g, e) in got.attributions.iter().zip(&expected) {
+            assert!((g - e).abs() < 1e-12, "{got:?} vs {expected:?}");
+        }
+        assert!(got.attributions.iter().any(|a| a.abs() > 1e-6));
     }
 
     #[test]
