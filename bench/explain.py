@@ -13,7 +13,8 @@ see the same machine load; on a shared, noisy VM only ratios taken in one run me
   maskers.Independent(background, max_samples=len(background)))(x)` with `f` running the ONNX
   model in onnxruntime (one thread).
 Server latency is client-side wall time of one single-row request on a kept-alive connection
-(JSON encode, HTTP, parse included); shap time is the call alone.
+(JSON encode, HTTP, parse included); shap time is the call alone. For scale, a `/predict` of
+the same row is timed too (interleaved): the HTTP and JSON floor any /explain pays.
 """
 
 import argparse
@@ -135,7 +136,7 @@ def bench_model(client, entry, rows_per_model, exact_rows):
     is_exact = label.startswith("shap.ExactExplainer")
     n = exact_rows if is_exact else rows_per_model
     path = f"/models/{entry['name']}/explain"
-    ours, theirs, method = [], [], None
+    ours, theirs, floor, method = [], [], [], None
     for i in range(n + 3):  # the first three are warm-up
         row = log[i % len(log)]["features"]
         x = np.array([[row[k] for k in names]])
@@ -148,9 +149,16 @@ def bench_model(client, entry, rows_per_model, exact_rows):
         t = time.perf_counter()
         reference(x)
         shap_seconds = time.perf_counter() - t
+        t = time.perf_counter()
+        status, body = client.request("POST", f"/models/{entry['name']}/predict",
+                                      {"instances": [row]})
+        predict_seconds = time.perf_counter() - t
+        if status != 200:
+            sys.exit(f"/predict: {status} {body}")
         if i >= 3:
             ours.append(server_seconds)
             theirs.append(shap_seconds)
+            floor.append(predict_seconds)
     result = {
         "model": entry["name"],
         "features": len(names),
@@ -162,6 +170,7 @@ def bench_model(client, entry, rows_per_model, exact_rows):
         "server_p99_ms": percentile(ours, 99) * 1e3,
         "shap_p50_ms": percentile(theirs, 50) * 1e3,
         "shap_p99_ms": percentile(theirs, 99) * 1e3,
+        "predict_p50_ms": percentile(floor, 50) * 1e3,
     }
     result["speedup_p50"] = result["shap_p50_ms"] / result["server_p50_ms"]
     result["speedup_p99"] = result["shap_p99_ms"] / result["server_p99_ms"]
@@ -185,18 +194,23 @@ def main():
                for entry in manifest["models"]]
 
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    print(f"# /explain vs shap {shap.__version__} ({machine}); one row per explanation")
-    print("| model | method | server p50 / p99 (ms) | shap p50 / p99 (ms) | speed-up p50 / p99 |")
-    print("|---|---|---|---|---|")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"# /explain vs shap {shap.__version__} ({machine}, load average {load:.1f});"
+          " one row per explanation")
+    print("| model | method | server p50 / p99 (ms) | shap p50 / p99 (ms) | speed-up p50 / p99"
+          " | /predict p50 (ms) |")
+    print("|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['model']} ({r['features']} features, {r['background_rows']} background rows)"
               f" | {r['method']} vs {r['reference']}"
               f" | {r['server_p50_ms']:.2f} / {r['server_p99_ms']:.2f}"
               f" | {r['shap_p50_ms']:.2f} / {r['shap_p99_ms']:.2f}"
-              f" | {r['speedup_p50']:.1f}x / {r['speedup_p99']:.1f}x |")
+              f" | {r['speedup_p50']:.1f}x / {r['speedup_p99']:.1f}x"
+              f" | {r['predict_p50_ms']:.2f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine, "shap": shap.__version__,
-                                               "results": results}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"machine": machine, "load_average": load,
+                                               "shap": shap.__version__, "results": results},
+                                              indent=2) + "\n")
 
 
 if __name__ == "__main__":
