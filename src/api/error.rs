@@ -76,12 +76,18 @@ pub enum ApiError {
     Timeout { after_ms: u64 },
     #[error("inference failed: {0}")]
     Inference(String),
+    /// `/explain`'s `class` is not one of the model's class labels.
     #[error("{0}")]
     UnknownClass(String),
+    /// An explanation over `EXPLAIN_MAX_ROWS` or `EXPLAIN_MAX_EVALUATIONS` (named in the
+    /// message), refused before any work.
     #[error("{0}")]
     ExplanationTooExpensive(String),
+    /// The model cannot give this explanation (a margin of a non-tree classifier, no
+    /// background set).
     #[error("{0}")]
     ExplanationUnavailable(String),
+    /// All explanation slots computing and the explanation queue full: shed with 503.
     #[error("explanations are at capacity ({running} computing and {queued} waiting: EXPLAIN_CONCURRENCY and EXPLAIN_MAX_QUEUED); retry shortly")]
     ExplainOverloaded { running: usize, queued: usize },
     /// `entity_ids` names an entity the feature store does not hold.

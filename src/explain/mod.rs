@@ -74,12 +74,16 @@ impl Default for ExplainLimits {
 /// Why an explanation cannot be given. The API maps each to a status and a stable code.
 #[derive(Debug, thiserror::Error)]
 pub enum ExplainError {
+    /// `class` names no class of the model; the message lists them so the client can fix it.
     #[error("class '{class}' is not a class of this model; classes: {available}")]
     UnknownClass { class: String, available: String },
+    /// `class` or `output` sent for a regressor, which only explains its value.
     #[error("'{field}' applies to classifiers only; model '{model}' is a regressor and explains its value")]
     NotAClassifier { field: &'static str, model: String },
+    /// The model cannot give this explanation (no background set, no known margin).
     #[error("{0}")]
     Unavailable(String),
+    /// Over the evaluation budget: refused before any work, naming the limit and the numbers.
     #[error("explaining {rows} row(s) of model '{model}' with the {method} method needs {needed} model evaluations; the server allows {allowed} per request (EXPLAIN_MAX_EVALUATIONS, --explain-max-evaluations)")]
     TooExpensive {
         rows: usize,
@@ -88,8 +92,10 @@ pub enum ExplainError {
         needed: u64,
         allowed: u64,
     },
+    /// The client went away (or the request timed out): stopped between model batches.
     #[error("the explanation was cancelled")]
     Cancelled,
+    /// ONNX Runtime failed on rows built from validated input: a server error.
     #[error("model evaluation failed: {0}")]
     Model(String),
 }
@@ -139,6 +145,7 @@ pub enum Output {
 pub struct Explanation {
     /// The explained class index (classifiers).
     pub class: Option<usize>,
+    /// The space of `value`, `base_value` and the attributions.
     pub output: Output,
     /// ONNX Runtime's output for the row, in `output` space.
     pub value: f64,
@@ -146,6 +153,7 @@ pub struct Explanation {
     pub base_value: f64,
     /// One per feature, in model feature order.
     pub attributions: Vec<f64>,
+    /// How they were computed, so clients know whether they are exact.
     pub method: Method,
     /// `value - base_value - sum(attributions)`.
     pub residual: f64,
@@ -386,7 +394,9 @@ pub struct ExplainQuery {
 /// A checked request: the method, output space, class and cost, decided before any work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
+    /// The method the model and output space call for.
     pub method: Method,
+    /// The output space, with the default resolved.
     pub output: Output,
     /// A fixed class for every row, or `None` for each row's predicted class (classifiers).
     pub class: Option<usize>,

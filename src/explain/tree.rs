@@ -106,12 +106,19 @@ impl Node {
 /// identified by `(tree, node)` ids, and leaf weights per output. Tests build it directly.
 #[derive(Debug, Clone, Default)]
 pub struct FlatTrees {
+    /// Per node: its tree (`nodes_treeids`).
     pub tree_ids: Vec<i64>,
+    /// Per node: its id within the tree (`nodes_nodeids`).
     pub node_ids: Vec<i64>,
+    /// Per node: the feature it splits on (`nodes_featureids`; ignored for leaves).
     pub features: Vec<i64>,
+    /// Per node: the split threshold (`nodes_values`).
     pub thresholds: Vec<f64>,
+    /// Per node: the comparison, or `Leaf` (`nodes_modes`).
     pub modes: Vec<Mode>,
+    /// Per node: the child id taken when the comparison holds (`nodes_truenodeids`).
     pub true_ids: Vec<i64>,
+    /// Per node: the child id taken otherwise (`nodes_falsenodeids`).
     pub false_ids: Vec<i64>,
     /// Empty means "never" for every node.
     pub missing_tracks_true: Vec<bool>,
@@ -208,7 +215,9 @@ impl Link {
 /// in the explained output space.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TreeShap {
+    /// One per feature, in input order.
     pub attributions: Vec<f64>,
+    /// The mean explained output over the background rows.
     pub base_value: f64,
     /// `link(margin(x))` from the f64 trees: `base_value + sum(attributions)` up to rounding.
     pub model_value: f64,
