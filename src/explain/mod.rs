@@ -609,3 +609,40 @@ pub fn explain(
     }
     Ok(explanations)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Vec<String> {
+        vec!["a".into(), "b".into()]
+    }
+
+    fn read(text: &str) -> Result<Rows, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("background.csv");
+        std::fs::write(&path, text).unwrap();
+        read_background(&path, &names())
+    }
+
+    #[test]
+    fn background_rows_are_read_in_feature_order_as_float32() {
+        let rows = read("a,b\n0.1,2\n-3.5,1e-3\n").unwrap();
+        assert_eq!((rows.n_rows, rows.n_cols), (2, 2));
+        assert_eq!(rows.data, vec![0.1f64 as f32, 2.0, -3.5, 1e-3f64 as f32]);
+    }
+
+    #[test]
+    fn a_broken_background_is_refused_with_the_place() {
+        assert!(read("b,a\n1,2\n")
+            .unwrap_err()
+            .contains("feature names in order"));
+        assert!(read("a,b,c\n1,2,3\n")
+            .unwrap_err()
+            .contains("feature names in order"));
+        assert!(read("a,b\n1,x\n").unwrap_err().contains("row 0, b: 'x'"));
+        assert!(read("a,b\n1,2\n1,1e39\n").unwrap_err().contains("row 1, b"));
+        assert!(read("a,b\n").unwrap_err().contains("no rows"));
+        assert!(read("a,b\n1,2,3\n").is_err(), "a ragged row");
+    }
+}
