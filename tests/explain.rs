@@ -444,6 +444,9 @@ async fn predict_is_not_stalled_by_explanations() {
         "300",
         "--explain-max-evaluations",
         "100000000",
+        // The queued explanation finishes after the first: no 504 on a loaded machine.
+        "--request-timeout-ms",
+        "600000",
     ])
     .await;
     let row = training_log("diabetes")[0]["features"].clone();
@@ -569,15 +572,18 @@ async fn explanations_past_the_queue_are_shed() {
         "--explain-max-exact-features",
         "4",
         "--explain-permutations",
-        "600",
+        "200",
         "--explain-max-evaluations",
         "100000000",
         "--explain-max-queued",
         "1",
+        // On a loaded machine and a debug build the waiting one may take a while.
+        "--request-timeout-ms",
+        "600000",
     ])
     .await;
     let row = training_log("diabetes")[0]["features"].clone();
-    let heavy = json!({"instances": vec![row.clone(); 32]}); // 32 x 600 x 9 x 100 = 17M rows
+    let heavy = json!({"instances": vec![row.clone(); 32]}); // 32 x 200 x 9 x 100 = 5.8M rows
     let requests: Vec<_> = (0..4)
         .map(|_| {
             let request = common::client()
