@@ -10,7 +10,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 ORT_DIR := .ort
 export ORT_DYLIB_PATH ?= $(CURDIR)/$(ORT_DIR)/libonnxruntime.so
 
-.PHONY: help run test lint train ort venv fmt clippy cargo-test python-test image image-train stack-up stack-down k8s-image-tags
+.PHONY: help run test lint train ort venv fmt clippy image image-train stack-up stack-down k8s-image-tags bench bench-explain
 
 # Container images (docs/containers.md): tagged with the commit they are built from. BuildKit is
 # required; Debian's docker client has it built in. CA_BUNDLE, when the file exists, is passed as
@@ -25,6 +25,8 @@ DOCKER_BUILD = DOCKER_BUILDKIT=1 $(DOCKER) build \
 	$(if $(wildcard $(CA_BUNDLE)),--secret id=cabundle$(,)src=$(CA_BUNDLE)) \
 	--build-arg GIT_COMMIT=$(GIT_COMMIT) --build-arg IMAGE_TAG=$(IMAGE_TAG)
 
+BENCH_PORT ?= 18480
+
 
 help:
 	@echo "make run    serve the bundled models on :8080 (PORT=... to change)"
@@ -33,6 +35,7 @@ help:
 	@echo "make train  retrain both models into models/ and manifest.json"
 	@echo "make image  build the image $(IMAGE):<short commit> (make image-train: the training image)"
 	@echo "make stack-up / stack-down   the local stack (docker-compose: api, feature-store, prometheus)"
+	@echo "make bench  benchmarks (docs/benchmarks.md); bench-explain: /explain vs Python shap"
 
 ort:
 	scripts/fetch-onnxruntime.sh $(ORT_DIR)
@@ -72,3 +75,15 @@ stack-down:
 
 k8s-image-tags:
 	scripts/k8s-set-image-tags.sh $(if $(CANARY),--canary) $(IMAGE_TAG) k8s
+bench: bench-explain
+
+# /explain latency against Python shap on this machine: release build, a server on BENCH_PORT
+# (stopped on exit), then bench/explain.py against it.
+bench-explain: ort
+	$(CARGO) build --release --bin ferrum-serve
+	venv=$$(scripts/python-env.sh requirements/dev.lock); \
+	$(TARGET_DIR)/release/ferrum-serve --host 127.0.0.1 --port $(BENCH_PORT) --log-format text \
+	  >$(TARGET_DIR)/bench-server.log 2>&1 & server=$$!; \
+	trap 'kill $$server' EXIT; \
+	"$$venv/bin/python" bench/explain.py --url http://127.0.0.1:$(BENCH_PORT) \
+	  --json $(TARGET_DIR)/bench-explain.json

@@ -11,11 +11,15 @@
 //!
 //! A body with `entity_ids` instead of `instances` first goes through `features`, which looks
 //! the rows up in a feature store (Feast's HTTP protocol, or a snapshot read in-process).
+//! `/explain` takes the same path, then `explain` (SHAP over the model's background set, on a
+//! blocking thread) instead of a single inference.
 //!
 //! ## Layout
 //! - [`config`]: command-line flags with environment fallbacks, printed at start.
 //! - [`model`]: `manifest.json`, the model repository, ONNX Runtime sessions and execution
 //!   providers, and the mapping of raw model outputs to predictions. Knows nothing of HTTP.
+//! - [`explain`]: SHAP attributions over each model's background set: Tree SHAP on the trees
+//!   read from the ONNX graph, exact enumeration, or permutation sampling. Knows nothing of HTTP.
 //! - [`api`]: the axum router, request parsing, the one error enum mapped to HTTP statuses.
 //! - [`features`]: entity ids → rows: the Feast-protocol client, the in-process snapshot store,
 //!   the mock feature store (`ferrum-feature-store`), and the data-contract check.
@@ -27,6 +31,7 @@
 
 pub mod api;
 pub mod config;
+pub mod explain;
 pub mod features;
 pub mod healthcheck;
 pub mod jobs;

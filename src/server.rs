@@ -61,6 +61,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let limits = Limits {
         max_request_rows: args.max_request_rows,
         max_body_bytes: args.max_body_bytes,
+        explain: args.explain_limits(),
     };
     let admission = Admission::new(
         args.max_concurrent_requests,

@@ -5,6 +5,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::explain::ExplainError;
 use crate::features::FeatureError;
 use crate::model::{InferenceError, LookupError};
 
@@ -75,6 +76,20 @@ pub enum ApiError {
     Timeout { after_ms: u64 },
     #[error("inference failed: {0}")]
     Inference(String),
+    /// `/explain`'s `class` is not one of the model's class labels.
+    #[error("{0}")]
+    UnknownClass(String),
+    /// An explanation over `EXPLAIN_MAX_ROWS` or `EXPLAIN_MAX_EVALUATIONS` (named in the
+    /// message), refused before any work.
+    #[error("{0}")]
+    ExplanationTooExpensive(String),
+    /// The model cannot give this explanation (a margin of a non-tree classifier, no
+    /// background set).
+    #[error("{0}")]
+    ExplanationUnavailable(String),
+    /// All explanation slots computing and the explanation queue full: shed with 503.
+    #[error("explanations are at capacity ({running} computing and {queued} waiting: EXPLAIN_CONCURRENCY and EXPLAIN_MAX_QUEUED); retry shortly")]
+    ExplainOverloaded { running: usize, queued: usize },
     /// `entity_ids` names an entity the feature store does not hold.
     #[error("{0}")]
     EntityNotFound(String),
@@ -118,6 +133,9 @@ impl ApiError {
             | WrongRowLength { .. }
             | NonNumeric { .. }
             | NonFinite { .. }
+            | UnknownClass(_)
+            | ExplanationTooExpensive(_)
+            | ExplanationUnavailable(_)
             | FeatureMissing(_)
             | FeatureStoreDisabled(_) => StatusCode::UNPROCESSABLE_ENTITY,
             EntityNotFound(_) => StatusCode::NOT_FOUND,
@@ -126,7 +144,9 @@ impl ApiError {
             FeatureStoreError(_) => StatusCode::BAD_GATEWAY,
             ModelNotFound(_) | VersionNotFound(_) | RouteNotFound(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            NotReady(_) | Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            NotReady(_) | Overloaded { .. } | ExplainOverloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Inference(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -158,9 +178,12 @@ impl ApiError {
             MethodNotAllowed(_) => "method_not_allowed",
             NotReady(_) => "not_ready",
             Unauthorized(_) => "unauthorized",
-            Overloaded { .. } => "overloaded",
+            Overloaded { .. } | ExplainOverloaded { .. } => "overloaded",
             Timeout { .. } => "request_timeout",
             Inference(_) => "inference_failed",
+            UnknownClass(_) => "unknown_class",
+            ExplanationTooExpensive(_) => "explanation_too_expensive",
+            ExplanationUnavailable(_) => "explanation_unavailable",
             EntityNotFound(_) => "entity_not_found",
             FeatureMissing(_) => "feature_missing",
             FeatureStoreDisabled(_) => "feature_store_disabled",
@@ -196,7 +219,9 @@ impl IntoResponse for ApiError {
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             // Shed load comes back soon; say when to retry instead of letting clients hammer.
-            ApiError::Overloaded { .. } | ApiError::NotReady(_) => {
+            ApiError::Overloaded { .. }
+            | ApiError::ExplainOverloaded { .. }
+            | ApiError::NotReady(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::Unauthorized(_) => {
@@ -220,6 +245,23 @@ impl From<LookupError> for ApiError {
 impl From<InferenceError> for ApiError {
     fn from(e: InferenceError) -> Self {
         ApiError::Inference(e.to_string())
+    }
+}
+
+impl From<ExplainError> for ApiError {
+    fn from(e: ExplainError) -> Self {
+        match e {
+            ExplainError::UnknownClass { .. } => ApiError::UnknownClass(e.to_string()),
+            ExplainError::NotAClassifier { field, ref model } => ApiError::InvalidField {
+                field,
+                reason: format!(
+                    "applies to classifiers only; model '{model}' is a regressor and explains its value"
+                ),
+            },
+            ExplainError::TooExpensive { .. } => ApiError::ExplanationTooExpensive(e.to_string()),
+            ExplainError::Unavailable(reason) => ApiError::ExplanationUnavailable(reason),
+            ExplainError::Cancelled | ExplainError::Model(_) => ApiError::Inference(e.to_string()),
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod body;
 pub mod error;
+mod explain;
 pub mod guard;
 mod health;
 mod metrics;
@@ -21,6 +22,7 @@ use axum::Router;
 pub use error::ApiError;
 pub use guard::{Admission, ApiKey};
 
+use crate::explain::ExplainLimits;
 use crate::features::FeatureStore;
 use crate::model::{Manifest, Repository};
 use crate::telemetry;
@@ -31,6 +33,8 @@ use crate::telemetry::drift::DriftHandle;
 pub struct Limits {
     pub max_request_rows: usize,
     pub max_body_bytes: usize,
+    /// `/explain`'s rows, cost and concurrency limits.
+    pub explain: ExplainLimits,
 }
 
 /// What every handler can see. Cheap to clone.
@@ -55,6 +59,8 @@ pub struct Inner {
     started: Instant,
     /// Drift monitoring of served rows, once models are loaded (absent when turned off).
     drift: OnceLock<DriftHandle>,
+    /// Explanations running and waiting, both bounded (`limits.explain`).
+    explain_slots: explain::ExplainSlots,
     /// Where `entity_ids` are looked up; set once at start (unset: lookups are off).
     feature_store: OnceLock<Arc<FeatureStore>>,
 }
@@ -83,6 +89,7 @@ impl AppState {
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
             drift: OnceLock::new(),
+            explain_slots: explain::ExplainSlots::new(&limits.explain),
             feature_store: OnceLock::new(),
         }))
     }
@@ -152,6 +159,12 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/models/{name}/versions/{version}/predict",
             post(predict::predict_version),
+        )
+        .route("/explain", post(explain::explain_default))
+        .route("/models/{name}/explain", post(explain::explain_model))
+        .route(
+            "/models/{name}/versions/{version}/explain",
+            post(explain::explain_version),
         )
         .route_layer(from_fn_with_state(state.clone(), guard::admit))
         .route_layer(from_fn_with_state(state.clone(), guard::authorize));

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
+use crate::explain::ExplainLimits;
 use crate::telemetry::baseline::DEFAULT_PSI_THRESHOLD;
 use crate::telemetry::drift::DriftConfig;
 
@@ -187,10 +188,65 @@ pub struct ServeArgs {
     /// full, newer rows are left out of monitoring (and counted) rather than slowing requests.
     #[arg(long, env = "DRIFT_QUEUE_CAPACITY", default_value_t = 1024)]
     pub drift_queue_capacity: usize,
+    /// /explain: the widest non-tree model explained exactly (2^M coalitions through the
+    /// model); wider models are explained by permutation sampling. At most 30.
+    #[arg(long, env = "EXPLAIN_MAX_EXACT_FEATURES", default_value_t = 16, value_parser = exact_features)]
+    pub explain_max_exact_features: usize,
+
+    /// /explain: most rows one request may carry.
+    #[arg(long, env = "EXPLAIN_MAX_ROWS", default_value_t = 32, value_parser = at_least_one)]
+    pub explain_max_rows: usize,
+
+    /// /explain: permutations per row for the sampling method, an even number (each random
+    /// order is paired with its reverse). Reported in each sampled explanation.
+    #[arg(long, env = "EXPLAIN_PERMUTATIONS", default_value_t = 10, value_parser = even_permutations)]
+    pub explain_permutations: usize,
+
+    /// /explain: most model evaluations one request may cost (rows through the model, or
+    /// background rows through the trees). A request above it is refused before any work,
+    /// so no explanation can hold the server for long.
+    #[arg(long, env = "EXPLAIN_MAX_EVALUATIONS", default_value_t = 10_000_000)]
+    pub explain_max_evaluations: u64,
+
+    /// /explain: rows per ONNX Runtime call when evaluating coalitions.
+    #[arg(long, env = "EXPLAIN_BATCH_ROWS", default_value_t = 4096, value_parser = at_least_one)]
+    pub explain_batch_rows: usize,
+
+    /// /explain: explanations computed at once (each on one blocking thread and one session);
+    /// further requests wait without holding a thread. Keep it below the cores so /predict
+    /// always finds a free core and session.
+    #[arg(long, env = "EXPLAIN_CONCURRENCY", default_value_t = 1, value_parser = at_least_one)]
+    pub explain_concurrency: usize,
+
+    /// /explain: explanations that may wait for their turn; past that, 503 `overloaded` at
+    /// once, so waiting explanations never fill the admission queue ahead of /predict.
+    #[arg(long, env = "EXPLAIN_MAX_QUEUED", default_value_t = 8)]
+    pub explain_max_queued: usize,
 
     /// Where `entity_ids` are looked up (see [`FeatureStoreArgs`]).
     #[command(flatten)]
     pub feature_store: FeatureStoreArgs,
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("'{s}' is not a whole number >= 1")),
+    }
+}
+
+fn exact_features(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=30).contains(&n) => Ok(n),
+        _ => Err(format!("'{s}' is not a whole number from 1 to 30")),
+    }
+}
+
+fn even_permutations(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 2 && n.is_multiple_of(2) => Ok(n),
+        _ => Err(format!("'{s}' is not an even number >= 2")),
+    }
 }
 
 /// The feature store behind `{"entity_ids": [...]}` requests, and how patiently it is asked.
@@ -371,6 +427,19 @@ impl ServeArgs {
             queue_capacity: self.drift_queue_capacity,
         }
     }
+
+    /// The `/explain` limits.
+    pub fn explain_limits(&self) -> ExplainLimits {
+        ExplainLimits {
+            max_exact_features: self.explain_max_exact_features,
+            max_rows: self.explain_max_rows,
+            permutations: self.explain_permutations,
+            max_evaluations: self.explain_max_evaluations,
+            batch_rows: self.explain_batch_rows,
+            concurrency: self.explain_concurrency,
+            max_queued: self.explain_max_queued,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -451,6 +520,29 @@ mod tests {
         ])
         .is_err());
         assert!(Cli::try_parse_from(["ferrum-serve", "--drift-interval-ms", "0"]).is_err());
+    }
+
+    #[test]
+    fn explain_limits_default_to_the_library_defaults_and_are_checked() {
+        let cli = Cli::try_parse_from(["ferrum-serve"]).unwrap();
+        let limits = cli.serve.explain_limits();
+        let defaults = ExplainLimits::default();
+        assert_eq!(
+            serde_json::to_value(limits).unwrap(),
+            serde_json::to_value(defaults).unwrap()
+        );
+        for bad in [
+            ["--explain-permutations", "3"],
+            ["--explain-permutations", "0"],
+            ["--explain-max-exact-features", "31"],
+            ["--explain-max-rows", "0"],
+            ["--explain-concurrency", "0"],
+        ] {
+            let args = ["ferrum-serve", bad[0], bad[1]];
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
+        }
+        let cli = Cli::try_parse_from(["ferrum-serve", "--explain-permutations", "20"]).unwrap();
+        assert_eq!(cli.serve.explain_limits().permutations, 20);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use super::manifest::{ModelEntry, Task};
 use super::output::ModelOutput;
 use super::runtime::{ProviderName, SessionPool};
 use super::{InferenceError, LoadError, Rows};
+use crate::explain::ExplainAssets;
 
 /// A model version ready to serve.
 pub struct LoadedModel {
@@ -21,6 +22,9 @@ pub struct LoadedModel {
     /// The execution provider that actually serves it.
     pub provider: ProviderName,
     sessions: SessionPool,
+    /// What `/explain` needs: the background rows and, when the graph is a tree ensemble, the
+    /// parsed trees. `None` when the manifest lists no background for this version.
+    pub explain: Option<ExplainAssets>,
 }
 
 impl LoadedModel {
@@ -43,6 +47,7 @@ impl LoadedModel {
             feature_index,
             provider,
             sessions: pool,
+            explain: None,
         })
     }
 

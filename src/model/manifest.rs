@@ -46,6 +46,8 @@ pub struct ModelEntry {
     pub onnx: OnnxEntry,
     #[serde(default)]
     pub dataset: DatasetEntry,
+    #[serde(default)]
+    pub artifacts: Artifacts,
     /// Where this model's features are looked up by entity id (the data contract with the
     /// feature store); `None` means the model only takes inline `instances`.
     #[serde(default)]
@@ -95,6 +97,14 @@ pub struct DatasetEntry {
     /// store must serve this snapshot for entity-id predictions to match the training log.
     #[serde(default)]
     pub feature_snapshot_id: String,
+}
+
+/// Files training wrote beside the model, relative to the version's folder.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Artifacts {
+    /// The background rows `/explain` integrates over (CSV with a feature-name header).
+    #[serde(default)]
+    pub background: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -48,6 +48,13 @@ pub enum LoadError {
     },
     #[error("{0}")]
     Runtime(String),
+    #[error("model '{model}' version '{version}': artifact {path}: {reason}")]
+    Artifact {
+        model: String,
+        version: String,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("model '{model}' version '{version}' failed its warm-up inference: {source}")]
     Warmup {
         model: String,

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::manifest::{Manifest, ModelEntry};
-use super::runtime::Runtime;
+use super::runtime::{Runtime, SessionPool};
 use super::{LoadError, LoadedModel, LookupError, Rows};
 use crate::config::ExecutionProviderChoice;
+use crate::explain::{self, onnx::PostTransform, ExplainAssets};
 
 /// How to build sessions; from the server configuration.
 #[derive(Debug, Clone, Copy)]
@@ -167,9 +168,83 @@ fn load_version(
         sessions.push(session);
         provider = used.name;
     }
-    let model = LoadedModel::new(entry, sessions, provider)?;
+    let mut model = LoadedModel::new(entry, sessions, provider)?;
     warm_up(&model, options.warmup_runs)?;
+    model.explain = load_explain(&model, &bytes, models_dir, runtime, options)?;
     Ok(model)
+}
+
+/// Prepares `/explain` for a version: its background set (a broken one stops the start, as
+/// any artifact the manifest promises) and, when the graph is a tree ensemble, the trees read
+/// from the model bytes, with a margin session if the model post-transforms its margins. Trees
+/// that cannot be read only cost Tree SHAP: the model-agnostic methods still explain.
+fn load_explain(
+    model: &LoadedModel,
+    bytes: &[u8],
+    models_dir: &Path,
+    runtime: &Runtime,
+    options: LoadOptions,
+) -> Result<Option<ExplainAssets>, LoadError> {
+    let entry = &model.entry;
+    let Some(file) = &entry.artifacts.background else {
+        return Ok(None);
+    };
+    let path = models_dir.join(&entry.path).join(file);
+    let background = explain::read_background(&path, &entry.feature_names).map_err(|reason| {
+        LoadError::Artifact {
+            model: entry.name.clone(),
+            version: entry.version.clone(),
+            path: path.clone(),
+            reason,
+        }
+    })?;
+    let trees = explain::onnx::read_trees(bytes, entry).and_then(|trees| {
+        let Some(trees) = trees else {
+            return Ok(None);
+        };
+        if trees.transform == PostTransform::None {
+            return Ok(Some((trees, None)));
+        }
+        // Tree ensembles run on the CPU whatever the provider: so does their margin session.
+        let margin_bytes = explain::onnx::margin_model(bytes)?;
+        let (session, _) = runtime
+            .session(
+                &margin_bytes,
+                options.intra_op_threads,
+                ExecutionProviderChoice::Cpu,
+            )
+            .map_err(|e| format!("cannot load the margin model: {e}"))?;
+        Ok(Some((trees, Some(SessionPool::new(vec![session])))))
+    });
+    let (trees, margin_session) = match trees {
+        Ok(Some((trees, margin))) => (Some(trees), margin),
+        Ok(None) => (None, None),
+        Err(reason) => {
+            tracing::warn!(
+                model = %entry.name,
+                version = %entry.version,
+                reason = %reason,
+                "cannot read the tree ensemble from the ONNX graph; /explain uses the model-agnostic methods"
+            );
+            (None, None)
+        }
+    };
+    let assets =
+        ExplainAssets::prepare(model, background, trees, margin_session).map_err(|source| {
+            LoadError::Warmup {
+                model: entry.name.clone(),
+                version: entry.version.clone(),
+                source,
+            }
+        })?;
+    tracing::info!(
+        model = %entry.name,
+        version = %entry.version,
+        background_rows = assets.background.n_rows,
+        tree_shap = assets.trees.is_some(),
+        "explanations ready"
+    );
+    Ok(Some(assets))
 }
 
 /// Runs the model on a row of zeros (and checks the output's shape): the first inference pays
