@@ -624,3 +624,45 @@ async fn explanations_past_the_queue_are_shed() {
         "one computing, one waiting, two shed"
     );
 }
+
+/// Explanations are observable: timing headers on the response, and one observation of the
+/// explain duration histogram per request, labelled with the method.
+#[tokio::test]
+async fn explanations_carry_timing_headers_and_are_counted_by_method() {
+    let server = Server::start_ready(&[]).await;
+    let row = &training_log("breast-cancer")[0];
+    for _ in 0..2 {
+        let response = common::client()
+            .post(server.url("/models/breast-cancer/explain"))
+            .json(&json!({"instances": [row["features"]]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        for header in ["x-inference-time", "x-queue-time"] {
+            let ms: f64 = response.headers()[header]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(ms >= 0.0, "{header}: {ms}");
+        }
+    }
+    let scrape = common::client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = scrape
+        .lines()
+        .find(|l| {
+            l.starts_with("ferrum_explain_duration_seconds_count")
+                && l.contains(r#"method="tree""#)
+                && l.contains(r#"model="breast-cancer""#)
+        })
+        .unwrap_or_else(|| panic!("no explain duration count in:\n{scrape}"));
+    assert!(line.ends_with(" 2"), "{line}");
+}

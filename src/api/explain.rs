@@ -6,6 +6,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -20,6 +21,9 @@ use super::request::{OutputSpace, RequestInput};
 use super::AppState;
 use crate::explain::{self, Cancel, ExplainLimits, ExplainQuery, Explanation, Output};
 use crate::features::{rows_for, TraceContext};
+use crate::telemetry::metrics;
+use crate::telemetry::otel::explain_span;
+use crate::telemetry::timing::InferenceTiming;
 
 /// `POST /explain`: the manifest's default model, its highest version.
 pub async fn explain_default(
@@ -101,10 +105,19 @@ async fn explain(
     let cancel = Cancel::default();
     let _cancel_on_drop = CancelOnDrop(cancel.clone());
     let task_model = model.clone();
-    let explanations = tokio::task::spawn_blocking(move || {
+    let method = plan.method.name();
+    let span = explain_span(&model.entry.name, &model.entry.version, method, n_rows);
+    let queued_at = Instant::now();
+    let (explanations, timing) = tokio::task::spawn_blocking(move || {
+        let _span = span.enter();
         // The slot lives as long as the work, even if the client has gone.
         let _slot = (permit, admitted);
+        let started = Instant::now();
         let result = explain::explain(&task_model, &rows, &plan, &limits, &cancel);
+        let timing = InferenceTiming {
+            queue: started - queued_at,
+            inference: started.elapsed(),
+        };
         if let Err(explain::ExplainError::Cancelled) = result {
             tracing::info!(
                 model = %task_model.entry.name,
@@ -112,13 +125,19 @@ async fn explain(
                 "explanation cancelled: the client went away"
             );
         }
-        result
+        result.map(|explanations| (explanations, timing))
     })
     .await
     .map_err(|e| ApiError::Inference(format!("explanation task failed: {e}")))??;
+    metrics::record_explain(
+        &model.entry.name,
+        &model.entry.version,
+        method,
+        timing.inference,
+    );
 
     let entry = &model.entry;
-    Ok(json_response(&ExplainResponse {
+    let mut response = json_response(&ExplainResponse {
         model: ModelRef::of(&model),
         entity_ids: entity_ids.as_deref(),
         explanations: explanations
@@ -130,7 +149,9 @@ async fn explain(
                 top_k: request.explain.top_k,
             })
             .collect(),
-    }))
+    });
+    timing.write_headers(response.headers_mut());
+    Ok(response)
 }
 
 /// The explanation slots: `concurrency` permits to compute, and a bound on how many

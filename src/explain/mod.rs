@@ -118,13 +118,20 @@ pub enum Method {
     Permutation,
 }
 
-impl std::fmt::Display for Method {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl Method {
+    /// The method's name, as responses, metrics labels and spans spell it.
+    pub fn name(self) -> &'static str {
+        match self {
             Method::Exact => "exact",
             Method::Tree => "tree",
             Method::Permutation => "permutation",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
