@@ -6,6 +6,7 @@ pub mod error;
 mod explain;
 pub mod guard;
 mod health;
+mod page;
 mod metrics;
 mod predict;
 pub mod request;
@@ -175,6 +176,11 @@ pub fn router(state: AppState) -> Router {
         .route("/health/ready", get(health::ready))
         .route("/manifest", get(health::manifest))
         .route("/metrics", get(metrics::metrics))
+        .route("/", get(page::index))
+        .route(
+            "/models/{name}/versions/{version}/training-log",
+            get(page::training_log),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(telemetry::log_request))
