@@ -68,6 +68,16 @@ pub enum ApiError {
     NotReady(&'static str),
     #[error("inference failed: {0}")]
     Inference(String),
+    #[error("the server is at capacity for this model (its request queue is full); retry after {retry_after_secs} s")]
+    Overloaded { retry_after_secs: u64 },
+    #[error("{0}")]
+    InvalidTensor(String),
+    #[error("binary tensor data: {0}")]
+    InvalidBinaryData(String),
+    #[error("{0}")]
+    UnknownOutput(String),
+    #[error("{rows} rows exceed the limit of {limit} (the server's MAX_REQUEST_ROWS)")]
+    TooManyTensorRows { rows: usize, limit: usize },
 }
 
 impl ApiError {
@@ -93,8 +103,12 @@ impl ApiError {
             | NonFinite { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ModelNotFound(_) | VersionNotFound(_) | RouteNotFound(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            NotReady(_) | Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Inference(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            InvalidBinaryData(_) => StatusCode::BAD_REQUEST,
+            InvalidTensor(_) | UnknownOutput(_) | TooManyTensorRows { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
         }
     }
 
@@ -123,6 +137,11 @@ impl ApiError {
             MethodNotAllowed(_) => "method_not_allowed",
             NotReady(_) => "not_ready",
             Inference(_) => "inference_failed",
+            Overloaded { .. } => "overloaded",
+            InvalidTensor(_) => "invalid_tensor",
+            InvalidBinaryData(_) => "invalid_binary_data",
+            UnknownOutput(_) => "unknown_output",
+            TooManyTensorRows { .. } => "too_many_rows",
         }
     }
 }
@@ -136,7 +155,9 @@ pub struct ErrorBody<'a> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status().is_server_error() && !matches!(self, ApiError::NotReady(_)) {
+        if self.status().is_server_error()
+            && !matches!(self, ApiError::NotReady(_) | ApiError::Overloaded { .. })
+        {
             tracing::error!(error = %self, "request failed");
         }
         let body = ErrorBody {
@@ -150,6 +171,12 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(
                 axum::http::header::CONNECTION,
                 axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        if let ApiError::Overloaded { retry_after_secs } = self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(retry_after_secs),
             );
         }
         response

@@ -72,13 +72,14 @@ async fn predict(
     }))
 }
 
-/// Runs inference on the blocking pool, so a slow model never stalls the async workers that
-/// answer health probes and parse other requests.
+/// Runs inference through the model's executor (per request on the blocking pool, or merged
+/// with concurrent requests by the dynamic batcher), so a slow model never stalls the async
+/// workers that answer health probes and parse other requests. The one inference entry point of
+/// every route; [`crate::batching::infer`] also reports queue and inference time.
 pub async fn infer(model: Arc<LoadedModel>, rows: Rows) -> Result<ModelOutput, ApiError> {
-    tokio::task::spawn_blocking(move || model.infer(&rows))
+    crate::batching::infer(model, rows)
         .await
-        .map_err(|e| ApiError::Inference(format!("inference task failed: {e}")))?
-        .map_err(ApiError::from)
+        .map(|inferred| inferred.output)
 }
 
 /// Which model answered: name, version and the sha256 of the exact file.

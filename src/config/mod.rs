@@ -31,6 +31,18 @@ pub enum ExecutionProviderChoice {
     Cuda,
 }
 
+/// Whether concurrent requests for a model are merged into one ONNX Runtime call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchingChoice {
+    /// Each model gets the mode measured faster for it (see docs/benchmarks.md).
+    Auto,
+    /// The dynamic batcher for every model.
+    On,
+    /// One ONNX Runtime call per request for every model.
+    Off,
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -89,6 +101,25 @@ pub struct ServeArgs {
     #[arg(long, env = "WARMUP_RUNS", default_value_t = 10)]
     pub warmup_runs: usize,
 
+    /// Dynamic batching: on (merge concurrent requests for a model into one ONNX Runtime call),
+    /// off (one call per request), or auto (per model, the mode measured faster for it).
+    #[arg(long, env = "BATCHING", value_enum, default_value = "auto")]
+    pub batching: BatchingChoice,
+
+    /// Most rows the batcher merges into one ONNX Runtime call (a larger request runs alone).
+    #[arg(long, env = "MAX_BATCH_ROWS", default_value_t = 256, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_batch_rows: usize,
+
+    /// Longest a batch waits for more requests, in microseconds. Only while another batch of the
+    /// model is running: a request arriving at an idle batcher is never held back.
+    #[arg(long, env = "MAX_QUEUE_DELAY_US", default_value_t = 100)]
+    pub max_queue_delay_us: u64,
+
+    /// Most requests waiting per model version; more are refused at once with 503
+    /// `overloaded` and a Retry-After header.
+    #[arg(long, env = "MAX_QUEUE_DEPTH", default_value_t = 1024, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_queue_depth: usize,
+
     /// Log format: json (default) or text.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
@@ -100,6 +131,16 @@ impl ServeArgs {
         self.sessions_per_model
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .max(1)
+    }
+
+    /// The batcher's limits; one scheduler thread per session.
+    pub fn batching_config(&self) -> crate::batching::BatchingConfig {
+        crate::batching::BatchingConfig {
+            max_batch_rows: self.max_batch_rows,
+            max_queue_delay: std::time::Duration::from_micros(self.max_queue_delay_us),
+            max_queue_depth: self.max_queue_depth,
+            threads: self.sessions_per_model(),
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use ort::session::{Session, SessionInputValue};
 use ort::value::TensorRef;
@@ -21,6 +22,8 @@ pub struct LoadedModel {
     /// The execution provider that actually serves it.
     pub provider: ProviderName,
     sessions: SessionPool,
+    /// How requests reach the sessions (direct or the dynamic batcher); attached after load.
+    executor: OnceLock<crate::batching::Executor>,
 }
 
 impl LoadedModel {
@@ -43,7 +46,18 @@ impl LoadedModel {
             feature_index,
             provider,
             sessions: pool,
+            executor: OnceLock::new(),
         })
+    }
+
+    /// The executor requests go through, once attached (see [`crate::batching`]).
+    pub fn executor(&self) -> Option<&crate::batching::Executor> {
+        self.executor.get()
+    }
+
+    /// Attaches the executor; a second attach is ignored (returns false).
+    pub fn attach_executor(&self, executor: crate::batching::Executor) -> bool {
+        self.executor.set(executor).is_ok()
     }
 
     /// Number of input features.
