@@ -10,13 +10,14 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 ORT_DIR := .ort
 export ORT_DYLIB_PATH ?= $(CURDIR)/$(ORT_DIR)/libonnxruntime.so
 
-.PHONY: help run test lint train ort venv fmt clippy cargo-test python-test
+.PHONY: help run test lint train ort venv fmt clippy cargo-test python-test bench
 
 help:
 	@echo "make run    serve the bundled models on :8080 (PORT=... to change)"
 	@echo "make test   the whole test suite (what CI runs)"
 	@echo "make lint   cargo fmt --check and clippy -D warnings"
 	@echo "make train  retrain both models into models/ and manifest.json"
+	@echo "make bench  benchmark against FastAPI and the HTTP/compute floors (docs/benchmarks.md)"
 
 ort:
 	scripts/fetch-onnxruntime.sh $(ORT_DIR)
@@ -41,3 +42,6 @@ clippy:
 
 train:
 	venv=$$(scripts/python-env.sh requirements/train.lock) && "$$venv/bin/python" training/train.py
+
+bench:
+	bench/run.sh
