@@ -162,9 +162,12 @@ def main():
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--http", default="auto", help="uvicorn HTTP parser: auto, h11, httptools")
+    parser.add_argument("--loop", default="auto", help="uvicorn event loop: auto, asyncio, uvloop")
     args = parser.parse_args()
     config = uvicorn.Config("fastapi_server:app", host=args.host, port=args.port,
-                            workers=args.workers, access_log=False, log_level="warning")
+                            workers=args.workers, access_log=False, log_level="warning",
+                            http=args.http, loop=args.loop)
     # The fix for the Nagle trap: a socket created with proto=IPPROTO_TCP, so asyncio's
     # create_server(sock=...) sets TCP_NODELAY on every accepted connection.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
