@@ -17,8 +17,7 @@ fn main() -> anyhow::Result<()> {
     let model_name = args.next().unwrap_or_else(|| "breast-cancer".into());
     let seconds: f64 = args.next().map_or(Ok(3.0), |s| s.parse())?;
     let threads: usize = args.next().map_or(Ok(2), |s| s.parse())?;
-    let dylib =
-        std::env::var("ORT_DYLIB_PATH").unwrap_or_else(|_| ".ort/libonnxruntime.so".into());
+    let dylib = std::env::var("ORT_DYLIB_PATH").unwrap_or_else(|_| ".ort/libonnxruntime.so".into());
     let runtime = Runtime::load(Path::new(&dylib))?;
     let manifest = Manifest::read(Path::new("manifest.json"))?;
     let repository = Repository::load(
@@ -51,7 +50,13 @@ fn main() -> anyhow::Result<()> {
         })
         .collect();
     for batch in [1usize, 256] {
-        let data: Vec<f32> = log_rows.iter().cycle().take(batch).flatten().copied().collect();
+        let data: Vec<f32> = log_rows
+            .iter()
+            .cycle()
+            .take(batch)
+            .flatten()
+            .copied()
+            .collect();
         let rows = Arc::new(Rows::new(data, width));
         for n_threads in [1, threads] {
             let deadline = Instant::now() + Duration::from_secs_f64(seconds);

@@ -204,13 +204,13 @@ pub fn slice_output(output: &ModelOutput, start: usize, end: usize) -> ModelOutp
 }
 
 /// Attaches an executor to every model version: the mode `choice` asks for, or for `auto` the
-/// one [`auto_mode`] picks for the model.
+/// one [`auto_mode`] picks for the model. Blocking (auto measures): call it while loading.
 pub fn attach(repository: &Repository, choice: BatchingChoice, config: BatchingConfig) {
     for versions in repository.models.values() {
         for model in versions.versions.values() {
-            let mode = match choice {
-                BatchingChoice::On => Mode::Batched,
-                BatchingChoice::Off => Mode::Direct,
+            let (mode, why) = match choice {
+                BatchingChoice::On => (Mode::Batched, "--batching on".to_string()),
+                BatchingChoice::Off => (Mode::Direct, "--batching off".to_string()),
                 BatchingChoice::Auto => auto_mode(model),
             };
             model.attach_executor(Executor::new(model, mode, config));
@@ -218,16 +218,60 @@ pub fn attach(repository: &Repository, choice: BatchingChoice, config: BatchingC
                 model = %model.entry.name,
                 version = %model.entry.version,
                 mode = ?mode,
+                why = %why,
                 max_batch_rows = config.max_batch_rows,
                 max_queue_delay_us = config.max_queue_delay.as_micros() as u64,
                 max_queue_depth = config.max_queue_depth,
+                threads = config.threads,
                 "inference executor attached"
             );
         }
     }
 }
 
-/// The mode `--batching auto` gives a model.
-pub fn auto_mode(_model: &LoadedModel) -> Mode {
-    Mode::Direct
+/// Merging pays when an ONNX Runtime call costs much more than the rows in it: then `k`
+/// single-row requests merged cost little more than one. `auto` measures this per model on the
+/// machine it serves from (median of a few calls of 1 row and of [`PROBE_ROWS`] rows, during
+/// start-up) and batches when one row alone costs at least [`AUTO_MIN_GAIN`] times its share of
+/// a merged call. On the bundled models (trees and a linear model, ~8 µs a call of which nearly
+/// all is per-call overhead) the gain measured ~4x and ~20x and `make bench` shows batching winning or tying
+/// at every load (docs/benchmarks.md), so both run batched; a model whose compute grows with its
+/// rows (a large network) gains nothing from merging and runs direct.
+pub fn auto_mode(model: &LoadedModel) -> (Mode, String) {
+    match per_row_gain(model) {
+        Some(gain) if gain >= AUTO_MIN_GAIN => (
+            Mode::Batched,
+            format!("auto: one row alone costs {gain:.1}x its share of a {PROBE_ROWS}-row call"),
+        ),
+        Some(gain) => (
+            Mode::Direct,
+            format!("auto: merging saves little (one row alone costs {gain:.1}x its share of a {PROBE_ROWS}-row call)"),
+        ),
+        None => (Mode::Direct, "auto: the probe inference failed".into()),
+    }
+}
+
+/// Rows in the merged probe call of [`auto_mode`].
+pub const PROBE_ROWS: usize = 32;
+
+/// The least gain per row for which `auto` batches.
+pub const AUTO_MIN_GAIN: f64 = 2.0;
+
+/// Time of a 1-row call divided by the per-row time of a [`PROBE_ROWS`]-row call.
+fn per_row_gain(model: &LoadedModel) -> Option<f64> {
+    let width = model.n_features();
+    let time = |n: usize| -> Option<f64> {
+        let rows = Rows::new(vec![0.0; n * width], width);
+        let mut samples = Vec::with_capacity(15);
+        for _ in 0..15 {
+            let started = Instant::now();
+            model.infer(&rows).ok()?;
+            samples.push(started.elapsed().as_secs_f64());
+        }
+        samples.sort_by(f64::total_cmp);
+        Some(samples[samples.len() / 2])
+    };
+    let one = time(1)?;
+    let merged = time(PROBE_ROWS)? / PROBE_ROWS as f64;
+    Some(one / merged.max(f64::MIN_POSITIVE))
 }

@@ -3,8 +3,8 @@
 //! each request its own rows of the output, in order, on its own oneshot channel.
 //!
 //! - A lone request is never held back: a thread that finds the other threads idle runs what it
-//!   has at once. Only while another batch is running (so more requests are likely on the way)
-//!   does it wait up to `max_queue_delay` for more rows.
+//!   has at once. Only while another batch is running (so more requests are likely on the way),
+//!   and only for a small batch, does it wait up to `max_queue_delay` for more rows.
 //! - The queue holds at most `max_queue_depth` requests; [`Scheduler::submit`] refuses more at
 //!   once with [`SubmitError::Full`] instead of letting latency grow without bound.
 //! - A request whose client went away (its reply receiver dropped) is skipped before inference.
@@ -36,6 +36,13 @@ pub struct SchedulerConfig {
     pub threads: usize,
     /// Columns of every row matrix (the model's feature count).
     pub n_cols: usize,
+}
+
+/// Below this many rows a batch waits (up to the queue delay) for company; at or above it, the
+/// per-call overhead that merging saves is already small next to the rows' own compute, so
+/// waiting would only add latency: an eighth of `max_batch_rows`, at least one row.
+fn small_batch_rows(max_batch_rows: usize) -> usize {
+    (max_batch_rows / 8).max(1)
 }
 
 /// Why a request was not queued.
@@ -206,7 +213,7 @@ impl Shared {
             }
             let max_rows = self.config.max_batch_rows;
             if !self.config.max_queue_delay.is_zero()
-                && rows < max_rows
+                && rows < small_batch_rows(max_rows)
                 && self.busy.load(Ordering::Acquire) > 0
             {
                 let deadline = Instant::now() + self.config.max_queue_delay;
@@ -221,9 +228,7 @@ impl Shared {
             if chain {
                 self.work.notify_one();
             }
-            self.busy.fetch_add(1, Ordering::AcqRel);
             self.execute(&mut batch, &mut buffer);
-            self.busy.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
@@ -302,9 +307,14 @@ impl Shared {
         }
     }
 
-    /// The runner, with a panic turned into an error so the thread keeps serving.
+    /// The runner, with a panic turned into an error so the thread keeps serving. Counts as
+    /// busy only during the call itself: a client answered from this batch may send its next
+    /// request at once, and that request must find the batcher idle, not wait for company.
     fn call(&self, rows: &Rows) -> Result<ModelOutput, InferenceError> {
-        catch_unwind(AssertUnwindSafe(|| (self.runner)(rows))).unwrap_or_else(|panic| {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        let result = catch_unwind(AssertUnwindSafe(|| (self.runner)(rows)));
+        self.busy.fetch_sub(1, Ordering::AcqRel);
+        result.unwrap_or_else(|panic| {
             let what = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
