@@ -8,7 +8,10 @@
 //! - The queue holds at most `max_queue_depth` requests; [`Scheduler::submit`] refuses more at
 //!   once with [`SubmitError::Full`] instead of letting latency grow without bound.
 //! - A request whose client went away (its reply receiver dropped) is skipped before inference.
-//! - Threads sleep on a condition variable and are woken only when there is work they can take.
+//! - Threads sleep on a condition variable. A sleeping thread is woken when no thread is awake,
+//!   or when the waiting or running work is large enough to be worth a second core; small
+//!   requests arriving while a thread computes are left for that thread's next batch (one call
+//!   of a few microseconds away), which merges them instead of paying a wake-up each.
 //!
 //! The runner is a plain function over a row matrix, so the batcher is tested without a model.
 
@@ -70,15 +73,34 @@ struct Shared {
     work: Condvar,
     config: SchedulerConfig,
     runner: Box<Runner>,
-    /// Threads running a batch right now: a thread waits for more rows only when this is > 0.
-    busy: AtomicUsize,
+    /// Rows in ONNX Runtime calls underway: a thread waits for company only when some are, and
+    /// a long call underway is a reason to wake a second thread.
+    running_rows: AtomicUsize,
+    /// Threads started.
+    threads: usize,
 }
 
 struct State {
     queue: VecDeque<Job>,
-    /// Threads waiting on `work` (so `submit` wakes one only when someone sleeps).
+    /// Rows in `queue`.
+    queued_rows: usize,
+    /// Threads waiting on `work`.
     sleeping: usize,
+    /// Of those, how many were notified and have not woken yet (so one arrival is not
+    /// answered with a second, useless notification).
+    waking: usize,
     closed: bool,
+}
+
+impl State {
+    /// Whether to notify a sleeping thread now that `queue` has grown or a batch has started.
+    fn should_wake(&self, threads: usize, running_rows: usize, big: usize) -> bool {
+        if self.sleeping <= self.waking || self.queue.is_empty() {
+            return false;
+        }
+        let awake = threads - (self.sleeping - self.waking);
+        awake == 0 || self.queued_rows >= big || running_rows >= big
+    }
 }
 
 struct Job {
@@ -104,15 +126,18 @@ impl Scheduler {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 queue: VecDeque::with_capacity(config.max_queue_depth.min(4096)),
+                queued_rows: 0,
                 sleeping: 0,
+                waking: 0,
                 closed: false,
             }),
             work: Condvar::new(),
             config,
             runner: Box::new(runner),
-            busy: AtomicUsize::new(0),
+            running_rows: AtomicUsize::new(0),
+            threads: config.threads.max(1),
         });
-        for i in 0..config.threads.max(1) {
+        for i in 0..shared.threads {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name(format!("batch-{name}-{i}"))
@@ -133,18 +158,13 @@ impl Scheduler {
         if state.queue.len() >= self.shared.config.max_queue_depth {
             return Err(SubmitError::Full);
         }
+        state.queued_rows += rows.n_rows;
         state.queue.push_back(Job {
             rows,
             reply,
             submitted: Instant::now(),
         });
-        // A non-empty queue already has a thread on its way (woken, running, or about to chain
-        // a wake-up): waking another would only cost a system call.
-        let wake = state.sleeping > 0 && state.queue.len() == 1;
-        drop(state);
-        if wake {
-            self.shared.work.notify_one();
-        }
+        self.shared.wake_if_worth_it(state);
         Ok(receiver)
     }
 
@@ -172,10 +192,28 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Rows from which work is worth a second core (see [`small_batch_rows`]).
+    fn big(&self) -> usize {
+        small_batch_rows(self.config.max_batch_rows)
+    }
+
+    /// Notifies one sleeping thread if [`State::should_wake`] says so; releases the lock first.
+    fn wake_if_worth_it(&self, mut state: MutexGuard<'_, State>) {
+        let running = self.running_rows.load(Ordering::Acquire);
+        if state.should_wake(self.threads, running, self.big()) {
+            state.waking += 1;
+            drop(state);
+            self.work.notify_one();
+        }
+    }
+
     fn wait<'a>(&self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
         state.sleeping += 1;
         let mut state = self.work.wait(state).unwrap_or_else(|p| p.into_inner());
         state.sleeping -= 1;
+        // Woken by a notification or spuriously: either way one fewer is on its way. (Counting
+        // a spurious wake-up as a notified one can only cause an extra notification later.)
+        state.waking = state.waking.saturating_sub(1);
         state
     }
 
@@ -191,6 +229,7 @@ impl Shared {
             .wait_timeout(state, timeout)
             .unwrap_or_else(|p| p.into_inner());
         state.sleeping -= 1;
+        state.waking = state.waking.saturating_sub(1);
         state
     }
 
@@ -202,7 +241,7 @@ impl Shared {
             let mut state = self.lock();
             let mut rows = 0;
             loop {
-                rows = self.take(&mut state.queue, &mut batch, rows);
+                rows = self.take(&mut state, &mut batch, rows);
                 if !batch.is_empty() {
                     break;
                 }
@@ -214,19 +253,23 @@ impl Shared {
             let max_rows = self.config.max_batch_rows;
             if !self.config.max_queue_delay.is_zero()
                 && rows < small_batch_rows(max_rows)
-                && self.busy.load(Ordering::Acquire) > 0
+                && self.running_rows.load(Ordering::Acquire) > 0
             {
                 let deadline = Instant::now() + self.config.max_queue_delay;
                 while rows < max_rows && Instant::now() < deadline && !state.closed {
                     state = self.wait_until(state, deadline);
-                    rows = self.take(&mut state.queue, &mut batch, rows);
+                    rows = self.take(&mut state, &mut batch, rows);
                 }
             }
-            // Work left that this batch could not take: hand it to a sleeping thread.
-            let chain = !state.queue.is_empty() && state.sleeping > 0;
-            drop(state);
-            if chain {
+            // Work left that this batch could not take goes to a sleeping thread if it is big
+            // or this batch is (otherwise this thread takes it right after its call).
+            let running = self.running_rows.load(Ordering::Acquire) + rows;
+            if state.should_wake(self.threads, running, self.big()) {
+                state.waking += 1;
+                drop(state);
                 self.work.notify_one();
+            } else {
+                drop(state);
             }
             self.execute(&mut batch, &mut buffer);
         }
@@ -234,18 +277,20 @@ impl Shared {
 
     /// Moves queued jobs into `batch` while they fit in `max_batch_rows` (the first always
     /// does), dropping cancelled ones. Returns the batch's row count.
-    fn take(&self, queue: &mut VecDeque<Job>, batch: &mut Vec<Job>, mut rows: usize) -> usize {
-        while let Some(job) = queue.front() {
+    fn take(&self, state: &mut State, batch: &mut Vec<Job>, mut rows: usize) -> usize {
+        while let Some(job) = state.queue.front() {
+            let n = job.rows.n_rows;
             if job.cancelled() {
-                queue.pop_front();
+                state.queue.pop_front();
+                state.queued_rows -= n;
                 continue;
             }
-            let n = job.rows.n_rows;
             if !batch.is_empty() && rows + n > self.config.max_batch_rows {
                 break;
             }
             rows += n;
-            batch.extend(queue.pop_front());
+            state.queued_rows -= n;
+            batch.extend(state.queue.pop_front());
         }
         rows
     }
@@ -311,9 +356,9 @@ impl Shared {
     /// busy only during the call itself: a client answered from this batch may send its next
     /// request at once, and that request must find the batcher idle, not wait for company.
     fn call(&self, rows: &Rows) -> Result<ModelOutput, InferenceError> {
-        self.busy.fetch_add(1, Ordering::AcqRel);
+        self.running_rows.fetch_add(rows.n_rows, Ordering::AcqRel);
         let result = catch_unwind(AssertUnwindSafe(|| (self.runner)(rows)));
-        self.busy.fetch_sub(1, Ordering::AcqRel);
+        self.running_rows.fetch_sub(rows.n_rows, Ordering::AcqRel);
         result.unwrap_or_else(|panic| {
             let what = panic
                 .downcast_ref::<&str>()
