@@ -33,6 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "bench" / ".work"
 TICKS = os.sysconf("SC_CLK_TCK")
+NICE = []  # prefix for measured processes (set from --nice)
 
 
 def free_port():
@@ -102,7 +103,7 @@ class Running:
     def __init__(self, name, argv, port, ready_path, env=None):
         self.name, self.port = name, port
         self.log = open(WORK / f"server-{re.sub(r'[^a-z0-9]+', '-', name.lower())}.log", "w")
-        self.proc = subprocess.Popen(argv, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(NICE + argv, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         deadline = time.monotonic() + 90
         while True:
@@ -145,7 +146,7 @@ def wrk(url, body, connections, duration, server_pid):
             "-s", str(REPO / "bench" / "post.lua"), url]
     server_before = cpu_seconds(server_pid)
     started = time.monotonic()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(NICE + argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -203,7 +204,22 @@ def main():
     parser.add_argument("--ferrum", default=str(REPO / "target/release/ferrum-serve"))
     parser.add_argument("--examples", default=str(REPO / "target/release/examples"))
     parser.add_argument("--python", default=sys.executable)
+    parser.add_argument("--nice", type=int, default=-10,
+                        help="run servers and wrk at this nice level (root only): on a machine shared "
+                             "with other work it keeps the measured processes from being starved, "
+                             "whatever their thread count (0 to disable)")
+    parser.add_argument("--render", action="store_true",
+                        help="only re-render the table from <out>/latest.json")
     args = parser.parse_args()
+    if args.render:
+        data = json.loads((Path(args.out) / "latest.json").read_text())
+        args.duration, args.warmup, args.rounds = data["settings"]
+        table = render(data["machine"], data["results"], data["compute_floor"], args)
+        (Path(args.out) / "latest.md").write_text(table)
+        print(table)
+        return
+    global NICE
+    NICE = ["nice", "-n", str(args.nice)] if args.nice and os.geteuid() == 0 else []
     if shutil.which("wrk") is None:
         sys.exit("wrk not found (bench/run.sh installs it)")
     bodies = make_bodies()
@@ -273,16 +289,18 @@ def main():
     print("\n== compute floor (in-process ONNX Runtime)", flush=True)
     compute = []
     for model in ("breast-cancer",):
-        out = subprocess.run([str(Path(args.examples) / "compute_floor"), model, "3", "2"], cwd=REPO,
+        out = subprocess.run(NICE + [str(Path(args.examples) / "compute_floor"), model, "3", "2"], cwd=REPO,
                              capture_output=True, text=True, check=True).stdout
         for line in out.splitlines():
             compute.append(json.loads(line))
             print(line, flush=True)
 
+    info["load_average_at_end"] = os.getloadavg()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "latest.json").write_text(json.dumps(
-        {"machine": info, "results": results, "compute_floor": compute}, indent=1))
+        {"machine": info, "results": results, "compute_floor": compute,
+         "settings": [args.duration, args.warmup, args.rounds], "nice": args.nice}, indent=1))
     table = render(info, results, compute, args)
     (out_dir / "latest.md").write_text(table)
     print("\n" + table)
@@ -301,16 +319,19 @@ def find(results, server, load, c, model="breast-cancer"):
 def render(info, results, compute, args):
     lines = [
         f"Machine: {info['nproc']} cores, {info['cpu']}, kernel {info['kernel']}; load average at start "
-        f"{', '.join(f'{x:.2f}' for x in info['load_average_at_start'])}; {info['wrk']} -t1, "
+        f"{', '.join(f'{x:.2f}' for x in info['load_average_at_start'])}, at end "
+        f"{', '.join(f'{x:.2f}' for x in info.get('load_average_at_end', []))} (the machine is shared); "
+        f"servers and wrk at nice {getattr(args, 'nice', 0)}; {info['wrk'].split(' Copyright')[0]} -t1, "
         f"{args.duration} s per run after a {args.warmup} s warm-up; median of {args.rounds} interleaved rounds.",
         "",
-        "| server | model | load | c | req/s | rows/s | p50 ms | p99 ms | wrk cores | server cores |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| server | model | load | c | req/s | rows/s | p50 ms | p99 ms | wrk cores | server cores | req/s per server core |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
+        per_core = r["rps"] / r["server_cores"] if r["server_cores"] else 0
         lines.append(
             f"| {r['server']} | {r['model']} | {r['load']} | {r['c']} | {r['rps']:,.0f} | {r['rows_per_s']:,.0f} | "
-            f"{r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['wrk_cores']:.2f} | {r['server_cores']:.2f} |")
+            f"{r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['wrk_cores']:.2f} | {r['server_cores']:.2f} | {per_core:,.0f} |")
     lines += ["", "Compute floor, in-process ONNX Runtime (breast-cancer, one intra-op thread per session):", "",
               "| batch | threads | rows/s | µs per call |", "|---:|---:|---:|---:|"]
     for c in compute:

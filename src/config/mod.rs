@@ -171,4 +171,34 @@ mod tests {
         assert_eq!(cli.serve.execution_provider, ExecutionProviderChoice::Cpu);
         assert!(Cli::try_parse_from(["ferrum-serve", "--execution-provider", "tpu"]).is_err());
     }
+
+    #[test]
+    fn batching_flags_have_small_safe_defaults() {
+        let cli = Cli::try_parse_from(["ferrum-serve"]).unwrap();
+        assert_eq!(cli.serve.batching, BatchingChoice::Auto);
+        let config = cli.serve.batching_config();
+        assert_eq!(config.max_batch_rows, 256);
+        assert_eq!(config.max_queue_delay, std::time::Duration::from_micros(100));
+        assert_eq!(config.max_queue_depth, 1024);
+        assert_eq!(config.threads, cli.serve.sessions_per_model());
+        let cli = Cli::try_parse_from([
+            "ferrum-serve",
+            "--batching",
+            "on",
+            "--max-batch-rows",
+            "8",
+            "--max-queue-delay-us",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(cli.serve.batching, BatchingChoice::On);
+        assert_eq!(cli.serve.batching_config().max_batch_rows, 8);
+        for bad in [
+            ["--batching", "maybe"],
+            ["--max-batch-rows", "0"],
+            ["--max-queue-depth", "0"],
+        ] {
+            assert!(Cli::try_parse_from(["ferrum-serve", bad[0], bad[1]]).is_err());
+        }
+    }
 }
