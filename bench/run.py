@@ -370,6 +370,29 @@ def render(info, results, compute, args):
             shown = f"{v:.2f} ms" if unit == "ms" else (f"{v * 100:.0f}%" if unit == "%" else f"{v:.1f}x")
             cells.append(f"{shown} {'met' if met else 'MISSED'}")
         lines.append(f"| {label} | {cells[0]} | {cells[1]} | {goal} |")
+
+    def per_core(server, load, c):
+        r = find(results, server, load, c)
+        return r["rows_per_s"] / r["server_cores"]
+
+    lines += ["", "The same throughput ratios per server core (rows/s divided by the CPU the server "
+              "process actually got: robust to how much of the shared machine each run was given):", "",
+              "| target | ferrum batching=off | ferrum batching=on | goal |", "|---|---:|---:|---|"]
+    per_core_checks = [
+        ("single row c=64 vs FastAPI", "single row by name", 64, fast, 15, "x", ">= 15x"),
+        ("single row c=64 vs HTTP floor", "single row by name", 64, "HTTP floor", 0.70, "%", ">= 70%"),
+        ("64-row rows/s vs FastAPI", "64 rows by name", 8, fast, 10, "x", ">= 10x"),
+    ]
+    for label, load, c, other, threshold, unit, goal in per_core_checks:
+        cells = []
+        for mode in ("ferrum batching=off", "ferrum batching=on"):
+            v = ratio(mode, lambda m: per_core(m, load, c) / per_core(other, load, c))
+            if v is None:
+                cells.append("n/a")
+                continue
+            shown = f"{v * 100:.0f}%" if unit == "%" else f"{v:.1f}x"
+            cells.append(f"{shown} {'met' if v >= threshold else 'MISSED'}")
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} | {goal} |")
     return "\n".join(lines) + "\n"
 
 
