@@ -178,7 +178,10 @@ mod tests {
         assert_eq!(cli.serve.batching, BatchingChoice::Auto);
         let config = cli.serve.batching_config();
         assert_eq!(config.max_batch_rows, 256);
-        assert_eq!(config.max_queue_delay, std::time::Duration::from_micros(100));
+        assert_eq!(
+            config.max_queue_delay,
+            std::time::Duration::from_micros(100)
+        );
         assert_eq!(config.max_queue_depth, 1024);
         assert_eq!(config.threads, cli.serve.sessions_per_model());
         let cli = Cli::try_parse_from([
