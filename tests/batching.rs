@@ -349,3 +349,69 @@ async fn concurrent_http_requests_each_get_their_own_predictions() {
         "both models run batched: {log}"
     );
 }
+
+/// A tiny queue under a burst of large requests: every answer is either the right predictions or
+/// an immediate 503 `overloaded` with `Retry-After` (whether any overflow happens depends on
+/// timing, so only the form of each answer is asserted), and the server serves normally after.
+#[tokio::test]
+async fn a_burst_over_a_tiny_queue_gets_predictions_or_overloaded() {
+    let server = Arc::new(
+        Server::start_ready(&[
+            "--batching",
+            "on",
+            "--max-queue-depth",
+            "1",
+            "--sessions-per-model",
+            "1",
+            "--max-batch-rows",
+            "64",
+        ])
+        .await,
+    );
+    let log = Arc::new(training_log("diabetes"));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let (server, log) = (server.clone(), log.clone());
+        tasks.spawn(async move {
+            let rows: Vec<&Value> = log.iter().cycle().skip(i).take(500).collect();
+            let instances: Vec<Value> = rows.iter().map(|r| r["features"].clone()).collect();
+            let response = common::client()
+                .post(server.url("/models/diabetes/predict"))
+                .json(&json!({"instances": instances}))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let retry_after = response.headers().get("retry-after").cloned();
+            let body: Value = response.json().await.unwrap();
+            match status {
+                200 => {
+                    let expected: Vec<Value> =
+                        rows.iter().map(|r| r["prediction"].clone()).collect();
+                    assert_json_close(
+                        &body["predictions"],
+                        &Value::Array(expected),
+                        1e-6,
+                        &format!("request {i}"),
+                    );
+                }
+                503 => {
+                    assert_eq!(body["code"], "overloaded", "{body}");
+                    assert_eq!(retry_after.unwrap(), "1");
+                }
+                other => panic!("request {i}: status {other}: {body}"),
+            }
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.unwrap();
+    }
+    let row = &log[0];
+    let (status, body) = server
+        .post(
+            "/models/diabetes/predict",
+            &json!({"instances": [row["features"]]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
