@@ -30,21 +30,40 @@ impl FromRequest<AppState> for JsonBody {
             };
             return Err(ApiError::UnsupportedMediaType(format!("'{shown}'")));
         }
-        let declared = req
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            return Err(ApiError::PayloadTooLarge { limit });
+        read_limited(req, limit).await.map(JsonBody)
+    }
+}
+
+/// A request body of any content type (the V2 protocol's JSON-plus-binary bodies, which
+/// clients send without a JSON content type), at most `max_body_bytes` long.
+pub struct RawBody(pub Bytes);
+
+impl FromRequest<AppState> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        read_limited(req, state.limits.max_body_bytes)
+            .await
+            .map(RawBody)
+    }
+}
+
+/// Reads the whole body, refusing it as soon as it is known to exceed `limit` bytes.
+async fn read_limited(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::PayloadTooLarge { limit })
         }
-        match Limited::new(req.into_body(), limit).collect().await {
-            Ok(collected) => Ok(JsonBody(collected.to_bytes())),
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                Err(ApiError::PayloadTooLarge { limit })
-            }
-            Err(e) => Err(ApiError::InvalidJson(format!("cannot read the body: {e}"))),
-        }
+        Err(e) => Err(ApiError::InvalidJson(format!("cannot read the body: {e}"))),
     }
 }
 

@@ -6,10 +6,11 @@ pub mod error;
 mod explain;
 pub mod guard;
 mod health;
-mod page;
 mod metrics;
+mod page;
 mod predict;
 pub mod request;
+pub mod v2;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -181,6 +182,7 @@ pub fn router(state: AppState) -> Router {
             "/models/{name}/versions/{version}/training-log",
             get(page::training_log),
         )
+        .merge(v2::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(telemetry::log_request))

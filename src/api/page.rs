@@ -30,8 +30,8 @@ pub async fn training_log(
         )));
     };
     let path = repository.models_dir.join(&model.entry.path).join(file);
-    let bytes = tokio::fs::read(&path).await.map_err(|e| {
-        ApiError::Inference(format!("cannot read {}: {e}", path.display()))
-    })?;
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|e| ApiError::Inference(format!("cannot read {}: {e}", path.display())))?;
     Ok(([(CONTENT_TYPE, "application/json")], bytes).into_response())
 }
