@@ -43,6 +43,7 @@ impl Cli {
 
 /// What the binary does.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // built once at start; boxing would buy nothing
 pub enum Command {
     /// Serve the models over HTTP (what `ferrum-serve` does without a subcommand).
     Serve(ServeArgs),
