@@ -55,6 +55,8 @@ RUN --mount=type=secret,id=cabundle \
  && scripts/cargo-stub-targets.sh \
  && cargo build --release --locked --bins
 COPY src src
+# The demo page is compiled into the binary (include_str!).
+COPY web web
 # build.rs bakes GIT_COMMIT into the binary (there is no .git in the build context). Declared
 # after the dependency layer so a new commit does not rebuild the dependencies.
 ARG GIT_COMMIT=unknown
