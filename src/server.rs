@@ -137,6 +137,7 @@ fn spawn_model_load(
         warmup_runs: args.warmup_runs,
     };
     let (batching, batching_config) = (args.batching, args.batching_config());
+    let (explain_limits, explain_drift) = (args.explain_limits(), args.explain_drift_config());
     tokio::task::spawn_blocking(move || {
         match Repository::load(manifest, &models_dir, &runtime, options) {
             Ok(repository) => {
@@ -145,6 +146,14 @@ fn spawn_model_load(
                     state.set_drift(drift);
                 }
                 state.set_repository(repository);
+                if let (Ok(repository), Some(drift)) = (state.repository(), state.drift()) {
+                    telemetry::explain_drift::spawn(
+                        repository.clone(),
+                        drift.clone(),
+                        explain_limits,
+                        explain_drift,
+                    );
+                }
                 tracing::info!("all models loaded and warmed up; ready");
             }
             Err(error) => {

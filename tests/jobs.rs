@@ -404,6 +404,21 @@ fn drift_report_passes_the_snapshot_and_flags_a_shifted_copy() {
         assert_eq!(report["model"]["name"], model);
         let rows = report["rows"].as_u64().unwrap();
         assert_eq!(rows, snapshot_ids(model).len() as u64);
+        // Explanation drift: every feature, mean |attribution| on training and batch rows.
+        let explanations = report["explanations"].as_array().unwrap();
+        assert_eq!(
+            explanations.len(),
+            report["features"].as_array().unwrap().len()
+        );
+        for e in explanations {
+            for key in ["training_mean_abs", "batch_mean_abs"] {
+                let v = e[key].as_f64().unwrap();
+                assert!(v.is_finite() && v >= 0.0, "{model} {e}");
+            }
+        }
+        assert!(explanations
+            .iter()
+            .any(|e| e["batch_mean_abs"].as_f64().unwrap() > 0.0));
         for entry in report["features"]
             .as_array()
             .unwrap()

@@ -659,3 +659,71 @@ async fn feature_store_calls_and_cache_are_counted_exactly() {
     let d1 = [("model", "diabetes"), ("version", "1")];
     assert_eq!(must(&s, "ferrum_inference_batch_rows_sum", &d1), 5.0);
 }
+
+/// Explanation drift: the `served` gauge is the mean |attribution| of the served rows (here
+/// exactly the rows this test sent, so /explain on the same rows must give the same numbers),
+/// and the `training` gauge is published beside it.
+#[tokio::test]
+async fn explanation_drift_gauges_are_mean_absolute_attributions() {
+    let server = common::Server::start_ready(&[
+        "--explain-drift-interval-ms",
+        "200",
+        "--explain-drift-rows",
+        "32",
+    ])
+    .await;
+    let rows: Vec<serde_json::Value> = common::training_log("diabetes")[..5]
+        .iter()
+        .map(|r| r["features"].clone())
+        .collect();
+    let body = serde_json::json!({ "instances": rows });
+    let (status, _) = server.post("/models/diabetes/predict", &body).await;
+    assert_eq!(status, 200);
+    let (status, explained) = server.post("/models/diabetes/explain", &body).await;
+    assert_eq!(status, 200, "{explained}");
+    let explanations = explained["explanations"].as_array().unwrap();
+    let expected_bmi = explanations
+        .iter()
+        .map(|e| e["attributions"]["bmi"].as_f64().unwrap().abs())
+        .sum::<f64>()
+        / explanations.len() as f64;
+
+    let gauge = |scrape: &str, population: &str| -> Option<f64> {
+        scrape
+            .lines()
+            .find(|l| {
+                l.starts_with("ferrum_explanation_mean_abs_attribution{")
+                    && l.contains(r#"model="diabetes""#)
+                    && l.contains(r#"feature="bmi""#)
+                    && l.contains(&format!(r#"population="{population}""#))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let scrape = common::client()
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if let (Some(served), Some(training)) =
+            (gauge(&scrape, "served"), gauge(&scrape, "training"))
+        {
+            assert!(
+                (served - expected_bmi).abs() < 1e-9,
+                "served {served} vs /explain {expected_bmi}"
+            );
+            assert!(training > 0.0, "training reference {training}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no explanation drift gauges:\n{scrape}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::explain::ExplainLimits;
 use crate::telemetry::baseline::DEFAULT_PSI_THRESHOLD;
 use crate::telemetry::drift::DriftConfig;
+use crate::telemetry::explain_drift::ExplainDriftConfig;
 
 /// The `ferrum-serve` command line: no subcommand serves (with the serve flags); `predict` and
 /// `drift-report` are offline jobs over files, with the same model code.
@@ -250,6 +251,16 @@ pub struct ServeArgs {
     #[arg(long, env = "EXPLAIN_CONCURRENCY", default_value_t = 1, value_parser = at_least_one)]
     pub explain_concurrency: usize,
 
+    /// Explanation drift: how often the mean |attribution| of recently served rows is
+    /// recomputed in the background (0 turns it off).
+    #[arg(long, env = "EXPLAIN_DRIFT_INTERVAL_MS", default_value_t = 60_000)]
+    pub explain_drift_interval_ms: u64,
+
+    /// Explanation drift: rows explained per model version for each recomputation (and once
+    /// over the background set for the training reference).
+    #[arg(long, env = "EXPLAIN_DRIFT_ROWS", default_value_t = 32)]
+    pub explain_drift_rows: usize,
+
     /// /explain: explanations that may wait for their turn; past that, 503 `overloaded` at
     /// once, so waiting explanations never fill the admission queue ahead of /predict.
     #[arg(long, env = "EXPLAIN_MAX_QUEUED", default_value_t = 8)]
@@ -457,6 +468,14 @@ impl ServeArgs {
             interval: Duration::from_millis(self.drift_interval_ms),
             min_rows: self.drift_min_rows,
             queue_capacity: self.drift_queue_capacity,
+        }
+    }
+
+    /// How explanation drift is sampled.
+    pub fn explain_drift_config(&self) -> ExplainDriftConfig {
+        ExplainDriftConfig {
+            interval: Duration::from_millis(self.explain_drift_interval_ms),
+            sample_rows: self.explain_drift_rows,
         }
     }
 

@@ -15,7 +15,10 @@ use serde::Serialize;
 use super::input::RowReader;
 use super::{format_of, is_std, load_model, progress_bar, JobError};
 use crate::config::DriftReportArgs;
+use crate::explain::ExplainLimits;
+use crate::model::{LoadedModel, Rows};
 use crate::telemetry::baseline::{shares, Baseline, PredictionDrift, PredictionPoint, BIN_RULE};
+use crate::telemetry::explain_drift::mean_abs_attributions;
 
 /// Exit status of a report that found drift.
 pub const DRIFT_EXIT_CODE: u8 = 3;
@@ -42,6 +45,54 @@ pub struct DriftReport {
     /// One entry per prediction series: `class` and `probability` (of the baseline's positive
     /// class) for classifiers, `value` for regressors.
     pub predictions: Vec<Entry>,
+    /// Explanation drift: per feature, the mean |SHAP attribution| over the first rows of the
+    /// batch beside the same over the training background (empty when the model has no
+    /// background set). Reported for inspection; the exit status follows the PSI.
+    pub explanations: Vec<ExplanationEntry>,
+}
+
+/// One feature's mean |attribution| on training rows and on the batch.
+#[derive(Debug, Serialize)]
+pub struct ExplanationEntry {
+    pub name: String,
+    pub training_mean_abs: f64,
+    pub batch_mean_abs: f64,
+}
+
+/// Rows of the batch (its first ones) and of the background explained for explanation drift.
+const EXPLAIN_SAMPLE_ROWS: usize = 32;
+
+/// Mean |attribution| per feature on the background's first rows and on `sample`.
+fn explanation_drift(model: &LoadedModel, sample: Rows) -> Vec<ExplanationEntry> {
+    let Some(assets) = &model.explain else {
+        return Vec::new();
+    };
+    let limits = ExplainLimits::default();
+    let background = &assets.background;
+    let n = background.n_rows.min(EXPLAIN_SAMPLE_ROWS);
+    let training = Rows::new(
+        background.data[..n * background.n_cols].to_vec(),
+        background.n_cols,
+    );
+    match (
+        mean_abs_attributions(model, &training, &limits),
+        mean_abs_attributions(model, &sample, &limits),
+    ) {
+        (Some(training), Some(batch)) => model
+            .entry
+            .feature_names
+            .iter()
+            .zip(training.into_iter().zip(batch))
+            .map(
+                |(name, (training_mean_abs, batch_mean_abs))| ExplanationEntry {
+                    name: name.clone(),
+                    training_mean_abs,
+                    batch_mean_abs,
+                },
+            )
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// The model version and its provenance.
@@ -90,8 +141,11 @@ pub fn run(args: &DriftReportArgs) -> Result<DriftReport, JobError> {
         progress.as_ref(),
     )?;
     let mut counts = baseline.counts();
+    let mut sample: Vec<f32> = Vec::new();
     let result = (|| {
         while let Some(chunk) = reader.next_chunk()? {
+            let wanted = (EXPLAIN_SAMPLE_ROWS * chunk.rows.n_cols).saturating_sub(sample.len());
+            sample.extend(chunk.rows.data.iter().take(wanted));
             for i in 0..chunk.rows.n_rows {
                 counts.add_row(&baseline, chunk.rows.row(i));
             }
@@ -192,6 +246,7 @@ pub fn run(args: &DriftReportArgs) -> Result<DriftReport, JobError> {
         drifted,
         features,
         predictions,
+        explanations: explanation_drift(model, Rows::new(sample, model.n_features())),
     };
     write_report(args, &report)?;
     tracing::info!(

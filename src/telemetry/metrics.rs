@@ -86,6 +86,7 @@ struct Metrics {
     prediction_value: OnceLock<HistogramVec>,
     // Drift
     feature_psi: GaugeVec,
+    explanation_mean_abs: GaugeVec,
     prediction_psi: GaugeVec,
     drift_window_rows: IntGaugeVec,
     drift_dropped_rows: IntCounterVec,
@@ -219,6 +220,11 @@ impl Metrics {
                 "Population stability index of a feature over the sliding window of served rows, against the training baseline.",
                 &["model", "version", "feature"],
             ),
+            explanation_mean_abs: gauge_vec(
+                "ferrum_explanation_mean_abs_attribution",
+                "Mean absolute SHAP attribution of a feature over a sample of rows: population=training (background rows, computed once) or served (recent served rows, recomputed in the background). A feature whose served value moves away from its training value is explanation drift.",
+                &["model", "version", "feature", "population"],
+            ),
             prediction_psi: gauge_vec(
                 "ferrum_prediction_drift_psi",
                 "Population stability index of the predictions over the sliding window, against the training baseline: output=class (predicted class shares), probability (positive-class probability) or value (regression).",
@@ -272,6 +278,7 @@ impl Metrics {
             Box::new(m.model_info.clone()),
             Box::new(m.predictions.clone()),
             Box::new(m.feature_psi.clone()),
+            Box::new(m.explanation_mean_abs.clone()),
             Box::new(m.prediction_psi.clone()),
             Box::new(m.drift_window_rows.clone()),
             Box::new(m.drift_dropped_rows.clone()),
@@ -549,6 +556,20 @@ pub fn record_predictions(entry: &ModelEntry, output: &ModelOutput) {
 }
 
 // ----------------------------------------------------------------------------------- drift
+
+/// Publishes a feature's mean |attribution| over a `population` (`training` or `served`).
+pub fn set_explanation_mean_abs(
+    model: &str,
+    version: &str,
+    feature: &str,
+    population: &str,
+    value: f64,
+) {
+    metrics()
+        .explanation_mean_abs
+        .with_label_values(&[model, version, feature, population])
+        .set(value);
+}
 
 /// Publishes a feature's PSI for a model version's window.
 pub fn set_feature_psi(model: &str, version: &str, feature: &str, psi: f64) {

@@ -13,6 +13,7 @@
 
 pub mod baseline;
 pub mod drift;
+pub mod explain_drift;
 pub mod http;
 pub mod logging;
 pub mod metrics;
