@@ -38,7 +38,16 @@ impl FromRequest<AppState> for JsonBody {
         if declared.is_some_and(|n| n > limit) {
             return Err(ApiError::PayloadTooLarge { limit });
         }
-        match Limited::new(req.into_body(), limit).collect().await {
+        // A client trickling its body (slowloris) would otherwise hold the connection and a
+        // request slot for as long as it likes.
+        let timeout = state.limits.body_read_timeout;
+        let collected =
+            tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect())
+                .await
+                .map_err(|_| ApiError::BodyTimeout {
+                    after_ms: timeout.as_millis() as u64,
+                })?;
+        match collected {
             Ok(collected) => Ok(JsonBody(collected.to_bytes())),
             Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
                 Err(ApiError::PayloadTooLarge { limit })

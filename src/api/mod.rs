@@ -7,6 +7,7 @@ mod explain;
 pub mod guard;
 mod health;
 mod metrics;
+pub mod openapi;
 mod predict;
 pub mod request;
 
@@ -33,6 +34,8 @@ use crate::telemetry::drift::DriftHandle;
 pub struct Limits {
     pub max_request_rows: usize,
     pub max_body_bytes: usize,
+    /// Longest a request body may take to arrive.
+    pub body_read_timeout: std::time::Duration,
     /// `/explain`'s rows, cost and concurrency limits.
     pub explain: ExplainLimits,
 }
@@ -175,6 +178,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health/ready", get(health::ready))
         .route("/manifest", get(health::manifest))
         .route("/metrics", get(metrics::metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(telemetry::log_request))
