@@ -10,7 +10,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 ORT_DIR := .ort
 export ORT_DYLIB_PATH ?= $(CURDIR)/$(ORT_DIR)/libonnxruntime.so
 
-.PHONY: help run test lint train ort venv fmt clippy image image-train stack-up stack-down k8s-image-tags bench bench-explain
+.PHONY: help run test lint train ort venv fmt clippy image image-train stack-up stack-down k8s-image-tags bench bench-serving bench-explain
 
 # Container images (docs/containers.md): tagged with the commit they are built from. BuildKit is
 # required; Debian's docker client has it built in. CA_BUNDLE, when the file exists, is passed as
@@ -35,7 +35,7 @@ help:
 	@echo "make train  retrain both models into models/ and manifest.json"
 	@echo "make image  build the image $(IMAGE):<short commit> (make image-train: the training image)"
 	@echo "make stack-up / stack-down   the local stack (docker-compose: api, feature-store, prometheus)"
-	@echo "make bench  benchmarks (docs/benchmarks.md); bench-explain: /explain vs Python shap"
+	@echo "make bench  benchmarks (docs/benchmarks.md): bench-serving (vs FastAPI, HTTP and compute floors) and bench-explain (vs shap)"
 
 ort:
 	scripts/fetch-onnxruntime.sh $(ORT_DIR)
@@ -75,7 +75,11 @@ stack-down:
 
 k8s-image-tags:
 	scripts/k8s-set-image-tags.sh $(if $(CANARY),--canary) $(IMAGE_TAG) k8s
-bench: bench-explain
+bench: bench-serving bench-explain
+
+# Serving throughput and latency against FastAPI and the HTTP/compute floors (bench/run.sh).
+bench-serving: ort
+	bench/run.sh
 
 # /explain latency against Python shap on this machine: release build, a server on BENCH_PORT
 # (stopped on exit), then bench/explain.py against it.

@@ -19,7 +19,7 @@ scripts/fetch-onnxruntime.sh .ort
 step "Python venv (hash-locked)"
 venv=$(scripts/python-env.sh requirements/dev.lock)
 
-step "System tools (promtool, for the metrics and alert-rule tests)"
+step "System tools (promtool for the metrics tests, chromium for the demo-page test)"
 scripts/install-system-tools.sh
 
 step "cargo fmt --check"
@@ -42,6 +42,10 @@ case $target_dir in /*) bin_dir=$target_dir/debug ;; *) bin_dir=$PWD/$target_dir
 export FERRUM_SERVE_BIN=$bin_dir/ferrum-serve
 export FERRUM_FEATURE_STORE_BIN=$bin_dir/ferrum-feature-store
 "$venv/bin/python" -m pytest tests/python -q -p no:cacheprovider --ignore=tests/python/containers
+
+step "Demo page in headless Chromium (playwright-core, no browser download)"
+npm ci --prefix tests/browser --no-audit --no-fund --silent
+(cd tests/browser && ARTIFACTS="$PWD/../../test-artifacts" node --test)
 
 step "Containers: image, training image, compose stack, Kubernetes manifests (real Docker)"
 scripts/container-tests.sh

@@ -4,8 +4,9 @@
 //! gets is the one the training log recorded, from a model file whose sha256 the manifest names.
 //!
 //! ## Where a request goes
-//! `api` (parse and validate the body straight into an `f32` matrix) → `model` (ONNX Runtime on a
-//! blocking thread, one pooled session per call) → `api` (shape predictions into JSON).
+//! `api` (parse and validate the body straight into an `f32` matrix) → `batching` (one call per
+//! request on a blocking thread, or concurrent requests merged into one call on a scheduler
+//! thread) → `model` (ONNX Runtime, one pooled session per call) → `api` (shape the response).
 //! `telemetry` watches at the edges (a log line, metrics and a span per request; served rows handed
 //! to a background drift monitor) and never sits inside the math.
 //!
@@ -18,6 +19,8 @@
 //! - [`config`]: command-line flags with environment fallbacks, printed at start.
 //! - [`model`]: `manifest.json`, the model repository, ONNX Runtime sessions and execution
 //!   providers, and the mapping of raw model outputs to predictions. Knows nothing of HTTP.
+//! - [`batching`]: the one way to inference: per request, or merged by the dynamic batcher
+//!   (bounded queue, scheduler threads, cancelled requests skipped, results fanned out in order).
 //! - [`explain`]: SHAP attributions over each model's background set: Tree SHAP on the trees
 //!   read from the ONNX graph, exact enumeration, or permutation sampling. Knows nothing of HTTP.
 //! - [`api`]: the axum router, request parsing, the one error enum mapped to HTTP statuses.
@@ -30,6 +33,7 @@
 //! - [`jobs`]: the offline `predict` and `drift-report` subcommands, over files.
 
 pub mod api;
+pub mod batching;
 pub mod config;
 pub mod explain;
 pub mod features;

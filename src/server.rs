@@ -137,9 +137,11 @@ fn spawn_model_load(
         execution_provider: args.execution_provider,
         warmup_runs: args.warmup_runs,
     };
+    let (batching, batching_config) = (args.batching, args.batching_config());
     tokio::task::spawn_blocking(move || {
         match Repository::load(manifest, &models_dir, &runtime, options) {
             Ok(repository) => {
+                crate::batching::attach(&repository, batching, batching_config);
                 if let Some(drift) = telemetry::observe_models(&repository, &models_dir, drift) {
                     state.set_drift(drift);
                 }

@@ -30,30 +30,58 @@ impl FromRequest<AppState> for JsonBody {
             };
             return Err(ApiError::UnsupportedMediaType(format!("'{shown}'")));
         }
-        let declared = req
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            return Err(ApiError::PayloadTooLarge { limit });
+        read_limited(req, limit, state.limits.body_read_timeout)
+            .await
+            .map(JsonBody)
+    }
+}
+
+/// A request body of any content type (the V2 protocol's JSON-plus-binary bodies, which
+/// clients send without a JSON content type), at most `max_body_bytes` long.
+pub struct RawBody(pub Bytes);
+
+impl FromRequest<AppState> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        read_limited(
+            req,
+            state.limits.max_body_bytes,
+            state.limits.body_read_timeout,
+        )
+        .await
+        .map(RawBody)
+    }
+}
+
+/// Reads the whole body, refusing it as soon as it is known to exceed `limit` bytes, or when
+/// it has not arrived in full within `timeout`.
+async fn read_limited(
+    req: Request,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    // A client trickling its body (slowloris) would otherwise hold the connection and a
+    // request slot for as long as it likes.
+    let collected = tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect())
+        .await
+        .map_err(|_| ApiError::BodyTimeout {
+            after_ms: timeout.as_millis() as u64,
+        })?;
+    match collected {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::PayloadTooLarge { limit })
         }
-        // A client trickling its body (slowloris) would otherwise hold the connection and a
-        // request slot for as long as it likes.
-        let timeout = state.limits.body_read_timeout;
-        let collected =
-            tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect())
-                .await
-                .map_err(|_| ApiError::BodyTimeout {
-                    after_ms: timeout.as_millis() as u64,
-                })?;
-        match collected {
-            Ok(collected) => Ok(JsonBody(collected.to_bytes())),
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                Err(ApiError::PayloadTooLarge { limit })
-            }
-            Err(e) => Err(ApiError::InvalidJson(format!("cannot read the body: {e}"))),
-        }
+        Err(e) => Err(ApiError::InvalidJson(format!("cannot read the body: {e}"))),
     }
 }
 

@@ -112,6 +112,17 @@ pub enum ApiError {
     /// The feature store answered with an error or something unusable.
     #[error("{0}")]
     FeatureStoreError(String),
+    /// The model's inference queue (direct or batched) is full: shed with 503.
+    #[error("the model's inference queue is full (MAX_QUEUE_DEPTH); retry shortly")]
+    ModelQueueFull,
+    #[error("{0}")]
+    InvalidTensor(String),
+    #[error("binary tensor data: {0}")]
+    InvalidBinaryData(String),
+    #[error("{0}")]
+    UnknownOutput(String),
+    #[error("{rows} rows exceed the limit of {limit} (the server's MAX_REQUEST_ROWS)")]
+    TooManyTensorRows { rows: usize, limit: usize },
 }
 
 impl ApiError {
@@ -147,12 +158,16 @@ impl ApiError {
             FeatureStoreError(_) => StatusCode::BAD_GATEWAY,
             ModelNotFound(_) | VersionNotFound(_) | RouteNotFound(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            NotReady(_) | Overloaded { .. } | ExplainOverloaded { .. } => {
+            NotReady(_) | Overloaded { .. } | ExplainOverloaded { .. } | ModelQueueFull => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Inference(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            InvalidBinaryData(_) => StatusCode::BAD_REQUEST,
+            InvalidTensor(_) | UnknownOutput(_) | TooManyTensorRows { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
         }
     }
 
@@ -194,6 +209,11 @@ impl ApiError {
             FeatureStoreUnavailable(_) => "feature_store_unavailable",
             FeatureStoreTimeout(_) => "feature_store_timeout",
             FeatureStoreError(_) => "feature_store_error",
+            ModelQueueFull => "overloaded",
+            InvalidTensor(_) => "invalid_tensor",
+            InvalidBinaryData(_) => "invalid_binary_data",
+            UnknownOutput(_) => "unknown_output",
+            TooManyTensorRows { .. } => "too_many_rows",
         }
     }
 }
@@ -227,6 +247,7 @@ impl IntoResponse for ApiError {
             // Shed load comes back soon; say when to retry instead of letting clients hammer.
             ApiError::Overloaded { .. }
             | ApiError::ExplainOverloaded { .. }
+            | ApiError::ModelQueueFull
             | ApiError::NotReady(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }

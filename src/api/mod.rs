@@ -8,8 +8,10 @@ pub mod guard;
 mod health;
 mod metrics;
 pub mod openapi;
+mod page;
 mod predict;
 pub mod request;
+pub mod v2;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -179,6 +181,12 @@ pub fn router(state: AppState) -> Router {
         .route("/manifest", get(health::manifest))
         .route("/metrics", get(metrics::metrics))
         .route("/openapi.json", get(openapi::openapi_json))
+        .route("/", get(page::index))
+        .route(
+            "/models/{name}/versions/{version}/training-log",
+            get(page::training_log),
+        )
+        .merge(v2::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(telemetry::log_request))

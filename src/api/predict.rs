@@ -1,7 +1,6 @@
 //! `POST /predict` and its per-model forms.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::{Path, State};
 use axum::http::header::CONTENT_TYPE;
@@ -16,7 +15,7 @@ use super::openapi::{InferenceErrors, PredictRequest, Prediction};
 use super::request::{parse_request, InferenceRequest, RequestInput};
 use super::AppState;
 use crate::features::{rows_for, TraceContext};
-use crate::model::{InferenceError, LoadedModel, ModelOutput, Predictions, Rows};
+use crate::model::{LoadedModel, ModelOutput, Predictions, Rows};
 use crate::telemetry::metrics;
 use crate::telemetry::otel::{feature_lookup_span, inference_span, traceparent_of};
 use crate::telemetry::timing::InferenceTiming;
@@ -142,7 +141,7 @@ async fn predict_with(
         output,
         rows,
         timing,
-    } = infer_timed(model.clone(), rows).await?;
+    } = infer_timed(model.clone(), rows, state.drift().is_some()).await?;
     metrics::record_predictions(&model.entry, &output);
     let mut response = json_response(&PredictResponse {
         model: ModelRef::of(&model),
@@ -153,8 +152,8 @@ async fn predict_with(
         },
     });
     timing.write_headers(response.headers_mut());
-    if let Some(drift) = state.drift() {
-        // Moves the rows and output (no copy); never waits.
+    if let (Some(drift), Some(rows)) = (state.drift(), rows) {
+        // Moves the rows and output; never waits.
         drift.observe(&model.entry.name, &model.entry.version, rows, output);
     }
     Ok(response)
@@ -178,12 +177,12 @@ pub async fn parse_off_runtime(
         .map_err(|e| ApiError::Inference(format!("parsing task failed: {e}")))?
 }
 
-/// Runs inference on the blocking pool, so a slow model never stalls the async workers that
-/// answer health probes and parse other requests. Records the same metrics as
+/// Runs inference through the model's executor (per request on the blocking pool, or merged
+/// with concurrent requests by the dynamic batcher), so a slow model never stalls the async
+/// workers that answer health probes and parse other requests. Records the same metrics as
 /// [`infer_timed`]; for callers that need neither the timing nor the rows back.
-#[allow(dead_code)] // kept for the /explain routes (on another branch), which call it
 pub async fn infer(model: Arc<LoadedModel>, rows: Rows) -> Result<ModelOutput, ApiError> {
-    infer_timed(model, rows)
+    infer_timed(model, rows, false)
         .await
         .map(|inferred| inferred.output)
 }
@@ -192,57 +191,49 @@ pub async fn infer(model: Arc<LoadedModel>, rows: Rows) -> Result<ModelOutput, A
 pub struct Inferred {
     /// The model's output.
     pub output: ModelOutput,
-    /// The input rows, handed back so they can go on (to drift monitoring) without a copy.
-    pub rows: Rows,
+    /// The input rows, when asked for (drift monitoring takes them after the response).
+    pub rows: Option<Rows>,
     /// Queue wait and inference time, for the timing headers.
     pub timing: InferenceTiming,
 }
 
-/// [`infer`], also returning the rows and where the time went. Records the inference metrics
-/// (queue depth and wait, duration, batch size, success or failure) and runs in an
-/// `inference` span, a child of the request's.
-pub async fn infer_timed(model: Arc<LoadedModel>, rows: Rows) -> Result<Inferred, ApiError> {
+/// [`infer`], also returning where the time went and, with `keep_rows`, the input rows. The one
+/// inference entry point of every route: it goes through [`crate::batching::infer`], records
+/// the inference metrics (queue depth and wait, duration, batch rows, success or failure) and
+/// runs in an `inference` span, a child of the request's.
+pub async fn infer_timed(
+    model: Arc<LoadedModel>,
+    rows: Rows,
+    keep_rows: bool,
+) -> Result<Inferred, ApiError> {
     let (name, version) = (model.entry.name.as_str(), model.entry.version.as_str());
     let span = inference_span(name, version, rows.n_rows);
-    let submitted = Instant::now();
+    // The batcher takes the rows into its merged buffer; a copy is kept only for drift.
+    let kept = keep_rows.then(|| rows.clone());
     let mut queued = metrics::inference_queued(name, version);
-    let task_model = model.clone();
-    let joined = tokio::task::spawn_blocking(move || {
-        let mut started = None;
-        let output = task_model.infer_with(&rows, || {
-            started = Some(Instant::now());
-            queued.started();
-        });
-        let finished = Instant::now();
-        (output, rows, started.unwrap_or(finished), finished)
-    })
-    .instrument(span.clone())
-    .await;
-    let (output, rows, started, finished) = match joined {
-        Ok(done) => done,
-        Err(e) => {
-            metrics::record_inference_failure(name, version, "task_failed");
-            return Err(ApiError::Inference(format!("inference task failed: {e}")));
-        }
-    };
-    let output = output.map_err(|e| {
-        let reason = match e {
-            InferenceError::Runtime(_) => "runtime_error",
-            InferenceError::Output(_) => "output_error",
-        };
-        metrics::record_inference_failure(name, version, reason);
-        ApiError::from(e)
+    let result = crate::batching::infer(model.clone(), rows)
+        .instrument(span.clone())
+        .await;
+    queued.started();
+    let inferred = result.inspect_err(|e| {
+        metrics::record_inference_failure(name, version, e.code());
     })?;
     let timing = InferenceTiming {
-        queue: started.saturating_duration_since(submitted),
-        inference: finished.saturating_duration_since(started),
+        queue: inferred.queue_time,
+        inference: inferred.inference_time,
     };
-    metrics::record_inference(name, version, rows.n_rows, timing.queue, timing.inference);
+    metrics::record_inference(
+        name,
+        version,
+        inferred.batch_rows,
+        timing.queue,
+        timing.inference,
+    );
     span.record("queue_ms", timing.queue.as_secs_f64() * 1000.0);
     span.record("inference_ms", timing.inference.as_secs_f64() * 1000.0);
     Ok(Inferred {
-        output,
-        rows,
+        output: inferred.output,
+        rows: kept,
         timing,
     })
 }

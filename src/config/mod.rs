@@ -43,6 +43,7 @@ impl Cli {
 
 /// What the binary does.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // built once at start; boxing would buy nothing
 pub enum Command {
     /// Serve the models over HTTP (what `ferrum-serve` does without a subcommand).
     Serve(ServeArgs),
@@ -74,6 +75,18 @@ pub enum ExecutionProviderChoice {
     Cpu,
     /// CUDA or refuse to start: for deployments that must not silently run on CPU.
     Cuda,
+}
+
+/// Whether concurrent requests for a model are merged into one ONNX Runtime call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchingChoice {
+    /// Each model gets the mode measured faster for it (see docs/benchmarks.md).
+    Auto,
+    /// The dynamic batcher for every model.
+    On,
+    /// One ONNX Runtime call per request for every model.
+    Off,
 }
 
 /// Log line format.
@@ -169,6 +182,25 @@ pub struct ServeArgs {
     /// After the drain, how long in-flight requests get to finish before the process exits.
     #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 30_000)]
     pub shutdown_grace_ms: u64,
+
+    /// Dynamic batching: on (merge concurrent requests for a model into one ONNX Runtime call),
+    /// off (one call per request), or auto (per model, the mode measured faster for it).
+    #[arg(long, env = "BATCHING", value_enum, default_value = "auto")]
+    pub batching: BatchingChoice,
+
+    /// Most rows the batcher merges into one ONNX Runtime call (a larger request runs alone).
+    #[arg(long, env = "MAX_BATCH_ROWS", default_value_t = 256, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_batch_rows: usize,
+
+    /// Longest a batch waits for more requests, in microseconds. Only while another batch of the
+    /// model is running: a request arriving at an idle batcher is never held back.
+    #[arg(long, env = "MAX_QUEUE_DELAY_US", default_value_t = 100)]
+    pub max_queue_delay_us: u64,
+
+    /// Most requests waiting per model version; more are refused at once with 503
+    /// `overloaded` and a Retry-After header.
+    #[arg(long, env = "MAX_QUEUE_DEPTH", default_value_t = 1024, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_queue_depth: usize,
 
     /// Log format: json (default) or text.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
@@ -445,6 +477,16 @@ impl ServeArgs {
             max_queued: self.explain_max_queued,
         }
     }
+
+    /// The batcher's limits; one scheduler thread per session.
+    pub fn batching_config(&self) -> crate::batching::BatchingConfig {
+        crate::batching::BatchingConfig {
+            max_batch_rows: self.max_batch_rows,
+            max_queue_delay: std::time::Duration::from_micros(self.max_queue_delay_us),
+            max_queue_depth: self.max_queue_depth,
+            threads: self.sessions_per_model(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -587,5 +629,38 @@ mod tests {
         let cli =
             Cli::try_parse_from(["ferrum-serve", "--healthcheck=http://fs:6566/health"]).unwrap();
         assert_eq!(cli.healthcheck.as_deref(), Some("http://fs:6566/health"));
+    }
+
+    #[test]
+    fn batching_flags_have_small_safe_defaults() {
+        let cli = Cli::try_parse_from(["ferrum-serve"]).unwrap();
+        assert_eq!(cli.serve.batching, BatchingChoice::Auto);
+        let config = cli.serve.batching_config();
+        assert_eq!(config.max_batch_rows, 256);
+        assert_eq!(
+            config.max_queue_delay,
+            std::time::Duration::from_micros(100)
+        );
+        assert_eq!(config.max_queue_depth, 1024);
+        assert_eq!(config.threads, cli.serve.sessions_per_model());
+        let cli = Cli::try_parse_from([
+            "ferrum-serve",
+            "--batching",
+            "on",
+            "--max-batch-rows",
+            "8",
+            "--max-queue-delay-us",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(cli.serve.batching, BatchingChoice::On);
+        assert_eq!(cli.serve.batching_config().max_batch_rows, 8);
+        for bad in [
+            ["--batching", "maybe"],
+            ["--max-batch-rows", "0"],
+            ["--max-queue-depth", "0"],
+        ] {
+            assert!(Cli::try_parse_from(["ferrum-serve", bad[0], bad[1]]).is_err());
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use ort::session::{Session, SessionInputValue};
 use ort::value::TensorRef;
@@ -25,6 +26,8 @@ pub struct LoadedModel {
     /// What `/explain` needs: the background rows and, when the graph is a tree ensemble, the
     /// parsed trees. `None` when the manifest lists no background for this version.
     pub explain: Option<ExplainAssets>,
+    /// How requests reach the sessions (direct or the dynamic batcher); attached after load.
+    executor: OnceLock<crate::batching::Executor>,
 }
 
 impl LoadedModel {
@@ -48,7 +51,18 @@ impl LoadedModel {
             provider,
             sessions: pool,
             explain: None,
+            executor: OnceLock::new(),
         })
+    }
+
+    /// The executor requests go through, once attached (see [`crate::batching`]).
+    pub fn executor(&self) -> Option<&crate::batching::Executor> {
+        self.executor.get()
+    }
+
+    /// Attaches the executor; a second attach is ignored (returns false).
+    pub fn attach_executor(&self, executor: crate::batching::Executor) -> bool {
+        self.executor.set(executor).is_ok()
     }
 
     /// Number of input features.

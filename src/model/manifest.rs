@@ -105,6 +105,10 @@ pub struct Artifacts {
     /// The background rows `/explain` integrates over (CSV with a feature-name header).
     #[serde(default)]
     pub background: Option<String>,
+    /// Held-out rows with the prediction training recorded for each (served to the demo page
+    /// and to anyone checking reproducibility).
+    #[serde(default)]
+    pub training_log: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -2,7 +2,7 @@
 //! the lookup a request uses to find the one it names.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -41,6 +41,8 @@ impl ModelVersions {
 pub struct Repository {
     pub manifest: Manifest,
     pub models: BTreeMap<String, ModelVersions>,
+    /// Where the versions' folders are, for artifacts served as files (training logs).
+    pub models_dir: PathBuf,
 }
 
 impl Repository {
@@ -80,7 +82,11 @@ impl Repository {
                 });
             }
         }
-        Ok(Repository { manifest, models })
+        Ok(Repository {
+            manifest,
+            models,
+            models_dir: models_dir.to_path_buf(),
+        })
     }
 
     /// The model version a request names: `name` defaults to the manifest's default model,

@@ -1,0 +1,400 @@
+"""`make bench`: every server and load measured on this machine in one run, then one table.
+
+Servers (one at a time, each on a free loopback port):
+  ferrum-serve with --batching off and --batching on (release build), the FastAPI + uvicorn
+  (2 workers, TCP_NODELAY fixed) + onnxruntime reference (bench/fastapi_server.py), and the HTTP
+  floor (examples/http_floor.rs: axum parsing the same JSON, no model).
+Loads (wrk -t1, after a warm-up run at the same concurrency):
+  1. single-row /predict by feature name at c=1, 8, 64 (breast-cancer; diabetes for ferrum modes)
+  2. 64-row /predict by feature name (rows/s), and 256-row V2 binary-tensor infer
+Compute floor: examples/compute_floor.rs, in-process ONNX Runtime at batch 1 and 256.
+
+Every figure comes with the CPU the load generator and the server used (cores = CPU seconds per
+wall second), because on 2 cores wrk's share is taken from the server.
+
+Usage: python bench/run.py [--duration S] [--warmup S] [--out bench/results]
+(bench/run.sh installs wrk, builds, and makes the venv first.)
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WORK = REPO / "bench" / ".work"
+TICKS = os.sysconf("SC_CLK_TCK")
+NICE = []  # prefix for measured processes (set from --nice)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tree_pids(pid):
+    pids = [pid]
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                for child in f.read().split():
+                    pids.extend(tree_pids(int(child)))
+    except OSError:
+        pass
+    return pids
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process and its descendants."""
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total / TICKS
+
+
+# ---------------------------------------------------------------- bodies
+
+def make_bodies():
+    WORK.mkdir(parents=True, exist_ok=True)
+    manifest = json.loads((REPO / "manifest.json").read_text())
+    entries = {m["name"]: m for m in manifest["models"]}
+    bodies = {}
+    for model in ("breast-cancer", "diabetes"):
+        log = json.loads((REPO / "models" / model / "1" / "training_log.json").read_text())["rows"]
+        one = {"instances": [log[0]["features"]]}
+        many = {"instances": [log[i % len(log)]["features"] for i in range(64)]}
+        for name, body in ((f"{model}-1", one), (f"{model}-64", many)):
+            path = WORK / f"{name}.json"
+            path.write_text(json.dumps(body))
+            bodies[name] = (path, None, "application/json")
+        names = entries[model]["feature_names"]
+        rows = [[log[i % len(log)]["features"][n] for n in names] for i in range(256)]
+        header = json.dumps({
+            "inputs": [{"name": entries[model]["onnx"]["input"], "shape": [256, len(names)],
+                        "datatype": "FP32", "parameters": {"binary_data_size": 256 * len(names) * 4}}],
+            "parameters": {"binary_data_output": True},
+        }).encode()
+        import struct
+        binary = b"".join(struct.pack(f"<{len(r)}f", *r) for r in rows)
+        path = WORK / f"{model}-v2-256.bin"
+        path.write_bytes(header + binary)
+        bodies[f"{model}-v2-256"] = (path, len(header), "application/octet-stream")
+    return bodies
+
+
+# ---------------------------------------------------------------- servers
+
+class Running:
+    def __init__(self, name, argv, port, ready_path, env=None):
+        self.name, self.port = name, port
+        self.log = open(WORK / f"server-{re.sub(r'[^a-z0-9]+', '-', name.lower())}.log", "w")
+        self.proc = subprocess.Popen(NICE + argv, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        deadline = time.monotonic() + 90
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{name} exited; see {self.log.name}")
+            try:
+                if ready_path is None:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{ready_path}", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} not ready; see {self.log.name}")
+            time.sleep(0.1)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+
+def to_ms(value):
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()
+    return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+
+def wrk(url, body, connections, duration, server_pid):
+    path, header_length, content_type = body
+    env = dict(os.environ, BODY_FILE=str(path), CONTENT_TYPE=content_type,
+               HEADER_LENGTH="" if header_length is None else str(header_length))
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "10s",
+            "-s", str(REPO / "bench" / "post.lua"), url]
+    server_before = cpu_seconds(server_pid)
+    started = time.monotonic()
+    proc = subprocess.Popen(NICE + argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - started
+    server_cpu = (cpu_seconds(server_pid) - server_before) / wall
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": rps,
+        "p50_ms": to_ms(latency["50"]),
+        "p99_ms": to_ms(latency["99"]),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket_errors.group(1) if socket_errors else "",
+        "wrk_cores": (usage.ru_utime + usage.ru_stime) / wall,
+        "server_cores": server_cpu,
+    }
+
+
+# ---------------------------------------------------------------- main
+
+def machine():
+    model = ""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        model = re.search(r"Model name:\s+(.*)", out).group(1).strip()
+    except (OSError, AttributeError):
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "kernel": platform.release(),
+        "load_average_at_start": os.getloadavg(),
+        "wrk": subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("\n")[0].strip(),
+    }
+
+
+def median(values):
+    values = sorted(values)
+    n = len(values)
+    return values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=int, default=4, help="seconds per measured run")
+    parser.add_argument("--warmup", type=int, default=1, help="seconds of warm-up before each run")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="each load runs this many times against every server, interleaved; "
+                             "the table shows the median")
+    parser.add_argument("--out", default=str(REPO / "bench" / "results"))
+    parser.add_argument("--ferrum", default=str(REPO / "target/release/ferrum-serve"))
+    parser.add_argument("--examples", default=str(REPO / "target/release/examples"))
+    parser.add_argument("--python", default=sys.executable)
+    parser.add_argument("--nice", type=int, default=-10,
+                        help="run servers and wrk at this nice level (root only): on a machine shared "
+                             "with other work it keeps the measured processes from being starved, "
+                             "whatever their thread count (0 to disable)")
+    parser.add_argument("--render", action="store_true",
+                        help="only re-render the table from <out>/latest.json")
+    args = parser.parse_args()
+    if args.render:
+        data = json.loads((Path(args.out) / "latest.json").read_text())
+        args.duration, args.warmup, args.rounds = data["settings"]
+        table = render(data["machine"], data["results"], data["compute_floor"], args)
+        (Path(args.out) / "latest.md").write_text(table)
+        print(table)
+        return
+    global NICE
+    NICE = ["nice", "-n", str(args.nice)] if args.nice and os.geteuid() == 0 else []
+    if shutil.which("wrk") is None:
+        sys.exit("wrk not found (bench/run.sh installs it)")
+    bodies = make_bodies()
+    info = machine()
+    print(f"machine: {info}", flush=True)
+
+    ferrum = lambda *flags: (lambda p: [args.ferrum, "--host", "127.0.0.1", "--port", str(p), *flags])
+    fastapi = lambda *flags: (lambda p: [args.python, str(REPO / "bench" / "fastapi_server.py"),
+                                         "--port", str(p), "--workers", "2", *flags])
+    # name -> (argv for a port, readiness path)
+    servers = {
+        "ferrum batching=off": (ferrum("--batching", "off"), "/health/ready"),
+        "ferrum batching=on": (ferrum("--batching", "on"), "/health/ready"),
+        "ferrum batching=on delay=0": (ferrum("--batching", "on", "--max-queue-delay-us", "0"), "/health/ready"),
+        "FastAPI (uvicorn h11/asyncio)": (fastapi("--http", "h11", "--loop", "asyncio"), "/health/ready"),
+        "FastAPI (uvicorn httptools/uvloop)": (fastapi("--http", "httptools", "--loop", "uvloop"), "/health/ready"),
+        "HTTP floor": (lambda p: [str(Path(args.examples) / "http_floor"), f"127.0.0.1:{p}"], None),
+    }
+    all_servers = list(servers)
+    modes = ["ferrum batching=off", "ferrum batching=on"]
+    fastapis = ["FastAPI (uvicorn h11/asyncio)", "FastAPI (uvicorn httptools/uvloop)"]
+    # (model, load, path, body, rows, concurrency, servers)
+    loads = []
+    for c in (1, 8, 64):
+        loads.append(("breast-cancer", "single row by name", "/models/{m}/predict", "{m}-1", 1, c, all_servers))
+    loads.append(("breast-cancer", "64 rows by name", "/models/{m}/predict", "{m}-64", 64, 8,
+                  modes + fastapis + ["HTTP floor"]))
+    loads.append(("breast-cancer", "256 rows V2 binary", "/v2/models/{m}/infer", "{m}-v2-256", 256, 8,
+                  modes + fastapis))
+    for c in (1, 8, 64):
+        loads.append(("diabetes", "single row by name", "/models/{m}/predict", "{m}-1", 1, c, modes))
+
+    env = dict(os.environ, LOG_FORMAT="json")
+    running = {}
+    results = []
+    try:
+        for name, (argv, ready) in servers.items():
+            port = free_port()
+            running[name] = Running(name, argv(port), port, ready, env)
+            print(f"started {name} on port {port}", flush=True)
+        for model, load, path, body, rows, c, names in loads:
+            runs = {name: [] for name in names}
+            for round_ in range(args.rounds):
+                for name in names:
+                    server = running[name]
+                    url = f"http://127.0.0.1:{server.port}{path.format(m=model)}"
+                    b = bodies[body.format(m=model)]
+                    wrk(url, b, c, args.warmup, server.proc.pid)
+                    runs[name].append(wrk(url, b, c, args.duration, server.proc.pid))
+            for name in names:
+                rs = runs[name]
+                r = {key: median([x[key] for x in rs])
+                     for key in ("rps", "p50_ms", "p99_ms", "wrk_cores", "server_cores")}
+                r.update(server=name, model=model, load=load, rows=rows, c=c,
+                         rows_per_s=r["rps"] * rows, non_2xx=sum(x["non_2xx"] for x in rs),
+                         rounds_rps=[x["rps"] for x in rs],
+                         socket_errors="; ".join(x["socket_errors"] for x in rs if x["socket_errors"]))
+                results.append(r)
+                print(f"{model:14} {load:20} c={c:<3} {name:36} {r['rps']:>9.0f} req/s {r['rows_per_s']:>10.0f} rows/s "
+                      f"p50 {r['p50_ms']:7.3f} ms p99 {r['p99_ms']:7.3f} ms  wrk {r['wrk_cores']:.2f} "
+                      f"server {r['server_cores']:.2f} cores  non-2xx {r['non_2xx']} "
+                      f"rounds {[round(x) for x in r['rounds_rps']]}", flush=True)
+    finally:
+        for server in running.values():
+            server.stop()
+
+    print("\n== compute floor (in-process ONNX Runtime)", flush=True)
+    compute = []
+    for model in ("breast-cancer",):
+        out = subprocess.run(NICE + [str(Path(args.examples) / "compute_floor"), model, "3", "2"], cwd=REPO,
+                             capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            compute.append(json.loads(line))
+            print(line, flush=True)
+
+    info["load_average_at_end"] = os.getloadavg()
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "latest.json").write_text(json.dumps(
+        {"machine": info, "results": results, "compute_floor": compute,
+         "settings": [args.duration, args.warmup, args.rounds], "nice": args.nice}, indent=1))
+    table = render(info, results, compute, args)
+    (out_dir / "latest.md").write_text(table)
+    print("\n" + table)
+    bad = [r for r in results if r["non_2xx"]]
+    if bad:
+        sys.exit(f"{len(bad)} loads had non-2xx responses: the figures above are not valid")
+
+
+def find(results, server, load, c, model="breast-cancer"):
+    for r in results:
+        if (r["server"], r["load"], r["c"], r["model"]) == (server, load, c, model):
+            return r
+    return None
+
+
+def render(info, results, compute, args):
+    lines = [
+        f"Machine: {info['nproc']} cores, {info['cpu']}, kernel {info['kernel']}; load average at start "
+        f"{', '.join(f'{x:.2f}' for x in info['load_average_at_start'])}, at end "
+        f"{', '.join(f'{x:.2f}' for x in info.get('load_average_at_end', []))} (the machine is shared); "
+        f"servers and wrk at nice {getattr(args, 'nice', 0)}; {info['wrk'].split(' Copyright')[0]} -t1, "
+        f"{args.duration} s per run after a {args.warmup} s warm-up; median of {args.rounds} interleaved rounds.",
+        "",
+        "| server | model | load | c | req/s | rows/s | p50 ms | p99 ms | wrk cores | server cores | req/s per server core |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        per_core = r["rps"] / r["server_cores"] if r["server_cores"] else 0
+        lines.append(
+            f"| {r['server']} | {r['model']} | {r['load']} | {r['c']} | {r['rps']:,.0f} | {r['rows_per_s']:,.0f} | "
+            f"{r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['wrk_cores']:.2f} | {r['server_cores']:.2f} | {per_core:,.0f} |")
+    lines += ["", "Compute floor, in-process ONNX Runtime (breast-cancer, one intra-op thread per session):", "",
+              "| batch | threads | rows/s | µs per call |", "|---:|---:|---:|---:|"]
+    for c in compute:
+        lines.append(f"| {c['batch']} | {c['threads']} | {c['rows_per_s']:,.0f} | {c['us_per_call']:.1f} |")
+    floor256 = max((c["rows_per_s"] for c in compute if c["batch"] == 256), default=0)
+    lines += ["", "Targets (FastAPI = the calibrated fair baseline: uvicorn's default h11/asyncio, 2 workers, "
+              "TCP_NODELAY fixed; the httptools/uvloop rows above are the stronger Python set-up):", "",
+              "| target | ferrum batching=off | ferrum batching=on | goal |", "|---|---:|---:|---|"]
+
+    def ratio(mode, fn):
+        try:
+            return fn(mode)
+        except (TypeError, ZeroDivisionError):
+            return None
+
+    fast = "FastAPI (uvicorn h11/asyncio)"
+    checks = [
+        ("single row c=64 vs FastAPI", lambda m: find(results, m, "single row by name", 64)["rps"] /
+         find(results, fast, "single row by name", 64)["rps"], ">= 15x", 15, "x"),
+        ("single row c=64 vs HTTP floor", lambda m: find(results, m, "single row by name", 64)["rps"] /
+         find(results, "HTTP floor", "single row by name", 64)["rps"], ">= 70%", 0.70, "%"),
+        ("p99 single row c=8 (ms)", lambda m: find(results, m, "single row by name", 8)["p99_ms"], "<= 2 ms", 2.0, "ms"),
+        ("64-row rows/s vs FastAPI", lambda m: find(results, m, "64 rows by name", 8)["rows_per_s"] /
+         find(results, fast, "64 rows by name", 8)["rows_per_s"], ">= 10x", 10, "x"),
+        ("256-row binary rows/s vs in-process ORT", lambda m: find(results, m, "256 rows V2 binary", 8)["rows_per_s"] /
+         floor256, ">= 50%", 0.50, "%"),
+    ]
+    for label, fn, goal, threshold, unit in checks:
+        cells = []
+        for mode in ("ferrum batching=off", "ferrum batching=on"):
+            v = ratio(mode, fn)
+            if v is None:
+                cells.append("n/a")
+                continue
+            met = v <= threshold if unit == "ms" else v >= threshold
+            shown = f"{v:.2f} ms" if unit == "ms" else (f"{v * 100:.0f}%" if unit == "%" else f"{v:.1f}x")
+            cells.append(f"{shown} {'met' if met else 'MISSED'}")
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} | {goal} |")
+
+    def per_core(server, load, c):
+        r = find(results, server, load, c)
+        return r["rows_per_s"] / r["server_cores"]
+
+    lines += ["", "The same throughput ratios per server core (rows/s divided by the CPU the server "
+              "process actually got: robust to how much of the shared machine each run was given):", "",
+              "| target | ferrum batching=off | ferrum batching=on | goal |", "|---|---:|---:|---|"]
+    per_core_checks = [
+        ("single row c=64 vs FastAPI", "single row by name", 64, fast, 15, "x", ">= 15x"),
+        ("single row c=64 vs HTTP floor", "single row by name", 64, "HTTP floor", 0.70, "%", ">= 70%"),
+        ("64-row rows/s vs FastAPI", "64 rows by name", 8, fast, 10, "x", ">= 10x"),
+    ]
+    for label, load, c, other, threshold, unit, goal in per_core_checks:
+        cells = []
+        for mode in ("ferrum batching=off", "ferrum batching=on"):
+            v = ratio(mode, lambda m: per_core(m, load, c) / per_core(other, load, c))
+            if v is None:
+                cells.append("n/a")
+                continue
+            shown = f"{v * 100:.0f}%" if unit == "%" else f"{v:.1f}x"
+            cells.append(f"{shown} {'met' if v >= threshold else 'MISSED'}")
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} | {goal} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

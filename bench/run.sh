@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# `make bench`: installs what the benchmark needs (wrk from Debian, ONNX Runtime from the pinned
+# wheel, the hash-locked FastAPI venv), builds the release server and the floor examples, then
+# runs bench/run.py (every server and load in one run, one table with the ratios). Never part of
+# the test command: numbers on shared 2-core machines are noisy; compare ratios from one run.
+# Extra arguments go to bench/run.py (e.g. --duration 4).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export FERRUM_CACHE=${FERRUM_CACHE:-$HOME/.cache/ferrum-serve}
+export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$PWD/.ort/libonnxruntime.so}
+cargo=${CARGO:-cargo}
+target_dir=${CARGO_TARGET_DIR:-target}
+
+if ! command -v wrk >/dev/null; then
+  echo "bench: installing wrk (Debian package)" >&2
+  if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq wrk >&2
+fi
+scripts/fetch-onnxruntime.sh .ort
+venv=$(scripts/python-env.sh bench/requirements.lock)
+$cargo build --release --bin ferrum-serve --example http_floor --example compute_floor
+exec "$venv/bin/python" bench/run.py \
+  --ferrum "$target_dir/release/ferrum-serve" --examples "$target_dir/release/examples" "$@"

@@ -1,0 +1,270 @@
+//! Where every inference goes: [`infer`] is the one entry point `/predict`, `/v2/.../infer` (and
+//! later `/explain`) call. Per model version it either runs each request on its own (`direct`)
+//! or merges concurrent requests into one ONNX Runtime call (`batched`, the dynamic batcher in
+//! [`scheduler`]). Both modes bound the number of waiting requests and answer overflow at once
+//! with `overloaded` (503 + `Retry-After`), so a burst never builds an unbounded backlog.
+//!
+//! Model work never runs on the async workers: `direct` uses tokio's blocking pool, `batched`
+//! its own OS threads (one per session, so every core works).
+
+pub mod scheduler;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::api::ApiError;
+use crate::config::BatchingChoice;
+use crate::model::{InferenceError, LoadedModel, ModelOutput, Repository, Rows};
+pub use scheduler::{Scheduler, SchedulerConfig, SubmitError};
+
+/// How a model version runs its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// One ONNX Runtime call per request, on the blocking pool.
+    Direct,
+    /// Concurrent requests merged by the dynamic batcher.
+    Batched,
+}
+
+/// The batching settings from the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchingConfig {
+    /// Most rows merged into one ONNX Runtime call (a larger single request still runs alone).
+    pub max_batch_rows: usize,
+    /// How long a batch may wait for more requests, and only while another batch is running.
+    pub max_queue_delay: Duration,
+    /// Most requests waiting per model version; more are refused with `overloaded`.
+    pub max_queue_depth: usize,
+    /// Scheduler threads per model version (one per ONNX Runtime session).
+    pub threads: usize,
+}
+
+/// What one inference produced, with where its time went (for metrics and timing headers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inferred {
+    /// This request's rows of the model output, in request order.
+    pub output: ModelOutput,
+    /// From submission until its ONNX Runtime call started.
+    pub queue_time: Duration,
+    /// The ONNX Runtime call that computed it (shared with the rest of its batch).
+    pub inference_time: Duration,
+    /// Rows in that call: this request's alone in `direct` mode, the whole batch in `batched`.
+    pub batch_rows: usize,
+}
+
+/// How one model version executes; attached once, after the model has loaded.
+pub enum Executor {
+    /// Per-request inference on the blocking pool, at most `max_queue_depth` waiting or running.
+    Direct {
+        in_flight: AtomicUsize,
+        max_queue_depth: usize,
+    },
+    /// The dynamic batcher.
+    Batched(Scheduler),
+}
+
+impl Executor {
+    /// An executor for `model` in `mode`. The batcher's threads hold only a weak reference, so
+    /// dropping the model stops them.
+    pub fn new(model: &Arc<LoadedModel>, mode: Mode, config: BatchingConfig) -> Executor {
+        match mode {
+            Mode::Direct => Executor::Direct {
+                in_flight: AtomicUsize::new(0),
+                max_queue_depth: config.max_queue_depth,
+            },
+            Mode::Batched => {
+                let weak: Weak<LoadedModel> = Arc::downgrade(model);
+                let name = format!("{}-v{}", model.entry.name, model.entry.version);
+                Executor::Batched(Scheduler::start(
+                    &name,
+                    SchedulerConfig {
+                        max_batch_rows: config.max_batch_rows,
+                        max_queue_delay: config.max_queue_delay,
+                        max_queue_depth: config.max_queue_depth,
+                        threads: config.threads,
+                        n_cols: model.n_features(),
+                    },
+                    move |rows: &Rows| match weak.upgrade() {
+                        Some(model) => model.infer(rows),
+                        None => Err(InferenceError::Runtime("the model was unloaded".into())),
+                    },
+                ))
+            }
+        }
+    }
+
+    /// Which mode this is.
+    pub fn mode(&self) -> Mode {
+        match self {
+            Executor::Direct { .. } => Mode::Direct,
+            Executor::Batched(_) => Mode::Batched,
+        }
+    }
+}
+
+/// Runs `model` on `rows` through the model's executor (direct when none is attached). Returns
+/// this request's outputs, in its row order, with queue and inference times.
+pub async fn infer(model: Arc<LoadedModel>, rows: Rows) -> Result<Inferred, ApiError> {
+    let submitted = Instant::now();
+    match model.executor() {
+        Some(Executor::Batched(scheduler)) => match scheduler.submit(rows) {
+            Ok(reply) => match reply.await {
+                Ok(result) => result.map_err(ApiError::from),
+                Err(_) => Err(ApiError::Inference("the batcher stopped".into())),
+            },
+            Err(SubmitError::Full) => Err(ApiError::ModelQueueFull),
+            Err(SubmitError::Closed) => Err(ApiError::NotReady("the server is shutting down")),
+        },
+        Some(Executor::Direct {
+            in_flight,
+            max_queue_depth,
+        }) => {
+            let _slot = Slot::take(in_flight, *max_queue_depth).ok_or(ApiError::ModelQueueFull)?;
+            run_blocking(model.clone(), rows, submitted).await
+        }
+        None => run_blocking(model, rows, submitted).await,
+    }
+}
+
+/// A place among a direct-mode model's waiting or running requests, given back on drop (also
+/// when the client goes away mid-request).
+struct Slot<'a>(&'a AtomicUsize);
+
+impl<'a> Slot<'a> {
+    fn take(in_flight: &'a AtomicUsize, limit: usize) -> Option<Slot<'a>> {
+        in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(in_flight))
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One request, one ONNX Runtime call, on the blocking pool. A client that went away while the
+/// call waited for a thread is not computed for: its reply channel is closed by then.
+async fn run_blocking(
+    model: Arc<LoadedModel>,
+    rows: Rows,
+    submitted: Instant,
+) -> Result<Inferred, ApiError> {
+    let (reply, result) = tokio::sync::oneshot::channel();
+    tokio::task::spawn_blocking(move || {
+        if reply.is_closed() {
+            return;
+        }
+        let started = Instant::now();
+        let output = model.infer(&rows).map(|output| Inferred {
+            output,
+            queue_time: started - submitted,
+            inference_time: started.elapsed(),
+            batch_rows: rows.n_rows,
+        });
+        let _ = reply.send(output);
+    });
+    match result.await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(_) => Err(ApiError::Inference("the inference task failed".into())),
+    }
+}
+
+/// Rows `start..end` of a model output (a batch's share for one request).
+pub fn slice_output(output: &ModelOutput, start: usize, end: usize) -> ModelOutput {
+    match output {
+        ModelOutput::Classification {
+            labels,
+            probabilities,
+            n_classes,
+        } => ModelOutput::Classification {
+            labels: labels[start..end].to_vec(),
+            probabilities: probabilities[start * n_classes..end * n_classes].to_vec(),
+            n_classes: *n_classes,
+        },
+        ModelOutput::Regression { values } => ModelOutput::Regression {
+            values: values[start..end].to_vec(),
+        },
+    }
+}
+
+/// Attaches an executor to every model version: the mode `choice` asks for, or for `auto` the
+/// one [`auto_mode`] picks for the model. Blocking (auto measures): call it while loading.
+pub fn attach(repository: &Repository, choice: BatchingChoice, config: BatchingConfig) {
+    for versions in repository.models.values() {
+        for model in versions.versions.values() {
+            let (mode, why) = match choice {
+                BatchingChoice::On => (Mode::Batched, "--batching on".to_string()),
+                BatchingChoice::Off => (Mode::Direct, "--batching off".to_string()),
+                BatchingChoice::Auto => auto_mode(model),
+            };
+            model.attach_executor(Executor::new(model, mode, config));
+            tracing::info!(
+                model = %model.entry.name,
+                version = %model.entry.version,
+                mode = ?mode,
+                why = %why,
+                max_batch_rows = config.max_batch_rows,
+                max_queue_delay_us = config.max_queue_delay.as_micros() as u64,
+                max_queue_depth = config.max_queue_depth,
+                threads = config.threads,
+                "inference executor attached"
+            );
+        }
+    }
+}
+
+/// Merging pays when an ONNX Runtime call costs much more than the rows in it: then `k`
+/// single-row requests merged cost little more than one. `auto` measures this per model on the
+/// machine it serves from (median of a few calls of 1 row and of [`PROBE_ROWS`] rows, during
+/// start-up) and batches when one row alone costs at least [`AUTO_MIN_GAIN`] times its share of
+/// a merged call. On the bundled models (trees and a linear model, ~8 µs a call of which nearly
+/// all is per-call overhead) the gain measured ~4x and ~20x and `make bench` shows batching winning or tying
+/// at every load (docs/benchmarks.md), so both run batched; a model whose compute grows with its
+/// rows (a large network) gains nothing from merging and runs direct.
+pub fn auto_mode(model: &LoadedModel) -> (Mode, String) {
+    match per_row_gain(model) {
+        Some(gain) if gain >= AUTO_MIN_GAIN => (
+            Mode::Batched,
+            format!("auto: one row alone costs {gain:.1}x its share of a {PROBE_ROWS}-row call"),
+        ),
+        Some(gain) => (
+            Mode::Direct,
+            format!("auto: merging saves little (one row alone costs {gain:.1}x its share of a {PROBE_ROWS}-row call)"),
+        ),
+        None => (Mode::Direct, "auto: the probe inference failed".into()),
+    }
+}
+
+/// Rows in the merged probe call of [`auto_mode`].
+pub const PROBE_ROWS: usize = 32;
+
+/// The least gain per row for which `auto` batches.
+pub const AUTO_MIN_GAIN: f64 = 2.0;
+
+/// Time of a 1-row call divided by the per-row time of a [`PROBE_ROWS`]-row call.
+fn per_row_gain(model: &LoadedModel) -> Option<f64> {
+    let width = model.n_features();
+    let time = |n: usize| -> Option<f64> {
+        let rows = Rows::new(vec![0.0; n * width], width);
+        let mut samples = Vec::with_capacity(15);
+        for _ in 0..15 {
+            let started = Instant::now();
+            model.infer(&rows).ok()?;
+            samples.push(started.elapsed().as_secs_f64());
+        }
+        samples.sort_by(f64::total_cmp);
+        Some(samples[samples.len() / 2])
+    };
+    let one = time(1)?;
+    let merged = time(PROBE_ROWS)? / PROBE_ROWS as f64;
+    Some(one / merged.max(f64::MIN_POSITIVE))
+}

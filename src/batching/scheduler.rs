@@ -1,0 +1,373 @@
+//! The dynamic batcher: a bounded queue per model version and scheduler threads that each take
+//! every waiting request that fits (up to `max_batch_rows` rows), run them as one call, and send
+//! each request its own rows of the output, in order, on its own oneshot channel.
+//!
+//! - A lone request is never held back: a thread that finds the other threads idle runs what it
+//!   has at once. Only while another batch is running (so more requests are likely on the way),
+//!   and only for a small batch, does it wait up to `max_queue_delay` for more rows.
+//! - The queue holds at most `max_queue_depth` requests; [`Scheduler::submit`] refuses more at
+//!   once with [`SubmitError::Full`] instead of letting latency grow without bound.
+//! - A request whose client went away (its reply receiver dropped) is skipped before inference.
+//! - Threads sleep on a condition variable. A sleeping thread is woken when no thread is awake,
+//!   or when the waiting or running work is large enough to be worth a second core; small
+//!   requests arriving while a thread computes are left for that thread's next batch (one call
+//!   of a few microseconds away), which merges them instead of paying a wake-up each.
+//!
+//! The runner is a plain function over a row matrix, so the batcher is tested without a model.
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::{slice_output, Inferred};
+use crate::model::{InferenceError, ModelOutput, Rows};
+
+/// The batcher's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulerConfig {
+    /// Most rows merged into one call; a single larger request still runs, alone.
+    pub max_batch_rows: usize,
+    /// Longest a thread waits for more rows, and only while another batch is running.
+    pub max_queue_delay: Duration,
+    /// Most requests waiting; beyond it `submit` fails with [`SubmitError::Full`].
+    pub max_queue_depth: usize,
+    /// Scheduler threads (each runs one batch at a time).
+    pub threads: usize,
+    /// Columns of every row matrix (the model's feature count).
+    pub n_cols: usize,
+}
+
+/// Below this many rows a batch waits (up to the queue delay) for company; at or above it, the
+/// per-call overhead that merging saves is already small next to the rows' own compute, so
+/// waiting would only add latency: an eighth of `max_batch_rows`, at least one row.
+fn small_batch_rows(max_batch_rows: usize) -> usize {
+    (max_batch_rows / 8).max(1)
+}
+
+/// Why a request was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The queue is at `max_queue_depth`: answer `overloaded` now, let the client retry.
+    Full,
+    /// The scheduler is stopping.
+    Closed,
+}
+
+/// The result a request receives.
+pub type Reply = oneshot::Receiver<Result<Inferred, InferenceError>>;
+
+type Runner = dyn Fn(&Rows) -> Result<ModelOutput, InferenceError> + Send + Sync;
+
+/// A dynamic batcher with its threads. Dropping it lets the threads finish the queue and exit.
+pub struct Scheduler {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when work arrives for a sleeping thread, and on close.
+    work: Condvar,
+    config: SchedulerConfig,
+    runner: Box<Runner>,
+    /// Rows in ONNX Runtime calls underway: a thread waits for company only when some are, and
+    /// a long call underway is a reason to wake a second thread.
+    running_rows: AtomicUsize,
+    /// Threads started.
+    threads: usize,
+}
+
+struct State {
+    queue: VecDeque<Job>,
+    /// Rows in `queue`.
+    queued_rows: usize,
+    /// Threads waiting on `work`.
+    sleeping: usize,
+    /// Of those, how many were notified and have not woken yet (so one arrival is not
+    /// answered with a second, useless notification).
+    waking: usize,
+    closed: bool,
+}
+
+impl State {
+    /// Whether to notify a sleeping thread now that `queue` has grown or a batch has started.
+    fn should_wake(&self, threads: usize, running_rows: usize, big: usize) -> bool {
+        if self.sleeping <= self.waking || self.queue.is_empty() {
+            return false;
+        }
+        let awake = threads - (self.sleeping - self.waking);
+        awake == 0 || self.queued_rows >= big || running_rows >= big
+    }
+}
+
+struct Job {
+    rows: Rows,
+    reply: oneshot::Sender<Result<Inferred, InferenceError>>,
+    submitted: Instant,
+}
+
+impl Job {
+    fn cancelled(&self) -> bool {
+        self.reply.is_closed()
+    }
+}
+
+impl Scheduler {
+    /// Starts `config.threads` scheduler threads (at least one) named after `name`, each calling
+    /// `runner` on merged batches.
+    pub fn start<F>(name: &str, config: SchedulerConfig, runner: F) -> Scheduler
+    where
+        F: Fn(&Rows) -> Result<ModelOutput, InferenceError> + Send + Sync + 'static,
+    {
+        assert!(config.n_cols > 0, "rows need at least one column");
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                queue: VecDeque::with_capacity(config.max_queue_depth.min(4096)),
+                queued_rows: 0,
+                sleeping: 0,
+                waking: 0,
+                closed: false,
+            }),
+            work: Condvar::new(),
+            config,
+            runner: Box::new(runner),
+            running_rows: AtomicUsize::new(0),
+            threads: config.threads.max(1),
+        });
+        for i in 0..shared.threads {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("batch-{name}-{i}"))
+                .spawn(move || shared.run())
+                .expect("spawn a batcher thread");
+        }
+        Scheduler { shared }
+    }
+
+    /// Queues `rows` and returns the channel its result will arrive on, or refuses at once when
+    /// the queue is full. Never blocks beyond a short lock.
+    pub fn submit(&self, rows: Rows) -> Result<Reply, SubmitError> {
+        let (reply, receiver) = oneshot::channel();
+        let mut state = self.shared.lock();
+        if state.closed {
+            return Err(SubmitError::Closed);
+        }
+        if state.queue.len() >= self.shared.config.max_queue_depth {
+            return Err(SubmitError::Full);
+        }
+        state.queued_rows += rows.n_rows;
+        state.queue.push_back(Job {
+            rows,
+            reply,
+            submitted: Instant::now(),
+        });
+        self.shared.wake_if_worth_it(state);
+        Ok(receiver)
+    }
+
+    /// Requests waiting right now (not counting batches being computed).
+    pub fn queued(&self) -> usize {
+        self.shared.lock().queue.len()
+    }
+
+    /// The limits it runs with.
+    pub fn config(&self) -> SchedulerConfig {
+        self.shared.config
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.work.notify_all();
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The lock is never held across user code, so a poisoned lock holds a consistent queue.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rows from which work is worth a second core (see [`small_batch_rows`]).
+    fn big(&self) -> usize {
+        small_batch_rows(self.config.max_batch_rows)
+    }
+
+    /// Notifies one sleeping thread if [`State::should_wake`] says so; releases the lock first.
+    fn wake_if_worth_it(&self, mut state: MutexGuard<'_, State>) {
+        let running = self.running_rows.load(Ordering::Acquire);
+        if state.should_wake(self.threads, running, self.big()) {
+            state.waking += 1;
+            drop(state);
+            self.work.notify_one();
+        }
+    }
+
+    fn wait<'a>(&self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        state.sleeping += 1;
+        let mut state = self.work.wait(state).unwrap_or_else(|p| p.into_inner());
+        state.sleeping -= 1;
+        // Woken by a notification or spuriously: either way one fewer is on its way. (Counting
+        // a spurious wake-up as a notified one can only cause an extra notification later.)
+        state.waking = state.waking.saturating_sub(1);
+        state
+    }
+
+    fn wait_until<'a>(
+        &self,
+        mut state: MutexGuard<'a, State>,
+        deadline: Instant,
+    ) -> MutexGuard<'a, State> {
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        state.sleeping += 1;
+        let (mut state, _) = self
+            .work
+            .wait_timeout(state, timeout)
+            .unwrap_or_else(|p| p.into_inner());
+        state.sleeping -= 1;
+        state.waking = state.waking.saturating_sub(1);
+        state
+    }
+
+    /// A scheduler thread: gather a batch, run it, repeat until closed and drained.
+    fn run(&self) {
+        let mut batch: Vec<Job> = Vec::new();
+        let mut buffer: Vec<f32> = Vec::new();
+        loop {
+            let mut state = self.lock();
+            let mut rows = 0;
+            loop {
+                rows = self.take(&mut state, &mut batch, rows);
+                if !batch.is_empty() {
+                    break;
+                }
+                if state.closed {
+                    return;
+                }
+                state = self.wait(state);
+            }
+            let max_rows = self.config.max_batch_rows;
+            if !self.config.max_queue_delay.is_zero()
+                && rows < small_batch_rows(max_rows)
+                && self.running_rows.load(Ordering::Acquire) > 0
+            {
+                let deadline = Instant::now() + self.config.max_queue_delay;
+                while rows < max_rows && Instant::now() < deadline && !state.closed {
+                    state = self.wait_until(state, deadline);
+                    rows = self.take(&mut state, &mut batch, rows);
+                }
+            }
+            // Work left that this batch could not take goes to a sleeping thread if it is big
+            // or this batch is (otherwise this thread takes it right after its call).
+            let running = self.running_rows.load(Ordering::Acquire) + rows;
+            if state.should_wake(self.threads, running, self.big()) {
+                state.waking += 1;
+                drop(state);
+                self.work.notify_one();
+            } else {
+                drop(state);
+            }
+            self.execute(&mut batch, &mut buffer);
+        }
+    }
+
+    /// Moves queued jobs into `batch` while they fit in `max_batch_rows` (the first always
+    /// does), dropping cancelled ones. Returns the batch's row count.
+    fn take(&self, state: &mut State, batch: &mut Vec<Job>, mut rows: usize) -> usize {
+        while let Some(job) = state.queue.front() {
+            let n = job.rows.n_rows;
+            if job.cancelled() {
+                state.queue.pop_front();
+                state.queued_rows -= n;
+                continue;
+            }
+            if !batch.is_empty() && rows + n > self.config.max_batch_rows {
+                break;
+            }
+            rows += n;
+            state.queued_rows -= n;
+            batch.extend(state.queue.pop_front());
+        }
+        rows
+    }
+
+    /// Runs one batch and answers each job with its own rows, in order.
+    fn execute(&self, batch: &mut Vec<Job>, buffer: &mut Vec<f32>) {
+        // The client may have gone while the batch formed: don't compute for it.
+        batch.retain(|job| !job.cancelled());
+        if batch.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        if let [job] = batch.as_slice() {
+            let result = self.call(&job.rows);
+            let inference_time = started.elapsed();
+            let job = batch.pop().expect("one job");
+            let n_rows = job.rows.n_rows;
+            let _ = job.reply.send(result.map(|output| Inferred {
+                output,
+                queue_time: started - job.submitted,
+                inference_time,
+                batch_rows: n_rows,
+            }));
+            return;
+        }
+        buffer.clear();
+        for job in batch.iter() {
+            buffer.extend_from_slice(&job.rows.data);
+        }
+        let merged = Rows::new(std::mem::take(buffer), self.config.n_cols);
+        let result = self.call(&merged);
+        let inference_time = started.elapsed();
+        let total = merged.n_rows;
+        *buffer = merged.data;
+        let result = result.and_then(|output| {
+            if output.len() == total {
+                Ok(output)
+            } else {
+                Err(InferenceError::Output(format!(
+                    "a batch of {total} rows gave {} outputs",
+                    output.len()
+                )))
+            }
+        });
+        let mut start = 0;
+        for job in batch.drain(..) {
+            let end = start + job.rows.n_rows;
+            let answer = match &result {
+                Ok(output) => Ok(Inferred {
+                    output: slice_output(output, start, end),
+                    queue_time: started - job.submitted,
+                    inference_time,
+                    batch_rows: total,
+                }),
+                Err(e) => Err(InferenceError::Runtime(e.to_string())),
+            };
+            let _ = job.reply.send(answer);
+            start = end;
+        }
+    }
+
+    /// The runner, with a panic turned into an error so the thread keeps serving. Counts as
+    /// busy only during the call itself: a client answered from this batch may send its next
+    /// request at once, and that request must find the batcher idle, not wait for company.
+    fn call(&self, rows: &Rows) -> Result<ModelOutput, InferenceError> {
+        self.running_rows.fetch_add(rows.n_rows, Ordering::AcqRel);
+        let result = catch_unwind(AssertUnwindSafe(|| (self.runner)(rows)));
+        self.running_rows.fetch_sub(rows.n_rows, Ordering::AcqRel);
+        result.unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            Err(InferenceError::Runtime(format!(
+                "inference panicked: {what}"
+            )))
+        })
+    }
+}
