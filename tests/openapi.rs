@@ -44,6 +44,17 @@ async fn the_server_serves_the_spec_and_it_documents_every_route_and_error() {
         ("/manifest", "get"),
         ("/metrics", "get"),
         ("/openapi.json", "get"),
+        ("/", "get"),
+        ("/models/{name}/versions/{version}/training-log", "get"),
+        ("/v2", "get"),
+        ("/v2/health/live", "get"),
+        ("/v2/health/ready", "get"),
+        ("/v2/models/{name}", "get"),
+        ("/v2/models/{name}/versions/{version}", "get"),
+        ("/v2/models/{name}/ready", "get"),
+        ("/v2/models/{name}/versions/{version}/ready", "get"),
+        ("/v2/models/{name}/infer", "post"),
+        ("/v2/models/{name}/versions/{version}/infer", "post"),
     ] {
         let operation = &paths[path][method];
         assert!(operation.is_object(), "{method} {path} is not documented");
@@ -53,7 +64,12 @@ async fn the_server_serves_the_spec_and_it_documents_every_route_and_error() {
         );
     }
     // Every error response of an inference route carries the error body.
-    for path in ["/predict", "/models/{name}/versions/{version}/explain"] {
+    assert_eq!(paths.len(), 23, "a route is documented twice or not at all");
+    for path in [
+        "/predict",
+        "/models/{name}/versions/{version}/explain",
+        "/v2/models/{name}/infer",
+    ] {
         let responses = paths[path]["post"]["responses"].as_object().unwrap();
         let statuses: Vec<&str> = responses.keys().map(String::as_str).collect();
         assert_eq!(

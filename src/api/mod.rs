@@ -171,6 +171,7 @@ pub fn router(state: AppState) -> Router {
             "/models/{name}/versions/{version}/explain",
             post(explain::explain_version),
         )
+        .merge(v2::inference_routes())
         .route_layer(from_fn_with_state(state.clone(), guard::admit))
         .route_layer(from_fn_with_state(state.clone(), guard::authorize));
     Router::new()

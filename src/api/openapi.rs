@@ -37,11 +37,23 @@ use super::error::ErrorBody;
         super::health::manifest,
         super::metrics::metrics,
         openapi_json,
+        super::page::index,
+        super::page::training_log,
+        super::v2::server_metadata,
+        super::v2::live,
+        super::v2::ready,
+        super::v2::model_metadata,
+        super::v2::model_metadata_version,
+        super::v2::model_ready,
+        super::v2::model_ready_version,
+        super::v2::infer,
+        super::v2::infer_version,
     ),
     components(schemas(ErrorBody, Instance)),
     tags(
         (name = "inference", description = "Predictions and explanations (API key and admission control apply)"),
-        (name = "operations", description = "Health, manifest, metrics and this document (always open)"),
+        (name = "operations", description = "Health, manifest, metrics, the demo page and this document (always open)"),
+        (name = "v2", description = "The Open Inference Protocol (KServe V2) with Triton's binary tensor data extension; `infer` passes the API key check and admission control"),
     )
 )]
 pub struct ApiDoc;
@@ -239,6 +251,129 @@ pub struct HealthSummary {
     /// The feature store's state.
     #[schema(value_type = Object)]
     pub feature_store: serde_json::Value,
+}
+
+/// The example body of the V2 infer routes (example `name`: `diabetes`): row 0 of its training
+/// log as an FP32 `[1, 10]` tensor.
+pub fn v2_infer_example() -> serde_json::Value {
+    let row = named_model_example()["instances"][0].clone();
+    let data: Vec<serde_json::Value> = [
+        "age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6",
+    ]
+    .iter()
+    .map(|name| row[name].clone())
+    .collect();
+    serde_json::json!({"id": "example", "inputs": [
+        {"name": "input", "shape": [1, 10], "datatype": "FP32", "data": data}
+    ]})
+}
+
+/// `GET /v2`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only: built with `json!`
+pub struct V2ServerMetadata {
+    pub name: String,
+    pub version: String,
+    /// e.g. `binary_tensor_data`.
+    pub extensions: Vec<String>,
+}
+
+/// `GET /v2/health/live`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only
+pub struct V2Live {
+    pub live: bool,
+}
+
+/// `GET /v2/health/ready`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only
+pub struct V2Ready {
+    pub ready: bool,
+}
+
+/// `GET /v2/models/{name}[/versions/{version}]/ready`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only
+pub struct V2ModelReady {
+    pub name: String,
+    pub version: String,
+    pub ready: bool,
+}
+
+/// A tensor's name, datatype and shape (`-1` for the batch dimension).
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only
+pub struct V2TensorMetadata {
+    pub name: String,
+    pub datatype: String,
+    pub shape: Vec<i64>,
+}
+
+/// `GET /v2/models/{name}[/versions/{version}]`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only: built with `json!`
+pub struct V2ModelMetadata {
+    pub name: String,
+    /// Every version served.
+    pub versions: Vec<String>,
+    /// `onnxruntime_onnx`.
+    pub platform: String,
+    pub inputs: Vec<V2TensorMetadata>,
+    pub outputs: Vec<V2TensorMetadata>,
+    /// The version, task, sha256, feature names and class labels.
+    #[schema(value_type = Object)]
+    pub parameters: serde_json::Value,
+}
+
+/// One input tensor: FP32 `[rows, features]`, with `data` inline (flat or nested, row-major)
+/// or `parameters.binary_data_size` bytes in the binary section.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only: `v2::request` parses by hand
+pub struct V2InputTensor {
+    /// The model's input name (its metadata's `inputs[0].name`).
+    pub name: String,
+    #[schema(min_items = 2, max_items = 2)]
+    pub shape: Vec<i64>,
+    /// `FP32`.
+    pub datatype: String,
+    /// `binary_data_size` for a binary input.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub parameters: serde_json::Value,
+    /// The values, row-major.
+    #[serde(default)]
+    pub data: Vec<f64>,
+}
+
+/// An output to return, and whether as binary.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only
+pub struct V2RequestedOutput {
+    pub name: String,
+    /// `binary_data` (bool).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub parameters: serde_json::Value,
+}
+
+/// A V2 inference request (the JSON part).
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only: `v2::request` parses by hand
+pub struct V2InferRequest {
+    /// Echoed in the response.
+    #[serde(default)]
+    pub id: String,
+    /// Exactly one: the model's input.
+    #[schema(min_items = 1, max_items = 1)]
+    pub inputs: Vec<V2InputTensor>,
+    /// Which outputs to return (default: all).
+    #[serde(default)]
+    pub outputs: Vec<V2RequestedOutput>,
+    /// `binary_data_output` (bool): every output as binary.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub parameters: serde_json::Value,
 }
 
 /// The error statuses an inference route can answer, each with the error body.
