@@ -51,14 +51,20 @@ echo "==> peak: 15 s, $connections connections, no pause"
 SOAK_DELAY_MS=0 wrk -t"$threads" -c"$connections" -d15s -s bench/soak.lua "$url" | tee "$work/peak.txt"
 peak=$(rate_of "$work/peak.txt")
 target=$(awk -v p="$peak" 'BEGIN {printf "%.0f", p * 0.8}')
-# Each connection sends one request per (pause + latency); the pause is set so that
-# connections / pause is the target rate, then the achieved rate is measured and reported.
-delay_ms=$(awk -v c="$connections" -v t="$target" 'BEGIN {d = c * 1000 / t; printf "%d", (d < 1 ? 1 : d)}')
-echo "peak ${peak} req/s; soak target ${target} req/s (pause ${delay_ms} ms per connection)"
+# wrk's pause is whole milliseconds per connection, so the soak uses enough connections for a
+# ~10 ms cycle (pause + latency) at the target rate, then calibrates the pause for 10 s: the
+# achieved rate gives the latency, and the pause becomes cycle - latency.
+soak_connections=$(awk -v t="$target" -v c="$connections" 'BEGIN {n = int(t / 100 + 0.5); print (n < c ? c : n)}')
+delay_ms=$(awk -v c="$soak_connections" -v t="$target" 'BEGIN {printf "%d", c * 1000 / t}')
+SOAK_DELAY_MS=$delay_ms wrk -t"$threads" -c"$soak_connections" -d10s -s bench/soak.lua "$url" >"$work/calibrate.txt"
+calibrated=$(rate_of "$work/calibrate.txt")
+delay_ms=$(awk -v c="$soak_connections" -v t="$target" -v r="$calibrated" -v d="$delay_ms" \
+  'BEGIN {latency = c * 1000 / r - d; d = c * 1000 / t - latency; printf "%d", (d < 1 ? 1 : d + 0.5)}')
+echo "peak ${peak} req/s; soak target ${target} req/s: ${soak_connections} connections, pause ${delay_ms} ms (calibration run: ${calibrated} req/s)"
 
 rss_start=$(rss_kib)
 echo "==> soak: ${seconds} s; RSS at start ${rss_start} KiB"
-SOAK_DELAY_MS=$delay_ms wrk -t"$threads" -c"$connections" -d"${seconds}s" --latency \
+SOAK_DELAY_MS=$delay_ms wrk -t"$threads" -c"$soak_connections" -d"${seconds}s" --latency \
   -s bench/soak.lua "$url" | tee "$work/soak.txt"
 rss_end=$(rss_kib)
 rate=$(rate_of "$work/soak.txt")
