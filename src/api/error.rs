@@ -241,7 +241,10 @@ impl IntoResponse for ApiError {
         match self {
             // The rest of the body is never read, so the connection cannot carry another
             // request: tell the client not to reuse it.
-            ApiError::PayloadTooLarge { .. } | ApiError::BodyTimeout { .. } => {
+            // A request timed out may not have had its body read either.
+            ApiError::PayloadTooLarge { .. }
+            | ApiError::BodyTimeout { .. }
+            | ApiError::Timeout { .. } => {
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             // Shed load comes back soon; say when to retry instead of letting clients hammer.
