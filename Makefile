@@ -10,7 +10,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 ORT_DIR := .ort
 export ORT_DYLIB_PATH ?= $(CURDIR)/$(ORT_DIR)/libonnxruntime.so
 
-.PHONY: help run test lint train ort venv fmt clippy image image-train stack-up stack-down k8s-image-tags bench bench-serving bench-explain
+.PHONY: help run test lint train ort venv fmt clippy image image-train stack-up stack-down k8s-image-tags bench bench-serving bench-explain openapi fuzz soak
 
 # Container images (docs/containers.md): tagged with the commit they are built from. BuildKit is
 # required; Debian's docker client has it built in. CA_BUNDLE, when the file exists, is passed as
@@ -91,3 +91,19 @@ bench-explain: ort
 	trap 'kill $$server' EXIT; \
 	"$$venv/bin/python" bench/explain.py --url http://127.0.0.1:$(BENCH_PORT) \
 	  --json $(TARGET_DIR)/bench-explain.json
+
+# The committed OpenAPI document, regenerated from the handlers' annotations.
+openapi:
+	$(CARGO) run --quiet --example openapi > docs/openapi.json
+
+# Request parsing under libFuzzer (docs/reliability.md). Nightly toolchain; cargo-fuzz is
+# installed from crates.io when missing. The corpus stays in fuzz/corpus (not committed).
+FUZZ_SECONDS ?= 60
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && cargo +nightly fuzz run parse_request -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096
+
+# Soak (docs/reliability.md): SOAK_SECONDS at ~80% of the peak rate; fails on any error or
+# RSS growth of 10% or more.
+soak: ort
+	scripts/soak.sh

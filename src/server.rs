@@ -61,6 +61,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let limits = Limits {
         max_request_rows: args.max_request_rows,
         max_body_bytes: args.max_body_bytes,
+        body_read_timeout: Duration::from_millis(args.body_read_timeout_ms),
         explain: args.explain_limits(),
     };
     let admission = Admission::new(

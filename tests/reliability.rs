@@ -62,6 +62,31 @@ async fn an_api_key_guards_inference_but_not_health() {
         body["predictions"][0],
         training_log("breast-cancer")[0]["prediction"]
     );
+    // The V2 inference routes are guarded the same way; their metadata and health are not.
+    let v2 = json!({"inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP32",
+        "data": training_log("breast-cancer")[0]["features"].as_object().unwrap().values().collect::<Vec<_>>()}]});
+    let response = client()
+        .post(server.url("/v2/models/breast-cancer/infer"))
+        .json(&v2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let response = client()
+        .post(server.url("/v2/models/breast-cancer/infer"))
+        .header("authorization", "Bearer k3y-for-tests")
+        .json(&v2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    for path in [
+        "/v2/health/ready",
+        "/v2/models/breast-cancer",
+        "/openapi.json",
+    ] {
+        assert_eq!(server.get(path).await.0, 200, "{path} must stay open");
+    }
     for path in ["/health/live", "/health/ready", "/health", "/manifest"] {
         assert_eq!(server.get(path).await.0, 200, "{path} must stay open");
     }

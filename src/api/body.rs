@@ -30,7 +30,9 @@ impl FromRequest<AppState> for JsonBody {
             };
             return Err(ApiError::UnsupportedMediaType(format!("'{shown}'")));
         }
-        read_limited(req, limit).await.map(JsonBody)
+        read_limited(req, limit, state.limits.body_read_timeout)
+            .await
+            .map(JsonBody)
     }
 }
 
@@ -42,14 +44,23 @@ impl FromRequest<AppState> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        read_limited(req, state.limits.max_body_bytes)
-            .await
-            .map(RawBody)
+        read_limited(
+            req,
+            state.limits.max_body_bytes,
+            state.limits.body_read_timeout,
+        )
+        .await
+        .map(RawBody)
     }
 }
 
-/// Reads the whole body, refusing it as soon as it is known to exceed `limit` bytes.
-async fn read_limited(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads the whole body, refusing it as soon as it is known to exceed `limit` bytes, or when
+/// it has not arrived in full within `timeout`.
+async fn read_limited(
+    req: Request,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, ApiError> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -58,7 +69,14 @@ async fn read_limited(req: Request, limit: usize) -> Result<Bytes, ApiError> {
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    match Limited::new(req.into_body(), limit).collect().await {
+    // A client trickling its body (slowloris) would otherwise hold the connection and a
+    // request slot for as long as it likes.
+    let collected = tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect())
+        .await
+        .map_err(|_| ApiError::BodyTimeout {
+            after_ms: timeout.as_millis() as u64,
+        })?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             Err(ApiError::PayloadTooLarge { limit })

@@ -18,6 +18,8 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("request body exceeds the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("the request body did not arrive within {after_ms} ms")]
+    BodyTimeout { after_ms: u64 },
     #[error("unknown field '{0}' (expected: instances or entity_ids, and for /explain class, output, top_k)")]
     UnknownField(String),
     #[error("field '{field}': {reason}")]
@@ -132,6 +134,7 @@ impl ApiError {
             InvalidJson(_) => StatusCode::BAD_REQUEST,
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             UnknownField(_)
             | InvalidField { .. }
             | MissingInstances
@@ -175,6 +178,7 @@ impl ApiError {
             InvalidJson(_) => "invalid_json",
             UnsupportedMediaType(_) => "unsupported_media_type",
             PayloadTooLarge { .. } => "payload_too_large",
+            BodyTimeout { .. } => "body_timeout",
             UnknownField(_) => "unknown_field",
             InvalidField { .. } => "invalid_field",
             MissingInstances => "missing_instances",
@@ -215,9 +219,11 @@ impl ApiError {
 }
 
 /// The JSON error body.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody<'a> {
+    /// What went wrong, and where (the field or row).
     pub error: String,
+    /// A stable machine-readable code, e.g. `invalid_json`.
     pub code: &'a str,
 }
 
@@ -235,7 +241,10 @@ impl IntoResponse for ApiError {
         match self {
             // The rest of the body is never read, so the connection cannot carry another
             // request: tell the client not to reuse it.
-            ApiError::PayloadTooLarge { .. } => {
+            // A request timed out may not have had its body read either.
+            ApiError::PayloadTooLarge { .. }
+            | ApiError::BodyTimeout { .. }
+            | ApiError::Timeout { .. } => {
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             // Shed load comes back soon; say when to retry instead of letting clients hammer.

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use super::body::JsonBody;
 use super::error::ApiError;
+use super::openapi::{ExplainRequest, InferenceErrors};
 use super::predict::{json_response, parse_off_runtime, ModelRef};
 use super::request::{OutputSpace, RequestInput};
 use super::AppState;
@@ -26,6 +27,16 @@ use crate::telemetry::otel::explain_span;
 use crate::telemetry::timing::InferenceTiming;
 
 /// `POST /explain`: the manifest's default model, its highest version.
+#[utoipa::path(
+    post,
+    path = "/explain",
+    tag = "inference",
+    request_body(content = ExplainRequest, example = super::openapi::default_model_example),
+    responses(
+        (status = 200, description = "One explanation per row, from the model version named in `model`", body = ExplainResponse),
+        InferenceErrors,
+    )
+)]
 pub async fn explain_default(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -35,6 +46,17 @@ pub async fn explain_default(
 }
 
 /// `POST /models/{name}/explain`: the named model, its highest version.
+#[utoipa::path(
+    post,
+    path = "/models/{name}/explain",
+    tag = "inference",
+    params(("name" = String, Path, description = "A model in the manifest", example = "diabetes")),
+    request_body(content = ExplainRequest, example = super::openapi::named_model_example),
+    responses(
+        (status = 200, description = "One explanation per row, from the model version named in `model`", body = ExplainResponse),
+        InferenceErrors,
+    )
+)]
 pub async fn explain_model(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -45,6 +67,20 @@ pub async fn explain_model(
 }
 
 /// `POST /models/{name}/versions/{version}/explain`: one exact version.
+#[utoipa::path(
+    post,
+    path = "/models/{name}/versions/{version}/explain",
+    tag = "inference",
+    params(
+        ("name" = String, Path, description = "A model in the manifest", example = "diabetes"),
+        ("version" = String, Path, description = "One of its versions", example = "1"),
+    ),
+    request_body(content = ExplainRequest, example = super::openapi::named_model_example),
+    responses(
+        (status = 200, description = "One explanation per row, from the model version named in `model`", body = ExplainResponse),
+        InferenceErrors,
+    )
+)]
 pub async fn explain_version(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
@@ -206,13 +242,17 @@ impl Drop for CancelOnDrop {
     }
 }
 
-#[derive(Serialize)]
-struct ExplainResponse<'a> {
+/// An `/explain` answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ExplainResponse<'a> {
     model: ModelRef<'a>,
     /// Echo of `entity_ids`, parallel to `explanations` (absent for inline `instances`), as
     /// `/predict` answers.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
     entity_ids: Option<&'a [String]>,
+    /// One per row, in request order.
+    #[schema(value_type = Vec<super::openapi::Explanation>)]
     explanations: Vec<ExplanationJson<'a>>,
 }
 

@@ -7,11 +7,18 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
+use super::openapi::{HealthSummary, Status};
 use super::AppState;
 
 /// Liveness: the process answers. Never depends on models or dependencies, so a slow load or a
 /// down feature store does not get the pod restarted.
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    tag = "operations",
+    responses((status = 200, description = "The process answers", body = Status))
+)]
 pub async fn live() -> Json<Value> {
     Json(json!({"status": "live"}))
 }
@@ -19,6 +26,15 @@ pub async fn live() -> Json<Value> {
 /// Readiness: 200 only once every model is loaded and warmed up, 503 before and while draining.
 /// A down feature store does not fail it (requests with `instances` still work); a feature
 /// snapshot not verified to match the manifest does, under `--require-snapshot-match`.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Every model is loaded and warmed up", body = Status),
+        (status = 503, description = "not_ready: models loading, the server draining, or the feature snapshot unverified (with Retry-After)", body = ErrorBody),
+    )
+)]
 pub async fn ready(State(state): State<AppState>) -> Response {
     match state.repository() {
         Ok(_) => match state.feature_store().readiness() {
@@ -30,6 +46,12 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 }
 
 /// A JSON summary for humans: status, uptime, and each model version with the provider serving it.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    responses((status = 200, description = "Status, uptime and each served model version", body = HealthSummary))
+)]
 pub async fn summary(State(state): State<AppState>) -> Json<Value> {
     let (status, models) = match state.repository() {
         Ok(repository) => {
@@ -77,6 +99,12 @@ pub async fn summary(State(state): State<AppState>) -> Json<Value> {
 
 /// The manifest as training wrote it, plus which build serves it (`build.git_commit`, and the
 /// `IMAGE_TAG` the container was started with, if any).
+#[utoipa::path(
+    get,
+    path = "/manifest",
+    tag = "operations",
+    responses((status = 200, description = "manifest.json as training wrote it, plus a `build` object (version, git_commit, image_tag)", body = Object))
+)]
 pub async fn manifest(State(state): State<AppState>) -> Response {
     let mut body = state.manifest.raw.clone();
     if let Value::Object(map) = &mut body {

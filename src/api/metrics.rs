@@ -6,6 +6,12 @@ use axum::response::{IntoResponse, Response};
 use crate::telemetry::metrics;
 
 /// Every metric, rendered from the one registry.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String))
+)]
 pub async fn metrics() -> Response {
     ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], metrics::render()).into_response()
 }

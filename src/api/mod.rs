@@ -7,6 +7,7 @@ mod explain;
 pub mod guard;
 mod health;
 mod metrics;
+pub mod openapi;
 mod page;
 mod predict;
 pub mod request;
@@ -35,6 +36,8 @@ use crate::telemetry::drift::DriftHandle;
 pub struct Limits {
     pub max_request_rows: usize,
     pub max_body_bytes: usize,
+    /// Longest a request body may take to arrive.
+    pub body_read_timeout: std::time::Duration,
     /// `/explain`'s rows, cost and concurrency limits.
     pub explain: ExplainLimits,
 }
@@ -168,6 +171,7 @@ pub fn router(state: AppState) -> Router {
             "/models/{name}/versions/{version}/explain",
             post(explain::explain_version),
         )
+        .merge(v2::inference_routes())
         .route_layer(from_fn_with_state(state.clone(), guard::admit))
         .route_layer(from_fn_with_state(state.clone(), guard::authorize));
     Router::new()
@@ -177,6 +181,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health/ready", get(health::ready))
         .route("/manifest", get(health::manifest))
         .route("/metrics", get(metrics::metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
         .route("/", get(page::index))
         .route(
             "/models/{name}/versions/{version}/training-log",

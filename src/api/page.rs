@@ -5,19 +5,39 @@ use axum::extract::{Path, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{Html, IntoResponse, Response};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::AppState;
 
 /// The page, embedded at compile time.
 const PAGE: &str = include_str!("../../web/index.html");
 
 /// `GET /`: the demo page.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "operations",
+    responses((status = 200, description = "The demo page", content_type = "text/html", body = String))
+)]
 pub async fn index() -> Html<&'static str> {
     Html(PAGE)
 }
 
 /// `GET /models/{name}/versions/{version}/training-log`: the rows training recorded with their
 /// predictions, as `training_log.json` holds them.
+#[utoipa::path(
+    get,
+    path = "/models/{name}/versions/{version}/training-log",
+    tag = "operations",
+    params(
+        ("name" = String, Path, description = "A model in the manifest", example = "diabetes"),
+        ("version" = String, Path, description = "One of its versions", example = "1"),
+    ),
+    responses(
+        (status = 200, description = "training_log.json: the rows training recorded with their predictions", body = Object),
+        (status = 404, description = "model_not_found, version_not_found, or no training log", body = ErrorBody),
+        (status = 503, description = "not_ready (with Retry-After)", body = ErrorBody),
+    )
+)]
 pub async fn training_log(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,

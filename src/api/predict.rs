@@ -11,6 +11,7 @@ use tracing::Instrument;
 
 use super::body::JsonBody;
 use super::error::ApiError;
+use super::openapi::{InferenceErrors, PredictRequest, Prediction};
 use super::request::{parse_request, InferenceRequest, RequestInput};
 use super::AppState;
 use crate::features::{rows_for, TraceContext};
@@ -20,6 +21,16 @@ use crate::telemetry::otel::{feature_lookup_span, inference_span, traceparent_of
 use crate::telemetry::timing::InferenceTiming;
 
 /// `POST /predict`: the manifest's default model, its highest version.
+#[utoipa::path(
+    post,
+    path = "/predict",
+    tag = "inference",
+    request_body(content = PredictRequest, example = super::openapi::default_model_example),
+    responses(
+        (status = 200, description = "One prediction per row, from the model version named in `model`", body = PredictResponse),
+        InferenceErrors,
+    )
+)]
 pub async fn predict_default(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -29,6 +40,17 @@ pub async fn predict_default(
 }
 
 /// `POST /models/{name}/predict`: the named model, its highest version.
+#[utoipa::path(
+    post,
+    path = "/models/{name}/predict",
+    tag = "inference",
+    params(("name" = String, Path, description = "A model in the manifest", example = "diabetes")),
+    request_body(content = PredictRequest, example = super::openapi::named_model_example),
+    responses(
+        (status = 200, description = "One prediction per row, from the model version named in `model`", body = PredictResponse),
+        InferenceErrors,
+    )
+)]
 pub async fn predict_model(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -39,6 +61,20 @@ pub async fn predict_model(
 }
 
 /// `POST /models/{name}/versions/{version}/predict`: one exact version.
+#[utoipa::path(
+    post,
+    path = "/models/{name}/versions/{version}/predict",
+    tag = "inference",
+    params(
+        ("name" = String, Path, description = "A model in the manifest", example = "diabetes"),
+        ("version" = String, Path, description = "One of its versions", example = "1"),
+    ),
+    request_body(content = PredictRequest, example = super::openapi::named_model_example),
+    responses(
+        (status = 200, description = "One prediction per row, from the model version named in `model`", body = PredictResponse),
+        InferenceErrors,
+    )
+)]
 pub async fn predict_version(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
@@ -203,7 +239,7 @@ pub async fn infer_timed(
 }
 
 /// Which model answered: name, version and the sha256 of the exact file.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ModelRef<'a> {
     pub name: &'a str,
     pub version: &'a str,
@@ -221,13 +257,17 @@ impl<'a> ModelRef<'a> {
     }
 }
 
-#[derive(Serialize)]
-struct PredictResponse<'a> {
+/// A `/predict` answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PredictResponse<'a> {
     model: ModelRef<'a>,
     /// Echo of `entity_ids`, parallel to `predictions` (absent for inline `instances`), so
     /// prediction objects stay exactly the training log's.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
     entity_ids: Option<&'a [String]>,
+    /// One per row, in request order.
+    #[schema(value_type = Vec<Prediction>)]
     predictions: Predictions<'a>,
 }
 

@@ -82,6 +82,21 @@ pub fn parse_request(
     )
 }
 
+/// Parses a body against a plain feature list, no loaded model needed (the fuzz target and
+/// tests use it; the server goes through [`parse_request`], which is the same parser).
+pub fn parse_for_features(
+    body: &[u8],
+    names: &[String],
+    max_rows: usize,
+) -> Result<InferenceRequest, ApiError> {
+    let index: HashMap<String, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| (name.clone(), i))
+        .collect();
+    parse_with(body, names, &index, max_rows)
+}
+
 fn parse_with(
     body: &[u8],
     names: &[String],

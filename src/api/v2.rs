@@ -24,10 +24,15 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::body::RawBody;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
+use super::openapi::{
+    InferenceErrors, V2InferRequest, V2Live, V2ModelMetadata, V2ModelReady, V2Ready,
+    V2ServerMetadata,
+};
 use super::AppState;
 use crate::model::LoadedModel;
 use request::{header_length, parse_infer, InputSpec};
+use response::Header as V2InferResponse;
 use response::{infer_response, outputs_of, select, shape_of};
 
 /// The binary tensor data extension's framing header.
@@ -36,7 +41,7 @@ pub const HEADER_LENGTH: &str = "inference-header-content-length";
 /// The extensions `GET /v2` reports.
 pub const EXTENSIONS: [&str; 1] = ["binary_tensor_data"];
 
-/// The V2 routes, merged into the API router.
+/// The V2 metadata and health routes (open, like `/health`), merged into the API router.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v2", get(server_metadata))
@@ -52,6 +57,12 @@ pub fn routes() -> Router<AppState> {
             "/v2/models/{name}/versions/{version}/ready",
             get(model_ready_version),
         )
+}
+
+/// The V2 inference routes: merged into the API's inference group, so the API key and
+/// admission control apply to them exactly as to `/predict`.
+pub fn inference_routes() -> Router<AppState> {
+    Router::new()
         .route("/v2/models/{name}/infer", post(infer))
         .route(
             "/v2/models/{name}/versions/{version}/infer",
@@ -60,6 +71,14 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// `GET /v2`: who serves, and which protocol extensions it speaks.
+#[utoipa::path(
+    get,
+    path = "/v2",
+    tag = "v2",
+    responses(
+        (status = 200, description = "Server name, version and protocol extensions", body = V2ServerMetadata),
+    )
+)]
 async fn server_metadata() -> Json<Value> {
     Json(json!({
         "name": "ferrum-serve",
@@ -69,12 +88,29 @@ async fn server_metadata() -> Json<Value> {
 }
 
 /// `GET /v2/health/live`: the process answers.
+#[utoipa::path(
+    get,
+    path = "/v2/health/live",
+    tag = "v2",
+    responses(
+        (status = 200, description = "The process answers", body = V2Live),
+    )
+)]
 async fn live() -> Json<Value> {
     Json(json!({"live": true}))
 }
 
 /// `GET /v2/health/ready`: 200 once every model is loaded and warmed up, 503 before and while
 /// draining.
+#[utoipa::path(
+    get,
+    path = "/v2/health/ready",
+    tag = "v2",
+    responses(
+        (status = 200, description = "Every model is loaded and warmed up", body = V2Ready),
+        (status = 503, description = "not_ready (with Retry-After)", body = ErrorBody),
+    )
+)]
 async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.repository()?;
     Ok(Json(json!({"ready": true})))
@@ -88,6 +124,17 @@ fn lookup(
     Ok(state.repository()?.get(Some(name), version)?.clone())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v2/models/{name}",
+    tag = "v2",
+    params(("name" = String, Path, description = "A model in the manifest", example = "diabetes")),
+    responses(
+        (status = 200, description = "The model's input and outputs (datatype, shape with -1 for the batch) and versions", body = V2ModelMetadata),
+        (status = 404, description = "model_not_found or version_not_found", body = ErrorBody),
+        (status = 503, description = "not_ready: models loading or the server draining (with Retry-After)", body = ErrorBody),
+    )
+)]
 async fn model_metadata(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -95,6 +142,20 @@ async fn model_metadata(
     metadata(&state, &name, None)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v2/models/{name}/versions/{version}",
+    tag = "v2",
+    params(
+        ("name" = String, Path, description = "A model in the manifest", example = "diabetes"),
+        ("version" = String, Path, description = "One of its versions", example = "1"),
+    ),
+    responses(
+        (status = 200, description = "The version's input and outputs", body = V2ModelMetadata),
+        (status = 404, description = "model_not_found or version_not_found", body = ErrorBody),
+        (status = 503, description = "not_ready: models loading or the server draining (with Retry-After)", body = ErrorBody),
+    )
+)]
 async fn model_metadata_version(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
@@ -143,6 +204,17 @@ fn metadata(state: &AppState, name: &str, version: Option<&str>) -> Result<Json<
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v2/models/{name}/ready",
+    tag = "v2",
+    params(("name" = String, Path, description = "A model in the manifest", example = "diabetes")),
+    responses(
+        (status = 200, description = "The model is loaded and serves", body = V2ModelReady),
+        (status = 404, description = "model_not_found or version_not_found", body = ErrorBody),
+        (status = 503, description = "not_ready: models loading or the server draining (with Retry-After)", body = ErrorBody),
+    )
+)]
 async fn model_ready(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -153,6 +225,20 @@ async fn model_ready(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v2/models/{name}/versions/{version}/ready",
+    tag = "v2",
+    params(
+        ("name" = String, Path, description = "A model in the manifest", example = "diabetes"),
+        ("version" = String, Path, description = "One of its versions", example = "1"),
+    ),
+    responses(
+        (status = 200, description = "The version is loaded and serves", body = V2ModelReady),
+        (status = 404, description = "model_not_found or version_not_found", body = ErrorBody),
+        (status = 503, description = "not_ready: models loading or the server draining (with Retry-After)", body = ErrorBody),
+    )
+)]
 async fn model_ready_version(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
@@ -163,6 +249,17 @@ async fn model_ready_version(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v2/models/{name}/infer",
+    tag = "v2",
+    params(("name" = String, Path, description = "A model in the manifest", example = "diabetes")),
+    request_body(content = V2InferRequest, description = "JSON; or, with Inference-Header-Content-Length, that many bytes of JSON header followed by the binary input tensors (any content type)", example = super::openapi::v2_infer_example),
+    responses(
+        (status = 200, description = "The requested outputs (all by default), as JSON or, when any output is binary, a JSON header then binary tensors", body = V2InferResponse),
+        InferenceErrors,
+    )
+)]
 async fn infer(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -172,6 +269,20 @@ async fn infer(
     run(&state, &name, None, &headers, body).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v2/models/{name}/versions/{version}/infer",
+    tag = "v2",
+    params(
+        ("name" = String, Path, description = "A model in the manifest", example = "diabetes"),
+        ("version" = String, Path, description = "One of its versions", example = "1"),
+    ),
+    request_body(content = V2InferRequest, description = "JSON; or, with Inference-Header-Content-Length, that many bytes of JSON header followed by the binary input tensors (any content type)", example = super::openapi::v2_infer_example),
+    responses(
+        (status = 200, description = "The requested outputs of this version", body = V2InferResponse),
+        InferenceErrors,
+    )
+)]
 async fn infer_version(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,

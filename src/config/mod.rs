@@ -144,6 +144,11 @@ pub struct ServeArgs {
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Longest the server waits for a request body to arrive in full (a client trickling
+    /// bytes, slowloris-style) before answering 408 and closing the connection.
+    #[arg(long, env = "BODY_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub body_read_timeout_ms: u64,
+
     /// Warm-up inferences per model before the server reports ready.
     #[arg(long, env = "WARMUP_RUNS", default_value_t = 10)]
     pub warmup_runs: usize,

@@ -107,7 +107,7 @@ impl From<InferenceError> for ExplainError {
 }
 
 /// How the attributions were computed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
     /// Enumeration of every coalition: exact.
@@ -136,7 +136,7 @@ impl std::fmt::Display for Method {
 }
 
 /// The output space the numbers are in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Output {
     /// A class probability as the model reports it.

@@ -127,6 +127,14 @@ impl Context<'_, '_> {
     }
 }
 
+/// A JSON number as an `i64`, if it is one (`3`, `3.0`, `3e0`).
+fn integral(n: &serde_json::Number) -> Option<i64> {
+    n.as_i64().or_else(|| {
+        let f = n.as_f64()?;
+        (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
+    })
+}
+
 fn tensor_error(input: &str, reason: impl fmt::Display) -> ApiError {
     ApiError::InvalidTensor(format!("input '{input}': {reason}"))
 }
@@ -389,7 +397,20 @@ impl<'de> Visitor<'de> for InputSeed<'_, '_, '_> {
         while let Some(key) = map.next_key::<KeyStr>()? {
             match key.0.as_ref() {
                 "name" => input.name = Some(map.next_value()?),
-                "shape" => input.shape = Some(map.next_value()?),
+                "shape" => {
+                    // JSON has one number type: `2.0` is as much an integer as `2` (and JSON
+                    // Schema agrees), so integral values are taken whatever their spelling.
+                    let dims: Vec<serde_json::Number> = map.next_value()?;
+                    let dims: Option<Vec<i64>> = dims.iter().map(integral).collect();
+                    match dims {
+                        Some(dims) => input.shape = Some(dims),
+                        None => {
+                            return Err(
+                                context.fail(tensor_error(spec.name, "'shape' must hold integers"))
+                            )
+                        }
+                    }
+                }
                 "datatype" => input.datatype = Some(map.next_value()?),
                 "parameters" => {
                     let parameters: InputParameters = map.next_value()?;
@@ -527,6 +548,20 @@ mod tests {
     fn parse(body: &str) -> Result<InferRequest, ApiError> {
         let names = names();
         parse_infer(body.as_bytes(), None, &spec(&names))
+    }
+
+    #[test]
+    fn integral_shapes_are_integers_however_spelled() {
+        let parse = |shape: &str| {
+            let body = format!(
+                r#"{{"inputs": [{{"name": "input", "shape": {shape}, "datatype": "FP32", "data": [1, 2]}}]}}"#
+            );
+            parse(&body).map(|r| r.rows.n_rows)
+        };
+        assert_eq!(parse("[1, 2]").unwrap(), 1);
+        assert_eq!(parse("[1.0, 2e0]").unwrap(), 1);
+        assert_eq!(parse("[1.5, 2]").unwrap_err().code(), "invalid_tensor");
+        assert_eq!(parse("[-3.0, 2]").unwrap_err().code(), "invalid_tensor");
     }
 
     #[test]

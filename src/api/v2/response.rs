@@ -175,28 +175,40 @@ impl Serialize for Values<'_> {
     }
 }
 
-#[derive(Serialize)]
-struct Header<'a> {
+/// A V2 inference response (with binary outputs: its JSON header).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = V2InferResponse)]
+pub struct Header<'a> {
     model_name: &'a str,
     model_version: &'a str,
+    /// The request's `id`, echoed.
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a str>,
+    #[schema(value_type = Vec<OutputTensor>)]
     outputs: Vec<OutputTensor<'a>>,
 }
 
-#[derive(Serialize)]
-struct OutputTensor<'a> {
+/// One output tensor: `data` inline (row-major), or `parameters.binary_data_size` bytes in the
+/// binary section.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = V2OutputTensor)]
+pub struct OutputTensor<'a> {
     name: &'a str,
+    /// `INT64` (class indices) or `FP32`.
     datatype: &'static str,
     shape: Vec<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<BinaryParameters>)]
     parameters: Option<BinaryParameters>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<f64>>)]
     data: Option<Values<'a>>,
 }
 
-#[derive(Serialize)]
-struct BinaryParameters {
+/// Where a binary output sits in the binary section.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = V2BinaryParameters)]
+pub struct BinaryParameters {
     binary_data_size: usize,
 }
 
