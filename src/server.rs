@@ -173,6 +173,23 @@ async fn shutdown_signal(
     drain: Duration,
     drained: tokio::sync::oneshot::Sender<()>,
 ) {
+    termination().await;
+    state.begin_shutdown();
+    tracing::info!(
+        drain_ms = drain.as_millis() as u64,
+        "shutdown signal received; readiness now fails"
+    );
+    tokio::time::sleep(drain).await;
+    tracing::info!(
+        in_flight = state.admission.in_flight(),
+        "no longer accepting connections; finishing in-flight requests"
+    );
+    let _ = drained.send(());
+}
+
+/// Resolves on SIGINT or SIGTERM: what Kubernetes and `docker stop` send. Shared by both
+/// binaries.
+pub async fn termination() {
     let interrupt = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -191,15 +208,4 @@ async fn shutdown_signal(
         () = interrupt => {},
         () = terminate => {},
     }
-    state.begin_shutdown();
-    tracing::info!(
-        drain_ms = drain.as_millis() as u64,
-        "shutdown signal received; readiness now fails"
-    );
-    tokio::time::sleep(drain).await;
-    tracing::info!(
-        in_flight = state.admission.in_flight(),
-        "no longer accepting connections; finishing in-flight requests"
-    );
-    let _ = drained.send(());
 }
