@@ -6,6 +6,7 @@ pub mod manifest;
 pub mod output;
 pub mod repository;
 pub mod runtime;
+pub mod tensor;
 
 use std::path::PathBuf;
 
