@@ -465,3 +465,30 @@ fn concatenated_requests_get_the_same_bits_as_alone() {
         }
     }
 }
+
+/// Every served element type goes into ONNX Runtime and comes back out unchanged, with its
+/// ONNX name read from the file.
+#[test]
+fn every_element_type_in_and_out() {
+    let mut model = load("every-type");
+    let sig = &model.signature;
+    let n = || Dim::Dynamic(Some("N".into()));
+    let expected = |prefix: &str| -> Vec<TensorSpec> {
+        ElementType::ALL
+            .iter()
+            .map(|&ty| {
+                let name = format!("{prefix}_{}", ty.onnx_name());
+                spec(&name, ty, vec![n(), Dim::Fixed(2)])
+            })
+            .collect()
+    };
+    assert_eq!(sig.inputs, expected("in"));
+    let outputs: Vec<OutputSpec> = expected("out")
+        .into_iter()
+        .map(OutputSpec::Tensor)
+        .collect();
+    assert_eq!(sig.outputs, outputs);
+    assert_eq!(sig.task, GraphTask::Tensors);
+    assert!(sig.batched);
+    run_recorded_case(&mut model);
+}

@@ -179,6 +179,33 @@ def fixed_batch(outdir):
     save(outdir, "fixed-batch", onx, {"x": np.array([[1.5, -3.0]], dtype=np.float32)})
 
 
+def every_type(outdir):
+    """One Identity per served element type: each type in and out of ONNX Runtime unchanged."""
+    types = [("bool", TensorProto.BOOL, np.array([[True, False]])),
+             ("uint8", TensorProto.UINT8, np.array([[0, 255]], dtype=np.uint8)),
+             ("uint16", TensorProto.UINT16, np.array([[1, 65535]], dtype=np.uint16)),
+             ("uint32", TensorProto.UINT32, np.array([[2, 2**32 - 1]], dtype=np.uint32)),
+             ("uint64", TensorProto.UINT64, np.array([[3, 2**64 - 1]], dtype=np.uint64)),
+             ("int8", TensorProto.INT8, np.array([[-128, 127]], dtype=np.int8)),
+             ("int16", TensorProto.INT16, np.array([[-32768, 7]], dtype=np.int16)),
+             ("int32", TensorProto.INT32, np.array([[-2**31, 9]], dtype=np.int32)),
+             ("int64", TensorProto.INT64, np.array([[-2**63, 2**63 - 1]], dtype=np.int64)),
+             ("float16", TensorProto.FLOAT16, np.array([[0.1, -65504]], dtype=np.float16)),
+             ("float", TensorProto.FLOAT, np.array([[0.1, np.inf]], dtype=np.float32)),
+             ("double", TensorProto.DOUBLE, np.array([[0.1, -0.0]], dtype=np.float64)),
+             ("string", TensorProto.STRING, np.array([["é", ""]], dtype=object))]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", [f"in_{n}"], [f"out_{n}"]) for n, _, _ in types],
+        "every_type",
+        [helper.make_tensor_value_info(f"in_{n}", t, ["N", 2]) for n, t, _ in types],
+        [helper.make_tensor_value_info(f"out_{n}", t, ["N", 2]) for n, t, _ in types],
+    )
+    onx = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                            ir_version=IR_VERSION)
+    onnx.checker.check_model(onx)
+    save(outdir, "every-type", onx, {f"in_{n}": v for n, _, v in types})
+
+
 def sequence_output(outdir):
     """A model with a seq(tensor(float)) output: not servable, refused at load by name."""
     graph = helper.make_graph(
@@ -198,7 +225,7 @@ def sequence_output(outdir):
 def main():
     outdir = sys.argv[1]
     for build in (logreg_zipmap, logreg_string_labels, float64_linear, int64_linear,
-                  column_transformer, cnn, fixed_batch, sequence_output):
+                  column_transformer, cnn, fixed_batch, every_type, sequence_output):
         build(outdir)
 
 
