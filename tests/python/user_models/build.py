@@ -256,6 +256,18 @@ def forest_thresholds(forest):
     return result
 
 
+def rows_between_nearest_and_floor(thresholds, matrix):
+    """Rows with a value above a threshold t but equal to t rounded to the nearest float32."""
+    rows = set()
+    for feature, ts in thresholds.items():
+        ts = np.array(ts)
+        nearest = ts.astype(np.float32).astype(np.float64)
+        column = matrix[:, feature].astype(np.float64)[:, None]
+        hit = (column > ts) & (column == nearest)
+        rows.update(np.nonzero(hit.any(axis=1))[0].tolist())
+    return sorted(rows)
+
+
 def floored_forest(forest):
     """A copy of the forest whose thresholds are the largest float32 <= each: the thresholds
     skl2onnx writes, and the same decisions on every float32 input."""
@@ -530,6 +542,11 @@ def scaled_forest():
         scaled = scaler_output(fixture.model)
         ref_s, bg_s = (scaled(fixture.feeds(t)) for t in (fixture.reference, fixture.background))
         assert_same_branches(forest_thresholds(forest), fixture.model, "BRANCH_LEQ", ref_s, bg_s)
+        on_edge = rows_between_nearest_and_floor(forest_thresholds(forest), ref_s)
+        fixture.notes.append(f"Reference rows {on_edge} (0-based) hold a scaled value v with "
+                             "t < v == nearest_float32(t) for a split threshold t: they go right, "
+                             "and a reader that rounds thresholds to the nearest float32 sends "
+                             "them left.")
         assert np.array_equal(native.predict_proba(ref_s), forest.predict_proba(ref_s))
         return tree_explanation(native, ref_s.astype(np.float64), bg_s.astype(np.float64),
                                 "probability of each class: a random forest's raw output is the "
@@ -590,7 +607,8 @@ def lightgbm_classifier():
     return Fixture(
         name="lightgbm",
         description="LightGBM LGBMClassifier (30 trees, 8 leaves) on breast cancer (binary, 30 "
-                    "features), onnxmltools defaults: Cast and the tree ensemble, a ZipMap output",
+                    "features), onnxmltools defaults: TreeEnsembleClassifier (post_transform "
+                    "LOGISTIC, binary: one margin) -> Identity -> Cast (label) / ZipMap",
         exported_with="onnxmltools.convert_lightgbm(clf, initial_types=[('input', "
                       "FloatTensorType([None, 30]))])",
         task="classification", class_labels=labels, model=model,
