@@ -79,9 +79,15 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let connection_limits = ConnectionLimits {
         header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
     };
+    let router = if args.enable_fault_routes {
+        tracing::warn!("fault routes enabled (GET /_fault/panic panics): for tests only");
+        api::router_with(state.clone(), api::panics::fault_routes())
+    } else {
+        api::router(state.clone())
+    };
     let server = listener::serve(
         listener,
-        api::router(state.clone()),
+        router,
         connection_limits,
         shutdown_signal(state, drain, drained_tx),
     );

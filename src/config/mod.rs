@@ -277,6 +277,12 @@ pub struct ServeArgs {
     #[arg(long, env = "EXPLAIN_MAX_QUEUED", default_value_t = 8)]
     pub explain_max_queued: usize,
 
+    /// Test-only: serve routes that fail on purpose (`GET /_fault/panic` panics), to test how
+    /// failures are answered. Hidden from --help; never set it in production.
+    #[arg(long, env = "ENABLE_FAULT_ROUTES", hide = true,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub enable_fault_routes: bool,
+
     /// Where `entity_ids` are looked up (see [`FeatureStoreArgs`]).
     #[command(flatten)]
     pub feature_store: FeatureStoreArgs,

@@ -64,6 +64,7 @@ struct Metrics {
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     http_in_flight: IntGauge,
+    http_panics: IntCounter,
     // Inference
     inference_duration: HistogramVec,
     inference_batch_rows: HistogramVec,
@@ -137,6 +138,11 @@ impl Metrics {
                 "HTTP requests being processed right now (a scrape counts itself).",
             )
             .expect("valid gauge definition"),
+            http_panics: IntCounter::new(
+                "ferrum_http_panics_total",
+                "Requests whose handler panicked; each was answered 500 internal_error and logged with the panic message.",
+            )
+            .expect("valid counter definition"),
             inference_duration: histogram_vec(
                 "ferrum_inference_duration_seconds",
                 "Time ONNX Runtime spends on one inference call, from holding a session to having the outputs copied out.",
@@ -263,6 +269,7 @@ impl Metrics {
             Box::new(m.http_requests.clone()),
             Box::new(m.http_duration.clone()),
             Box::new(m.http_in_flight.clone()),
+            Box::new(m.http_panics.clone()),
             Box::new(m.inference_duration.clone()),
             Box::new(m.inference_batch_rows.clone()),
             Box::new(m.inference_queue_wait.clone()),
@@ -312,6 +319,11 @@ pub fn render() -> String {
 }
 
 // ------------------------------------------------------------------------------------ HTTP
+
+/// Counts a request whose handler panicked (answered 500 `internal_error`).
+pub fn record_panic() {
+    metrics().http_panics.inc();
+}
 
 /// The `method` label: standard methods by name, anything else `other` (bounded).
 pub fn method_label(method: &Method) -> &'static str {
