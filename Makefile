@@ -10,7 +10,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 ORT_DIR := .ort
 export ORT_DYLIB_PATH ?= $(CURDIR)/$(ORT_DIR)/libonnxruntime.so
 
-.PHONY: help run test lint train ort venv fmt clippy image image-train stack-up stack-down k8s-image-tags bench bench-serving bench-explain openapi fuzz soak
+.PHONY: deny help run test lint train ort venv fmt clippy image image-train stack-up stack-down k8s-image-tags bench bench-serving bench-explain openapi fuzz soak
 
 # Container images (docs/containers.md): tagged with the commit they are built from. BuildKit is
 # required; Debian's docker client has it built in. CA_BUNDLE, when the file exists, is passed as
@@ -49,7 +49,11 @@ run: ort
 test:
 	scripts/test.sh
 
-lint: fmt clippy
+lint: fmt clippy deny
+
+# Licences, duplicate versions and sources of every dependency (deny.toml), offline.
+deny:
+	scripts/cargo-deny.sh
 
 fmt:
 	$(CARGO) fmt --all -- --check

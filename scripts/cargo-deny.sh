@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Dependency policy check (deny.toml): licences, bans (duplicate versions, crates we refuse) and
 # sources (crates.io only). Offline: `licenses bans sources` read only Cargo.lock, the
-# downloaded crates and the licence texts, never the advisory database; `--offline` makes
-# cargo metadata use the local index and `--disable-fetch` keeps cargo-deny from fetching.
+# downloaded crates and the licence texts, never the advisory database; `--frozen` (= `--locked
+# --offline`) keeps cargo metadata on the local index and Cargo.lock, and cargo-deny from
+# fetching anything.
 # Advisories need the network (the RustSec database) and are not part of this check.
 #
 # cargo-deny is installed from crates.io when missing, at a pinned version, under
@@ -27,4 +28,4 @@ fi
 [ "${1:-}" = "--install-only" ] && exit 0
 
 "$bin" --version >&2
-"$bin" --offline --locked check --disable-fetch licenses bans sources
+"$bin" --frozen check licenses bans sources
