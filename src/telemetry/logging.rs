@@ -61,30 +61,28 @@ pub fn init(format: LogFormat, target: LogTarget, export_spans: bool) -> Telemet
     let log_layer = match (format, target) {
         (LogFormat::Json, LogTarget::Stdout) => json_layer().with_writer(std::io::stdout).boxed(),
         (LogFormat::Json, LogTarget::Stderr) => json_layer().with_writer(std::io::stderr).boxed(),
-        // Colours only on a terminal: a log file or collector gets no escape codes.
+        // Colours only on a terminal, and never under NO_COLOR: a log file or collector gets no
+        // escape codes.
         (LogFormat::Text, LogTarget::Stdout) => tracing_subscriber::fmt::layer()
-            .with_ansi(std::io::stdout().is_terminal())
+            .with_ansi(colours(std::io::stdout().is_terminal(), no_color()))
             .with_writer(std::io::stdout)
             .boxed(),
         (LogFormat::Text, LogTarget::Stderr) => tracing_subscriber::fmt::layer()
-            .with_ansi(std::io::stderr().is_terminal())
+            .with_ansi(colours(std::io::stderr().is_terminal(), no_color()))
             .with_writer(std::io::stderr)
             .boxed(),
     }
     .with_filter(filter.and(events_only));
 
-    let (guard, otel_layer) = match export_spans.then(otel::init) {
-        Some(Ok(Some((guard, tracer)))) => {
+    let (guard, otel_layer, warning) = match export_spans.then(otel::init) {
+        Some(Ok(Some(exporting))) => {
             let layer = tracing_opentelemetry::layer()
-                .with_tracer(tracer)
+                .with_tracer(exporting.tracer)
                 .with_filter(Targets::new().with_target("ferrum_serve", Level::INFO));
-            (Some(guard), Some(layer))
+            (Some(exporting.guard), Some(layer), exporting.warning)
         }
-        Some(Err(error)) => {
-            eprintln!("warning: {error}; spans are not exported");
-            (None, None)
-        }
-        _ => (None, None),
+        Some(Err(error)) => (None, None, Some(format!("{error}; spans are not exported"))),
+        _ => (None, None, None),
     };
     // Not `.with(Option<layer>)`: a `None` layer counts as one that wants every span, which
     // would make the request spans cost their bookkeeping even with export off.
@@ -93,7 +91,22 @@ pub fn init(format: LogFormat, target: LogTarget, export_spans: bool) -> Telemet
         Some(otel_layer) => registry.with(otel_layer).try_init(),
         None => registry.try_init(),
     };
+    if let Some(warning) = warning {
+        // On stderr for whoever starts the process, and in the log stream for the collector.
+        eprintln!("warning: {warning}");
+        tracing::warn!(warning = %warning, "span export");
+    }
     Telemetry { otel: guard }
+}
+
+/// `NO_COLOR` set to anything but the empty string (<https://no-color.org>).
+fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty())
+}
+
+/// Whether text log lines carry ANSI colours: on a terminal, unless `NO_COLOR` asks otherwise.
+fn colours(terminal: bool, no_color: bool) -> bool {
+    terminal && !no_color
 }
 
 fn json_layer<S>() -> tracing_subscriber::fmt::Layer<
@@ -109,4 +122,17 @@ where
         .flatten_event(true)
         .with_current_span(false)
         .with_span_list(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(colours(true, false));
+        assert!(!colours(true, true));
+        assert!(!colours(false, false));
+        assert!(!colours(false, true));
+    }
 }
