@@ -10,7 +10,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 ORT_DIR := .ort
 export ORT_DYLIB_PATH ?= $(CURDIR)/$(ORT_DIR)/libonnxruntime.so
 
-.PHONY: deny help run test lint train ort venv fmt clippy image image-train stack-up stack-down k8s-image-tags bench bench-serving bench-explain openapi fuzz soak
+.PHONY: demo deny help run test lint train ort venv fmt clippy image image-train stack-up stack-down k8s-image-tags bench bench-serving bench-explain openapi fuzz soak
 
 # Container images (docs/containers.md): tagged with the commit they are built from. BuildKit is
 # required; Debian's docker client has it built in. CA_BUNDLE, when the file exists, is passed as
@@ -35,6 +35,7 @@ help:
 	@echo "make train  retrain both models into models/ and manifest.json"
 	@echo "make image  build the image $(IMAGE):<short commit> (make image-train: the training image)"
 	@echo "make stack-up / stack-down   the local stack (docker-compose: api, feature-store, prometheus)"
+	@echo "make demo   image if missing, stack up, the README's entity-id curl vs the training log, stack down"
 	@echo "make bench  benchmarks (docs/benchmarks.md): bench-serving (vs FastAPI, HTTP and compute floors) and bench-explain (vs shap)"
 
 ort:
@@ -76,6 +77,11 @@ stack-up: image
 
 stack-down:
 	docker-compose down
+
+# The container demo in one command (scripts/demo.sh): image if missing, stack up, healthy,
+# the README's entity-id curl beside the training log's prediction, stack down.
+demo:
+	scripts/demo.sh
 
 k8s-image-tags:
 	scripts/k8s-set-image-tags.sh $(if $(CANARY),--canary) $(IMAGE_TAG) k8s
