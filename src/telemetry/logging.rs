@@ -5,8 +5,15 @@
 //! and `tracing` skips span bookkeeping entirely: a request pays nothing for tracing it does
 //! not export. The OpenTelemetry layer sees this crate's spans at INFO and above, whatever
 //! `RUST_LOG` says about log lines.
+//!
+//! The server's stdout lines go through a bounded queue to a writer thread
+//! ([`super::log_writer`]) so no request waits for stdout; [`Telemetry::shutdown`] flushes it.
+//! Jobs (stderr) and helper binaries write their lines directly.
 
 use std::io::IsTerminal;
+
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::registry::LookupSpan;
 
 use tracing::Level;
 use tracing_subscriber::filter::{filter_fn, FilterExt, Targets};
@@ -14,6 +21,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+use super::log_writer::{self, LogWriterGuard, LOG_QUEUE_LINES};
 use super::otel::{self, OtelGuard};
 use crate::config::LogFormat;
 
@@ -26,10 +34,11 @@ pub enum LogTarget {
     Stderr,
 }
 
-/// Keeps span export alive; [`Telemetry::shutdown`] flushes it.
-#[must_use = "drop only after the last span: shutdown() flushes exported spans"]
+/// Keeps span export and the log writer alive; [`Telemetry::shutdown`] flushes both.
+#[must_use = "drop only after the last span: shutdown() flushes exported spans and queued log lines"]
 pub struct Telemetry {
     otel: Option<OtelGuard>,
+    log_queue: Option<LogWriterGuard>,
 }
 
 impl Telemetry {
@@ -38,41 +47,59 @@ impl Telemetry {
         self.otel.is_some()
     }
 
-    /// Flushes buffered spans and stops the exporter (blocking; see [`OtelGuard::shutdown`]).
+    /// Flushes buffered spans and stops the exporter (blocking; see [`OtelGuard::shutdown`]),
+    /// then writes every queued log line.
     pub fn shutdown(self) {
         if let Some(otel) = self.otel {
             otel.shutdown();
         }
+        if let Some(log_queue) = self.log_queue {
+            log_queue.flush();
+        }
     }
 }
 
-/// Log lines only, to stdout, no span export: for helper binaries (the mock feature store).
+/// Log lines only, to stdout written directly, no span export: for helper binaries (the mock
+/// feature store), which never call [`Telemetry::shutdown`].
 pub fn init_logging(format: LogFormat) {
-    init(format, LogTarget::Stdout, false).shutdown();
+    install(format, LogTarget::Stdout, false, false).shutdown();
 }
 
 /// Installs the global subscriber. `RUST_LOG` filters log lines (default `info,ort=warn`);
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` turns span export on (`export_spans` false never exports).
-/// A second call (several servers in one test process) keeps the first subscriber.
+/// Stdout lines (the server's) are queued for the log writer thread; call
+/// [`Telemetry::shutdown`] before exiting so none is lost. A second call (several servers in
+/// one test process) keeps the first subscriber.
 pub fn init(format: LogFormat, target: LogTarget, export_spans: bool) -> Telemetry {
+    install(format, target, export_spans, target == LogTarget::Stdout)
+}
+
+fn install(format: LogFormat, target: LogTarget, export_spans: bool, queued: bool) -> Telemetry {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
     let events_only = filter_fn(|metadata| metadata.is_event());
-    let log_layer = match (format, target) {
-        (LogFormat::Json, LogTarget::Stdout) => json_layer().with_writer(std::io::stdout).boxed(),
-        (LogFormat::Json, LogTarget::Stderr) => json_layer().with_writer(std::io::stderr).boxed(),
-        // Colours only on a terminal, and never under NO_COLOR: a log file or collector gets no
-        // escape codes.
-        (LogFormat::Text, LogTarget::Stdout) => tracing_subscriber::fmt::layer()
-            .with_ansi(colours(std::io::stdout().is_terminal(), no_color()))
-            .with_writer(std::io::stdout)
-            .boxed(),
-        (LogFormat::Text, LogTarget::Stderr) => tracing_subscriber::fmt::layer()
-            .with_ansi(colours(std::io::stderr().is_terminal(), no_color()))
-            .with_writer(std::io::stderr)
-            .boxed(),
-    }
-    .with_filter(filter.and(events_only));
+    // Colours only on a terminal, and never under NO_COLOR: a log file or collector gets no
+    // escape codes.
+    let terminal = match target {
+        LogTarget::Stdout => std::io::stdout().is_terminal(),
+        LogTarget::Stderr => std::io::stderr().is_terminal(),
+    };
+    let ansi = colours(terminal, no_color());
+    let queue = queued
+        .then(|| log_writer::non_blocking(std::io::stdout(), LOG_QUEUE_LINES))
+        .and_then(|started| {
+            started
+                .map_err(|error| {
+                    eprintln!("warning: no log writer thread ({error}); logging directly")
+                })
+                .ok()
+        });
+    let (log_layer, log_queue) = match (queue, target) {
+        (Some((writer, guard)), _) => (log_layer(format, ansi, writer), Some(guard)),
+        (None, LogTarget::Stdout) => (log_layer(format, ansi, std::io::stdout), None),
+        (None, LogTarget::Stderr) => (log_layer(format, ansi, std::io::stderr), None),
+    };
+    let log_layer = log_layer.with_filter(filter.and(events_only));
 
     let (guard, otel_layer, warning) = match export_spans.then(otel::init) {
         Some(Ok(Some(exporting))) => {
@@ -96,7 +123,25 @@ pub fn init(format: LogFormat, target: LogTarget, export_spans: bool) -> Telemet
         eprintln!("warning: {warning}");
         tracing::warn!(warning = %warning, "span export");
     }
-    Telemetry { otel: guard }
+    Telemetry {
+        otel: guard,
+        log_queue,
+    }
+}
+
+/// The log-line layer in `format`, writing through `writer`.
+fn log_layer<S, W>(format: LogFormat, ansi: bool, writer: W) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    match format {
+        LogFormat::Json => json_layer().with_writer(writer).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(writer)
+            .boxed(),
+    }
 }
 
 /// `NO_COLOR` set to anything but the empty string (<https://no-color.org>).
