@@ -10,7 +10,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 ORT_DIR := .ort
 export ORT_DYLIB_PATH ?= $(CURDIR)/$(ORT_DIR)/libonnxruntime.so
 
-.PHONY: demo deny help run test lint train ort venv fmt clippy image image-train stack-up stack-down k8s-image-tags bench bench-serving bench-explain openapi fuzz soak
+.PHONY: demo deny help run test lint train retrain-clean ort venv fmt clippy image image-train stack-up stack-down k8s-image-tags bench bench-serving bench-explain openapi fuzz soak
 
 # Container images (docs/containers.md): tagged with the commit they are built from. BuildKit is
 # required; Debian's docker client has it built in. CA_BUNDLE, when the file exists, is passed as
@@ -65,6 +65,11 @@ clippy:
 
 train:
 	venv=$$(scripts/python-env.sh requirements/train.lock) && "$$venv/bin/python" training/train.py
+
+# Retrain from a clean clone of HEAD (committed tree only): the manifest then says
+# git_dirty false with a commit in history; models/ must come out byte-identical.
+retrain-clean:
+	scripts/retrain-clean.sh
 
 image:
 	$(DOCKER_BUILD) -t $(IMAGE):$(IMAGE_TAG) .
