@@ -93,8 +93,9 @@ k8s-image-tags:
 bench: bench-serving bench-explain
 
 # Serving throughput and latency against FastAPI and the HTTP/compute floors (bench/run.sh).
+# BEFORE=<git rev> also measures that revision's build in the same run (before/after figures).
 bench-serving: ort
-	bench/run.sh
+	bench/run.sh $(if $(BEFORE),--before "$$(bench/build-before.sh $(BEFORE))") $(BENCH_ARGS)
 
 # /explain latency against Python shap on this machine: release build, a server on BENCH_PORT
 # (stopped on exit), then bench/explain.py against it.
