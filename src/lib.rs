@@ -29,6 +29,7 @@
 //! - [`telemetry`]: logs, OpenTelemetry spans, Prometheus metrics, timing headers, drift (PSI of
 //!   served rows against the training baseline).
 //! - [`server`]: start-up order (bind, load, warm up, ready) and graceful shutdown.
+//! - [`listener`]: the accept loop: HTTP/1.1 and h2c with hyper's header-read timeout.
 //! - [`healthcheck`]: `--healthcheck`, the curl-free probe container health checks run.
 //! - [`jobs`]: the offline `predict` and `drift-report` subcommands, over files.
 
@@ -39,6 +40,7 @@ pub mod explain;
 pub mod features;
 pub mod healthcheck;
 pub mod jobs;
+pub mod listener;
 pub mod model;
 pub mod server;
 pub mod telemetry;
