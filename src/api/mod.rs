@@ -10,7 +10,6 @@ mod metrics;
 pub mod openapi;
 mod page;
 mod predict;
-pub mod request;
 pub mod v2;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,8 +27,8 @@ pub use guard::{Admission, ApiKey};
 use crate::explain::ExplainLimits;
 use crate::features::FeatureStore;
 use crate::model::{Manifest, Repository};
+use crate::monitor::drift::DriftHandle;
 use crate::telemetry;
-use crate::telemetry::drift::DriftHandle;
 
 /// Request-size limits, from the configuration.
 #[derive(Debug, Clone, Copy)]
