@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ferrum_serve::model::{Manifest, ModelOutput, Rows};
-use ferrum_serve::telemetry::baseline::Baseline;
-use ferrum_serve::telemetry::drift::{DriftConfig, DriftHandle, DRAIN_EVERY};
+use ferrum_serve::monitor::baseline::Baseline;
+use ferrum_serve::monitor::drift::{DriftConfig, DriftHandle, DRAIN_EVERY};
 
 fn main() {
     let manifest = Manifest::read(Path::new("manifest.json")).expect("run from the repo root");

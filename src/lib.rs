@@ -4,34 +4,44 @@
 //! gets is the one the training log recorded, from a model file whose sha256 the manifest names.
 //!
 //! ## Where a request goes
-//! `api` (parse and validate the body straight into an `f32` matrix) → `batching` (one call per
-//! request on a blocking thread, or concurrent requests merged into one call on a scheduler
-//! thread) → `model` (ONNX Runtime, one pooled session per call) → `api` (shape the response).
-//! `telemetry` watches at the edges (a log line, metrics and a span per request; served rows handed
-//! to a background drift monitor) and never sits inside the math.
-//!
-//! A body with `entity_ids` instead of `instances` first goes through `features`, which looks
-//! the rows up in a feature store (Feast's HTTP protocol, or a snapshot read in-process).
-//! `/explain` takes the same path, then `explain` (SHAP over the model's background set, on a
-//! blocking thread) instead of a single inference.
+//! `api` (extract: the body read within its limits, the model the route names) → `input` (the
+//! body parsed straight into an `f32` matrix in the model's feature order, or entity ids) →
+//! `features` (entity ids looked up in the feature store: Feast's HTTP protocol, or a snapshot
+//! read in-process) → `batching` (one call per request on a blocking thread, or concurrent
+//! requests merged into one call on a scheduler thread) → `model` (ONNX Runtime, one pooled
+//! session per call) → `api` (shape the response). `/explain` takes the same path, then
+//! `explain` (SHAP over the model's background set, on a blocking thread) instead of a single
+//! inference. `telemetry` watches at the edges (a log line, metrics and a span per request);
+//! served rows are handed to `monitor` (drift against the training baseline) after the answer.
 //!
 //! ## Layout
-//! - [`config`]: command-line flags with environment fallbacks, printed at start.
-//! - [`model`]: `manifest.json`, the model repository, ONNX Runtime sessions and execution
-//!   providers, and the mapping of raw model outputs to predictions. Knows nothing of HTTP.
-//! - [`batching`]: the one way to inference: per request, or merged by the dynamic batcher
-//!   (bounded queue, scheduler threads, cancelled requests skipped, results fanned out in order).
-//! - [`explain`]: SHAP attributions over each model's background set: Tree SHAP on the trees
-//!   read from the ONNX graph, exact enumeration, or permutation sampling. Knows nothing of HTTP.
-//! - [`api`]: the axum router, request parsing, the one error enum mapped to HTTP statuses.
-//! - [`features`]: entity ids → rows: the Feast-protocol client, the in-process snapshot store,
-//!   the mock feature store (`ferrum-feature-store`), and the data-contract check.
-//! - [`telemetry`]: logs, OpenTelemetry spans, Prometheus metrics, timing headers, drift (PSI of
-//!   served rows against the training baseline).
-//! - [`server`]: start-up order (bind, load, warm up, ready) and graceful shutdown.
-//! - [`listener`]: the accept loop: HTTP/1.1 and h2c with hyper's header-read timeout.
-//! - [`healthcheck`]: `--healthcheck`, the curl-free probe container health checks run.
-//! - [`jobs`]: the offline `predict` and `drift-report` subcommands, over files.
+//! A module may import only the modules listed before it (`tests/module_graph.rs` checks this
+//! on every `crate::` path, and that there is no import cycle):
+//!
+//! | module | owns | may import |
+//! |---|---|---|
+//! | [`model`] | `manifest.json`, the repository, ONNX Runtime sessions, raw outputs → predictions | nothing of ours |
+//! | [`shutdown`] | the SIGINT/SIGTERM wait, as a future | nothing of ours |
+//! | [`telemetry`] | logs, OpenTelemetry spans, Prometheus metrics, timing headers | `model` |
+//! | [`input`] | request rows and tensors → model input; `InputError` | `model` |
+//! | [`explain`] | SHAP: Tree SHAP on the ONNX trees, exact enumeration, permutation sampling | `model` |
+//! | [`batching`] | the executors and the dynamic batcher; `InferError` | `model`, `telemetry` |
+//! | [`features`] | entity ids → rows: the Feast client, the snapshot store, the cache; `FeatureError` | `model`, `telemetry`, `input` |
+//! | [`monitor`] | drift of served rows, predictions and explanations; the baselines | `model`, `explain`, `telemetry` |
+//! | [`api`] | the axum router, extract → call → shape; `ApiError` wraps the layers' errors | all of the above |
+//!
+//! The edges wire them together and are the only modules that see clap types: [`config`] (the
+//! command line, with environment fallbacks), [`server`] (start-up order: bind, load, warm up,
+//! ready; then drain on the shutdown future), [`listener`] (the accept loop: HTTP/1.1 and h2c with
+//! hyper's header-read timeout), [`jobs`] (the offline `predict` and
+//! `drift-report` subcommands, over files), [`healthcheck`] (`--healthcheck`, the curl-free
+//! probe), and the binaries (`ferrum-serve`; `ferrum-feature-store`, the mock Feast server, whose
+//! code lives in its own module tree under `src/bin/`). Domain enums (`ExecutionProviderChoice`,
+//! `BatchingChoice`, `LogFormat`, `DataFormat`) carry their `clap::ValueEnum` derive in their
+//! own module, so `config` names them without owning them.
+//!
+//! Still against the graph (listed in `tests/module_graph.rs` as known debt): `model` holds
+//! each version's explanation assets and executor (`LoadedModel::explain`, `executor`).
 
 pub mod api;
 pub mod batching;
@@ -39,10 +49,13 @@ pub mod config;
 pub mod explain;
 pub mod features;
 pub mod healthcheck;
+pub mod input;
 pub mod jobs;
 pub mod listener;
 pub mod model;
+pub mod monitor;
 pub mod server;
+pub mod shutdown;
 pub mod telemetry;
 
 /// The git commit this binary was built from (`GIT_COMMIT` at build time, else `git rev-parse`),

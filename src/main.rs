@@ -7,7 +7,7 @@ use clap::Parser;
 use ferrum_serve::config::{Cli, Command, JobModelArgs, ServeArgs};
 use ferrum_serve::jobs::{self, drift_report::DRIFT_EXIT_CODE};
 use ferrum_serve::telemetry::{self, LogTarget};
-use ferrum_serve::{healthcheck, server};
+use ferrum_serve::{healthcheck, server, shutdown};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -32,7 +32,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         .map_err(|e| e.to_string())
         .and_then(|runtime| {
             runtime
-                .block_on(server::run(args))
+                .block_on(server::run(args, shutdown::termination()))
                 .map_err(|e| e.to_string())
         });
     let code = match result {

@@ -2,6 +2,7 @@
 //! load and warm up every model on a blocking thread, only then report ready; on SIGTERM fail
 //! readiness first, then let in-flight requests finish.
 
+use std::future::Future;
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
@@ -36,8 +37,12 @@ pub enum ServeError {
     FeatureStore(String),
 }
 
-/// Runs the HTTP server until a shutdown signal, or returns the first start-up error.
-pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
+/// Runs the HTTP server until `shutdown` resolves (then drains), or returns the first start-up
+/// error. `main` passes [`crate::shutdown::termination`].
+pub async fn run(
+    args: ServeArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     tracing::info!(config = %serde_json::to_string(&args).unwrap_or_default(), "effective configuration");
     telemetry::metrics::set_build_info(std::env::var("IMAGE_TAG").ok().as_deref());
     let manifest = Manifest::read(&args.manifest)?;
@@ -45,10 +50,14 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     // Before binding: a bad FEATURE_STORE_URI or unreadable snapshot stops the start with a
     // clear message. A remote store is only checked in the background: being down is not
     // a start-up error, it is a 503 per entity-id request until it is back.
-    let feature_store = FeatureStore::open(&args.feature_store, &manifest, &args.models_dir)
-        .await
-        .map(std::sync::Arc::new)
-        .map_err(ServeError::FeatureStore)?;
+    let feature_store = FeatureStore::open(
+        &args.feature_store.store_config(),
+        &manifest,
+        &args.models_dir,
+    )
+    .await
+    .map(std::sync::Arc::new)
+    .map_err(ServeError::FeatureStore)?;
     tracing::info!(uri = %feature_store.uri(), "feature store");
 
     let address = SocketAddr::new(args.host, args.port);
@@ -89,7 +98,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         listener,
         router,
         connection_limits,
-        shutdown_signal(state, drain, drained_tx),
+        shutdown_signal(shutdown, state, drain, drained_tx),
     );
     // The grace period starts when connections stop being accepted.
     let grace = Duration::from_millis(args.shutdown_grace_ms);
@@ -155,12 +164,13 @@ fn spawn_model_load(
         match Repository::load(manifest, &models_dir, &runtime, options) {
             Ok(repository) => {
                 crate::batching::attach(&repository, batching, batching_config);
-                if let Some(drift) = telemetry::observe_models(&repository, &models_dir, drift) {
+                if let Some(drift) = crate::monitor::observe_models(&repository, &models_dir, drift)
+                {
                     state.set_drift(drift);
                 }
                 state.set_repository(repository);
                 if let (Ok(repository), Some(drift)) = (state.repository(), state.drift()) {
-                    telemetry::explain_drift::spawn(
+                    crate::monitor::explain_drift::spawn(
                         repository.clone(),
                         drift.clone(),
                         explain_limits,
@@ -177,15 +187,16 @@ fn spawn_model_load(
     load_failed
 }
 
-/// Resolves on SIGTERM or SIGINT: marks the server not ready at once, keeps accepting for the
-/// drain delay (so load balancers notice), then lets the accept loop stop accepting and finish
-/// in-flight requests.
+/// Resolves after `shutdown` (SIGTERM or SIGINT): marks the server not ready at once, keeps
+/// accepting for the drain delay (so load balancers notice), then lets the accept loop stop
+/// accepting and finish in-flight requests.
 async fn shutdown_signal(
+    shutdown: impl Future<Output = ()>,
     state: AppState,
     drain: Duration,
     drained: tokio::sync::oneshot::Sender<()>,
 ) {
-    termination().await;
+    shutdown.await;
     state.begin_shutdown();
     tracing::info!(
         drain_ms = drain.as_millis() as u64,
@@ -197,27 +208,4 @@ async fn shutdown_signal(
         "no longer accepting connections; finishing in-flight requests"
     );
     let _ = drained.send(());
-}
-
-/// Resolves on SIGINT or SIGTERM: what Kubernetes and `docker stop` send. Shared by both
-/// binaries.
-pub async fn termination() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {},
-        () = terminate => {},
-    }
 }

@@ -1,9 +1,9 @@
-//! Request parsing and validation (`ferrum_serve::api::request`) against a fixed feature list:
+//! Request parsing and validation (`ferrum_serve::input`) against a fixed feature list:
 //! any bytes give a parsed request or an error, never a panic; a parsed request holds a full
 //! matrix of finite values in feature order, within the row limit; every error is a 4xx.
 #![no_main]
 
-use ferrum_serve::api::request::{parse_for_features, RequestInput};
+use ferrum_serve::input::{parse_for_features, RequestInput};
 use libfuzzer_sys::fuzz_target;
 
 const FEATURES: [&str; 4] = ["age", "bmi", "bp", "s1"];

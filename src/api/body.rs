@@ -8,6 +8,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::error::ApiError;
 use super::AppState;
+use crate::input::InputError;
 
 /// A JSON request body, at most `max_body_bytes` long.
 pub struct JsonBody(pub Bytes);
@@ -81,7 +82,7 @@ async fn read_limited(
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             Err(ApiError::PayloadTooLarge { limit })
         }
-        Err(e) => Err(ApiError::InvalidJson(format!("cannot read the body: {e}"))),
+        Err(e) => Err(InputError::InvalidJson(format!("cannot read the body: {e}")).into()),
     }
 }
 

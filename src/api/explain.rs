@@ -18,10 +18,10 @@ use super::body::JsonBody;
 use super::error::ApiError;
 use super::openapi::{ExplainRequest, InferenceErrors};
 use super::predict::{json_response, parse_off_runtime, ModelRef};
-use super::request::{OutputSpace, RequestInput};
 use super::AppState;
 use crate::explain::{self, Cancel, ExplainLimits, ExplainQuery, Explanation, Output};
 use crate::features::{rows_for, TraceContext};
+use crate::input::{InputError, OutputSpace, RequestInput};
 use crate::telemetry::metrics;
 use crate::telemetry::otel::explain_span;
 use crate::telemetry::timing::InferenceTiming;
@@ -104,7 +104,7 @@ async fn explain(
     let request = parse_off_runtime(body, model.clone(), max_rows).await.map_err(
         |e| match e {
             // The explain limit is the tighter one: name it, not MAX_REQUEST_ROWS.
-            ApiError::TooManyRows { limit } if limit < max_request_rows => {
+            ApiError::Input(InputError::TooManyRows { limit }) if limit < max_request_rows => {
                 ApiError::ExplanationTooExpensive(format!(
                     "'instances' has more than {limit} rows: /explain takes at most {limit} per request (the server's EXPLAIN_MAX_ROWS, --explain-max-rows)"
                 ))

@@ -11,7 +11,6 @@ pub mod openapi;
 mod page;
 pub mod panics;
 mod predict;
-pub mod request;
 pub mod v2;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,8 +28,8 @@ pub use guard::{Admission, ApiKey};
 use crate::explain::ExplainLimits;
 use crate::features::FeatureStore;
 use crate::model::{Manifest, Repository};
+use crate::monitor::drift::DriftHandle;
 use crate::telemetry;
-use crate::telemetry::drift::DriftHandle;
 
 /// Request-size limits, from the configuration.
 #[derive(Debug, Clone, Copy)]

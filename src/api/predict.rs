@@ -12,9 +12,9 @@ use tracing::Instrument;
 use super::body::JsonBody;
 use super::error::ApiError;
 use super::openapi::{InferenceErrors, PredictRequest, Prediction};
-use super::request::{parse_request, InferenceRequest, RequestInput};
 use super::AppState;
 use crate::features::{rows_for, TraceContext};
+use crate::input::{parse_request, InferenceRequest, InputError, RequestInput};
 use crate::model::{LoadedModel, ModelOutput, Predictions, Rows};
 use crate::telemetry::metrics;
 use crate::telemetry::otel::{feature_lookup_span, inference_span, traceparent_of};
@@ -114,10 +114,11 @@ async fn predict_with(
 ) -> Result<Response, ApiError> {
     let request = parse_off_runtime(body, model.clone(), state.limits.max_request_rows).await?;
     if let Some(field) = request.explain.first_given() {
-        return Err(ApiError::InvalidField {
+        return Err(InputError::InvalidField {
             field,
             reason: "applies to /explain only".into(),
-        });
+        }
+        .into());
     }
     let entity_ids = match &request.input {
         RequestInput::EntityIds(ids) => Some(ids.clone()),
@@ -170,11 +171,12 @@ pub async fn parse_off_runtime(
     max_rows: usize,
 ) -> Result<InferenceRequest, ApiError> {
     if body.len() <= INLINE_PARSE_BYTES {
-        return parse_request(&body, &model, max_rows);
+        return Ok(parse_request(&body, &model, max_rows)?);
     }
     tokio::task::spawn_blocking(move || parse_request(&body, &model, max_rows))
         .await
         .map_err(|e| ApiError::Inference(format!("parsing task failed: {e}")))?
+        .map_err(ApiError::from)
 }
 
 /// Runs inference through the model's executor (per request on the blocking pool, or merged
@@ -213,7 +215,8 @@ pub async fn infer_timed(
     let mut queued = metrics::inference_queued(name, version);
     let result = crate::batching::infer(model.clone(), rows)
         .instrument(span.clone())
-        .await;
+        .await
+        .map_err(ApiError::from);
     queued.started();
     let inferred = result.inspect_err(|e| {
         metrics::record_inference_failure(name, version, e.code());

@@ -9,11 +9,10 @@
 //! | `GET /v2/models/{name}[/versions/{v}]/ready` | model readiness |
 //! | `POST /v2/models/{name}[/versions/{v}]/infer` | inference on tensors (JSON or binary) |
 //!
-//! Handlers are thin: [`request`] parses, [`crate::api::predict::infer`] runs the model (the same
+//! Handlers are thin: [`crate::input::tensors`] parses, [`crate::api::predict::infer`] runs the model (the same
 //! path `/predict` takes, batcher included), [`response`] shapes the answer. Errors are the API's
 //! usual `{"error": "...", "code": "..."}` with a 4xx status, which V2 clients read by `error`.
 
-pub mod request;
 pub mod response;
 
 use axum::extract::{Path, State};
@@ -30,8 +29,8 @@ use super::openapi::{
     V2ServerMetadata,
 };
 use super::AppState;
+use crate::input::{header_length, parse_infer, InputSpec};
 use crate::model::LoadedModel;
-use request::{header_length, parse_infer, InputSpec};
 use response::Header as V2InferResponse;
 use response::{infer_response, outputs_of, select, shape_of};
 

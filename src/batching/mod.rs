@@ -15,10 +15,47 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::api::ApiError;
-use crate::config::BatchingChoice;
 use crate::model::{InferenceError, LoadedModel, ModelOutput, Repository, Rows};
 pub use scheduler::{Scheduler, SchedulerConfig, SubmitError};
+
+/// Whether concurrent requests for a model are merged into one ONNX Runtime call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchingChoice {
+    /// Each model gets the mode measured faster for it (see docs/benchmarks.md).
+    Auto,
+    /// The dynamic batcher for every model.
+    On,
+    /// One ONNX Runtime call per request for every model.
+    Off,
+}
+
+/// Why a request got no inference from its executor. The API maps each to a status: a full
+/// queue and a shutdown are load shed with 503, the rest is a server error.
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    /// The model's queue (direct or batched) holds `max_queue_depth` requests already.
+    #[error("the model's inference queue is full (MAX_QUEUE_DEPTH); retry shortly")]
+    QueueFull,
+    /// The batcher no longer takes requests: the server is stopping.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// ONNX Runtime failed on the rows.
+    #[error(transparent)]
+    Model(#[from] InferenceError),
+    /// The call was lost before it answered (its thread or the batcher went away).
+    #[error("{0}")]
+    Lost(&'static str),
+}
+
+impl From<SubmitError> for InferError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Full => InferError::QueueFull,
+            SubmitError::Closed => InferError::ShuttingDown,
+        }
+    }
+}
 
 /// How a model version runs its requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -108,22 +145,18 @@ impl Executor {
 
 /// Runs `model` on `rows` through the model's executor (direct when none is attached). Returns
 /// this request's outputs, in its row order, with queue and inference times.
-pub async fn infer(model: Arc<LoadedModel>, rows: Rows) -> Result<Inferred, ApiError> {
+pub async fn infer(model: Arc<LoadedModel>, rows: Rows) -> Result<Inferred, InferError> {
     let submitted = Instant::now();
     match model.executor() {
-        Some(Executor::Batched(scheduler)) => match scheduler.submit(rows) {
-            Ok(reply) => match reply.await {
-                Ok(result) => result.map_err(ApiError::from),
-                Err(_) => Err(ApiError::Inference("the batcher stopped".into())),
-            },
-            Err(SubmitError::Full) => Err(ApiError::ModelQueueFull),
-            Err(SubmitError::Closed) => Err(ApiError::NotReady("the server is shutting down")),
+        Some(Executor::Batched(scheduler)) => match scheduler.submit(rows)?.await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(InferError::Lost("the batcher stopped")),
         },
         Some(Executor::Direct {
             in_flight,
             max_queue_depth,
         }) => {
-            let _slot = Slot::take(in_flight, *max_queue_depth).ok_or(ApiError::ModelQueueFull)?;
+            let _slot = Slot::take(in_flight, *max_queue_depth).ok_or(InferError::QueueFull)?;
             run_blocking(model.clone(), rows, submitted).await
         }
         None => run_blocking(model, rows, submitted).await,
@@ -157,7 +190,7 @@ async fn run_blocking(
     model: Arc<LoadedModel>,
     rows: Rows,
     submitted: Instant,
-) -> Result<Inferred, ApiError> {
+) -> Result<Inferred, InferError> {
     let (reply, result) = tokio::sync::oneshot::channel();
     tokio::task::spawn_blocking(move || {
         if reply.is_closed() {
@@ -173,8 +206,8 @@ async fn run_blocking(
         let _ = reply.send(output);
     });
     match result.await {
-        Ok(result) => result.map_err(ApiError::from),
-        Err(_) => Err(ApiError::Inference("the inference task failed".into())),
+        Ok(result) => Ok(result?),
+        Err(_) => Err(InferError::Lost("the inference task failed")),
     }
 }
 

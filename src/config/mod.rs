@@ -5,13 +5,18 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use serde::Serialize;
 
+pub use crate::batching::BatchingChoice;
 use crate::explain::ExplainLimits;
-use crate::telemetry::baseline::DEFAULT_PSI_THRESHOLD;
-use crate::telemetry::drift::DriftConfig;
-use crate::telemetry::explain_drift::ExplainDriftConfig;
+pub use crate::features::StoreConfig;
+pub use crate::jobs::args::{DriftReportArgs, JobModelArgs, PredictArgs};
+pub use crate::jobs::DataFormat;
+pub use crate::model::runtime::ExecutionProviderChoice;
+use crate::monitor::drift::DriftConfig;
+use crate::monitor::explain_drift::ExplainDriftConfig;
+pub use crate::telemetry::LogFormat;
 
 /// The `ferrum-serve` command line: no subcommand serves (with the serve flags); `predict` and
 /// `drift-report` are offline jobs over files, with the same model code.
@@ -54,50 +59,6 @@ pub enum Command {
     /// Feature and prediction drift (PSI) of a file of rows against the training baseline, as a
     /// JSON report; exits with status 3 when any PSI exceeds the threshold.
     DriftReport(DriftReportArgs),
-}
-
-/// A data file's format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DataFormat {
-    /// Comma-separated values with a header row naming the columns.
-    Csv,
-    /// One JSON value per line (a row: an object by feature name or an array in model order).
-    Jsonl,
-}
-
-/// Which ONNX Runtime execution provider serves the models.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ExecutionProviderChoice {
-    /// CUDA when it can be registered, otherwise CPU (with a log line saying so).
-    Auto,
-    /// CPU only.
-    Cpu,
-    /// CUDA or refuse to start: for deployments that must not silently run on CPU.
-    Cuda,
-}
-
-/// Whether concurrent requests for a model are merged into one ONNX Runtime call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BatchingChoice {
-    /// Each model gets the mode measured faster for it (see docs/benchmarks.md).
-    Auto,
-    /// The dynamic batcher for every model.
-    On,
-    /// One ONNX Runtime call per request for every model.
-    Off,
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// One JSON object per line, for log collectors.
-    Json,
-    /// Human-readable lines.
-    Text,
 }
 
 /// Everything the HTTP server needs to start.
@@ -380,94 +341,21 @@ pub struct FeatureStoreArgs {
     pub require_snapshot_match: bool,
 }
 
-/// Which model an offline job runs, and how to load it (the same flags as the server's).
-#[derive(Debug, Clone, clap::Args, Serialize)]
-pub struct JobModelArgs {
-    /// The model to run (default: the manifest's default model).
-    #[arg(long)]
-    pub model: Option<String>,
-
-    /// The model version (default: the model's highest).
-    #[arg(long = "model-version")]
-    pub model_version: Option<String>,
-
-    /// The model repository: `<name>/<version>/model.onnx` and its artifacts.
-    #[arg(long, env = "MODELS_DIR", default_value = "models")]
-    pub models_dir: PathBuf,
-
-    /// The manifest that names every model version, its features and its sha256.
-    #[arg(long, env = "MANIFEST_PATH", default_value = "manifest.json")]
-    pub manifest: PathBuf,
-
-    /// ONNX Runtime's shared library (from the pinned wheel; see scripts/fetch-onnxruntime.sh).
-    #[arg(long, env = "ORT_DYLIB_PATH", default_value = ".ort/libonnxruntime.so")]
-    pub ort_dylib_path: PathBuf,
-
-    /// Threads ONNX Runtime may use inside one inference call.
-    #[arg(long, env = "INTRA_OP_THREADS", default_value_t = 1)]
-    pub intra_op_threads: usize,
-
-    /// Execution provider: auto (CUDA if usable, else CPU), cpu, or cuda (fail without a GPU).
-    #[arg(long, env = "EXECUTION_PROVIDER", value_enum, default_value = "auto")]
-    pub execution_provider: ExecutionProviderChoice,
-
-    /// Rows read, validated and inferred at a time: memory stays flat whatever the file size.
-    #[arg(long, env = "CHUNK_ROWS", default_value_t = 4096,
-          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    pub chunk_rows: u64,
-
-    /// Log format (logs go to stderr): json (default) or text.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
-    pub log_format: LogFormat,
-}
-
-/// `ferrum-serve predict`.
-#[derive(Debug, Clone, clap::Args, Serialize)]
-pub struct PredictArgs {
-    #[command(flatten)]
-    pub model: JobModelArgs,
-
-    /// Rows to score: a CSV file with a header (feature columns by name, any other columns are
-    /// copied to the output) or JSON lines (one row per line); `-` reads stdin.
-    #[arg(long, short = 'i')]
-    pub input: PathBuf,
-
-    /// Input format (default: from the file extension: .csv, else JSON lines).
-    #[arg(long, value_enum)]
-    pub input_format: Option<DataFormat>,
-
-    /// Where predictions go (written to `<output>.partial`, renamed when complete); `-` writes
-    /// stdout.
-    #[arg(long, short = 'o')]
-    pub output: PathBuf,
-
-    /// Output format (default: from the file extension: .csv, else JSON lines).
-    #[arg(long, value_enum)]
-    pub output_format: Option<DataFormat>,
-}
-
-/// `ferrum-serve drift-report`.
-#[derive(Debug, Clone, clap::Args, Serialize)]
-pub struct DriftReportArgs {
-    #[command(flatten)]
-    pub model: JobModelArgs,
-
-    /// Rows to compare with the training baseline (CSV or JSON lines, as for `predict`);
-    /// `-` reads stdin.
-    #[arg(long, short = 'i')]
-    pub input: PathBuf,
-
-    /// Input format (default: from the file extension: .csv, else JSON lines).
-    #[arg(long, value_enum)]
-    pub input_format: Option<DataFormat>,
-
-    /// Where the JSON report goes; `-` (default) writes stdout.
-    #[arg(long, short = 'o', default_value = "-")]
-    pub output: PathBuf,
-
-    /// A feature or prediction whose PSI exceeds this is drifted (exit status 3).
-    #[arg(long, env = "DRIFT_THRESHOLD", default_value_t = DEFAULT_PSI_THRESHOLD)]
-    pub threshold: f64,
+impl FeatureStoreArgs {
+    /// The flags as the feature store takes them.
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            uri: self.uri.clone(),
+            timeout_ms: self.timeout_ms,
+            connect_timeout_ms: self.connect_timeout_ms,
+            retries: self.retries,
+            backoff_ms: self.backoff_ms,
+            cache_ttl_ms: self.cache_ttl_ms,
+            cache_entries: self.cache_entries,
+            check_interval_ms: self.check_interval_ms,
+            require_snapshot_match: self.require_snapshot_match,
+        }
+    }
 }
 
 impl ServeArgs {

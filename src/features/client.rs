@@ -9,11 +9,12 @@ use axum::body::Bytes;
 use reqwest::header::CONTENT_TYPE;
 use reqwest::StatusCode;
 
+use super::assemble::{assemble, Cell};
 use super::protocol::{
     describe_error_body, FeastValue, FieldStatus, OnlineFeaturesRequest, OnlineFeaturesResponse,
     SnapshotIds,
 };
-use super::{assemble, Cell, FeatureError, TraceContext};
+use super::{FeatureError, TraceContext};
 use crate::model::manifest::FeatureStoreSpec;
 use crate::model::{ModelEntry, Rows};
 

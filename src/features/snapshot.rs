@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::model::repository::sha256_hex;
+use crate::model::ModelEntry;
 
 /// Why a snapshot file cannot be used; each message names the file and the place in it.
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +152,20 @@ impl Snapshot {
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
+}
+
+/// The snapshot's file name from the manifest's `artifacts.snapshot`, else `snapshot.csv`.
+pub fn artifact_name(raw: &serde_json::Value, entry: &ModelEntry) -> String {
+    raw["models"]
+        .as_array()
+        .and_then(|models| {
+            models.iter().find(|m| {
+                m["name"] == entry.name.as_str() && m["version"] == entry.version.as_str()
+            })
+        })
+        .and_then(|m| m["artifacts"]["snapshot"].as_str())
+        .unwrap_or("snapshot.csv")
+        .to_owned()
 }
 
 #[cfg(test)]

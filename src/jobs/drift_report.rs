@@ -12,13 +12,13 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::args::DriftReportArgs;
 use super::input::RowReader;
 use super::{format_of, is_std, load_model, progress_bar, JobError};
-use crate::config::DriftReportArgs;
 use crate::explain::ExplainLimits;
 use crate::model::{LoadedModel, Rows};
-use crate::telemetry::baseline::{shares, Baseline, PredictionDrift, PredictionPoint, BIN_RULE};
-use crate::telemetry::explain_drift::mean_abs_attributions;
+use crate::monitor::baseline::{shares, Baseline, PredictionDrift, PredictionPoint, BIN_RULE};
+use crate::monitor::explain_drift::mean_abs_attributions;
 
 /// Exit status of a report that found drift.
 pub const DRIFT_EXIT_CODE: u8 = 3;

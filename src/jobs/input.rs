@@ -5,7 +5,7 @@
 //!   parse as a number and be a finite float32 (it is rounded to float32 as the API does).
 //! - JSON lines: each non-blank line is one row, exactly as one element of `/predict`'s
 //!   `instances`: an object by feature name or an array in model order. The line goes through
-//!   the API's own parser ([`crate::api::request::parse_request`]), so the rules and messages
+//!   the API's own parser ([`crate::input::parse_request`]), so the rules and messages
 //!   are the API's.
 
 use std::fs::File;
@@ -14,10 +14,9 @@ use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
 
+use super::DataFormat;
 use super::{is_std, JobError};
-use crate::api::request::{parse_request, RequestInput};
-use crate::api::ApiError;
-use crate::config::DataFormat;
+use crate::input::{parse_request, InputError, RequestInput};
 use crate::model::{LoadedModel, Rows};
 
 /// Up to `chunk_rows` validated rows.
@@ -294,8 +293,8 @@ fn parse_json_line(
     wrapped.extend_from_slice(line);
     wrapped.extend_from_slice(b"]}");
     let request = parse_request(wrapped, model, 1).map_err(|e| match e {
-        ApiError::TooManyRows { .. } => "a line must hold exactly one row".to_string(),
-        ApiError::InvalidJson(_) => {
+        InputError::TooManyRows { .. } => "a line must hold exactly one row".to_string(),
+        InputError::InvalidJson(_) => {
             "invalid JSON (a line must be one row: an object by feature name or an array)"
                 .to_string()
         }

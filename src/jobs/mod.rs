@@ -9,6 +9,7 @@
 //! by name, each value a finite float32. Both load the model exactly as the server does
 //! (sha256 checked against the manifest, signature checked, warmed up).
 
+pub mod args;
 pub mod drift_report;
 pub mod input;
 pub mod predict;
@@ -19,11 +20,21 @@ use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config::{DataFormat, JobModelArgs};
 use crate::model::{
     InferenceError, LoadError, LoadOptions, LoadedModel, LookupError, Manifest, Repository, Runtime,
 };
-use crate::telemetry::baseline::{Baseline, BaselineError};
+use crate::monitor::baseline::{Baseline, BaselineError};
+use args::JobModelArgs;
+
+/// A data file's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataFormat {
+    /// Comma-separated values with a header row naming the columns.
+    Csv,
+    /// One JSON value per line (a row: an object by feature name or an array in model order).
+    Jsonl,
+}
 
 /// Why a job failed. Every message names the file, line or model at fault.
 #[derive(Debug, thiserror::Error)]

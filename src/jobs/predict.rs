@@ -15,9 +15,10 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use super::args::PredictArgs;
 use super::input::{Chunk, RowReader};
+use super::DataFormat;
 use super::{format_of, is_std, load_model, progress_bar, JobError};
-use crate::config::{DataFormat, PredictArgs};
 use crate::model::{LoadedModel, ModelOutput};
 
 /// What a finished job did.

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::manifest::{Manifest, ModelEntry};
+use super::runtime::ExecutionProviderChoice;
 use super::runtime::{Runtime, SessionPool};
 use super::{LoadError, LoadedModel, LookupError, Rows};
-use crate::config::ExecutionProviderChoice;
 use crate::explain::{self, onnx::PostTransform, ExplainAssets};
 
 /// How to build sessions; from the server configuration.

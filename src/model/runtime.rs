@@ -11,7 +11,18 @@ use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 
 use super::LoadError;
-use crate::config::ExecutionProviderChoice;
+
+/// Which ONNX Runtime execution provider serves the models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionProviderChoice {
+    /// CUDA when it can be registered, otherwise CPU (with a log line saying so).
+    Auto,
+    /// CPU only.
+    Cpu,
+    /// CUDA or refuse to start: for deployments that must not silently run on CPU.
+    Cuda,
+}
 
 /// The provider that actually serves a model, reported in `/health`.
 pub type ProviderName = &'static str;

@@ -23,7 +23,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use super::log_writer::{self, LogWriterGuard, LOG_QUEUE_LINES};
 use super::otel::{self, OtelGuard};
-use crate::config::LogFormat;
+use super::LogFormat;
 
 /// Where log lines go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,7 +21,6 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::features::FeatureError;
 use crate::model::{ModelEntry, ModelOutput};
 
 /// The content type of the text exposition format `render` writes.
@@ -458,25 +457,13 @@ pub fn record_explain(model: &str, version: &str, method: &'static str, elapsed:
 }
 
 /// Records one call to a remote feature store: its duration, and on failure a bounded
-/// `error_kind` ([`feature_store_error_kind`]). Called once per remote lookup (not for cache
+/// `error_kind` (`FeatureError::kind` in `features`). Called once per remote lookup (not for cache
 /// hits, nor for the in-process snapshot store, which makes no call).
 pub fn record_feature_store_call(elapsed: Duration, error_kind: Option<&'static str>) {
     let m = metrics();
     m.feature_store_duration.observe(elapsed.as_secs_f64());
     if let Some(kind) = error_kind {
         m.feature_store_errors.with_label_values(&[kind]).inc();
-    }
-}
-
-/// The `kind` label of a failed feature-store call.
-pub fn feature_store_error_kind(error: &FeatureError) -> &'static str {
-    match error {
-        FeatureError::Disabled(_) => "disabled",
-        FeatureError::EntityNotFound { .. } => "entity_not_found",
-        FeatureError::FeatureMissing { .. } => "feature_missing",
-        FeatureError::Unavailable { .. } => "unavailable",
-        FeatureError::Timeout { .. } => "timeout",
-        FeatureError::StoreError(_) => "bad_answer",
     }
 }
 

@@ -7,9 +7,9 @@ use axum::response::{IntoResponse, Response};
 use serde::ser::SerializeSeq;
 use serde::{Serialize, Serializer};
 
-use super::request::InferRequest;
 use super::HEADER_LENGTH;
 use crate::api::ApiError;
+use crate::input::{InferRequest, InputError};
 use crate::model::{LoadedModel, ModelOutput, Task};
 
 /// What an output tensor carries.
@@ -106,11 +106,11 @@ pub fn select<'m>(
                 .find(|(_, name)| *name == wanted.name)
                 .ok_or_else(|| {
                     let names: Vec<&str> = available.iter().map(|(_, n)| *n).collect();
-                    ApiError::UnknownOutput(format!(
+                    ApiError::from(InputError::UnknownOutput(format!(
                         "unknown output '{}'; the model's outputs are: {}",
                         wanted.name,
                         names.join(", ")
-                    ))
+                    )))
                 })?;
             Ok(Selected {
                 role,

@@ -1,6 +1,7 @@
 //! The mock feature store: Feast's feature-server protocol over the snapshots the training
 //! pipeline exports, so the API's remote path runs end to end with no Feast installed (and
-//! the same image: the `ferrum-feature-store` binary is a thin main around [`serve`]).
+//! the same image: the `ferrum-feature-store` binary is a thin main around [`serve`]). It lives in the
+//! binary's own module tree, not the library: the API never links a fake of its dependency.
 //!
 //! It answers as the real feast 0.67 server did (the captures in `../shared/notes/feast-0.67/`
 //! are the reference): columns with the join key first, unknown entities as `null` with
@@ -29,14 +30,14 @@ use clap::Parser;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::protocol::{
+use ferrum_serve::features::protocol::{
     feast_exception_body, feast_message_body, python_list, python_repr, FeastValue, FeatureColumn,
     FieldStatus, OnlineFeaturesRequest, OnlineFeaturesResponse, ResponseMetadata, SnapshotIds,
     EPOCH_TIMESTAMP,
 };
-use super::snapshot::Snapshot;
-use crate::config::LogFormat;
-use crate::model::Manifest;
+use ferrum_serve::features::snapshot::{self, Snapshot};
+use ferrum_serve::model::Manifest;
+use ferrum_serve::telemetry::LogFormat;
 
 /// The `ferrum-feature-store` command line. Every flag has an environment fallback, like the
 /// API's, so docker-compose can set either.
@@ -215,7 +216,7 @@ impl MockStore {
                 .expect("the manifest check requires a view or a service");
             let path = models_dir
                 .join(&entry.path)
-                .join(super::snapshot_artifact(&manifest.raw, entry));
+                .join(snapshot::artifact_name(&manifest.raw, entry));
             let snapshot = Snapshot::load(&path).map_err(|e| e.to_string())?;
             tracing::info!(model = %entry.name, version = %entry.version, feature_view = %view,
                 feature_service = spec.feature_service.as_deref().unwrap_or(""),
@@ -583,7 +584,7 @@ pub async fn serve(args: MockArgs) -> Result<(), String> {
 }
 
 async fn shutdown_signal() {
-    crate::server::termination().await;
+    ferrum_serve::shutdown::termination().await;
     tracing::info!("shutdown signal received");
 }
 
@@ -911,5 +912,206 @@ mod tests {
             rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
             "2000-02-29T00:00:00Z"
         );
+    }
+}
+
+/// The library's feature-store client against this mock over loopback: the remote path end to
+/// end (batching, dedupe, cache, snapshot checks driving readiness).
+#[cfg(test)]
+mod client_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use ferrum_serve::features::{FeatureStore, StoreConfig, TraceContext};
+    use ferrum_serve::model::ModelEntry;
+
+    use super::*;
+
+    fn root() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    }
+
+    fn manifest() -> Manifest {
+        Manifest::read(&root().join("manifest.json")).unwrap()
+    }
+
+    fn args(uri: Option<&str>) -> StoreConfig {
+        StoreConfig {
+            uri: uri.map(str::to_owned),
+            timeout_ms: 2000,
+            connect_timeout_ms: 500,
+            retries: 1,
+            backoff_ms: 5,
+            cache_ttl_ms: 0,
+            cache_entries: 1000,
+            check_interval_ms: 10_000,
+            require_snapshot_match: false,
+        }
+    }
+
+    /// Each model's training log: entity ids and their features in model order.
+    fn training_log(entry: &ModelEntry) -> (Vec<String>, Vec<f32>) {
+        let path = root()
+            .join("models")
+            .join(&entry.path)
+            .join("training_log.json");
+        let log: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let rows = log["rows"].as_array().unwrap();
+        let ids = rows
+            .iter()
+            .map(|r| r["entity_id"].as_str().unwrap().to_owned())
+            .collect();
+        let data = rows
+            .iter()
+            .flat_map(|r| {
+                entry
+                    .feature_names
+                    .iter()
+                    .map(move |f| r["features"][f].as_f64().unwrap() as f32)
+            })
+            .collect();
+        (ids, data)
+    }
+
+    /// The mock on loopback, counting the lookups it answers.
+    async fn counted_mock() -> (String, Arc<AtomicUsize>) {
+        let store = MockStore::from_manifest(
+            &manifest(),
+            &root().join("models"),
+            MockOptions {
+                shuffle_columns: true,
+                seed: Some(3),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let app = router(Arc::new(store)).layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let counter = counter.clone();
+                async move {
+                    if req.uri().path() == "/get-online-features" {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    }
+                    next.run(req).await
+                }
+            },
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{address}"), calls)
+    }
+
+    #[tokio::test]
+    async fn remote_lookups_batch_dedupe_and_cache() {
+        let (base, calls) = counted_mock().await;
+        let manifest = manifest();
+        let mut with_cache = args(Some(&base));
+        with_cache.cache_ttl_ms = 60_000;
+        let store = FeatureStore::open(&with_cache, &manifest, Path::new("unused"))
+            .await
+            .unwrap();
+        let entry = manifest
+            .models
+            .iter()
+            .find(|m| m.name == "diabetes")
+            .unwrap();
+        let (ids, expected) = training_log(entry);
+        let width = entry.feature_names.len();
+        // The whole log in one call, columns shuffled by the store: the training features.
+        let rows = store
+            .lookup(entry, &ids, &TraceContext::default())
+            .await
+            .unwrap();
+        assert_eq!(rows.data, expected);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // Cached now: repeated and known ids cost no call; a new mix asks only for the misses.
+        let again = vec![ids[1].clone(), ids[0].clone(), ids[1].clone()];
+        let rows = store
+            .lookup(entry, &again, &TraceContext::default())
+            .await
+            .unwrap();
+        assert_eq!(rows.row(0), &expected[width..2 * width]);
+        assert_eq!(rows.row(1), &expected[..width]);
+        assert_eq!(rows.row(2), rows.row(0));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(store.health()["cache"]["entries"], ids.len());
+
+        // Without a cache, a batch with repeats is still one call for distinct ids.
+        let store = FeatureStore::open(&args(Some(&base)), &manifest, Path::new("unused"))
+            .await
+            .unwrap();
+        let rows = store
+            .lookup(entry, &again, &TraceContext::default())
+            .await
+            .unwrap();
+        assert_eq!(rows.n_rows, 3);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        let error = store
+            .lookup(entry, &["nobody".into()], &TraceContext::default())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "entity 'nobody' not found in feature service 'diabetes_v1'"
+        );
+    }
+
+    #[tokio::test]
+    async fn snapshot_checks_drive_readiness_only_when_required() {
+        let (base, _) = counted_mock().await;
+        let mut strict = args(Some(&base));
+        strict.require_snapshot_match = true;
+        let manifest = manifest();
+        let store = FeatureStore::open(&strict, &manifest, Path::new("unused"))
+            .await
+            .unwrap();
+        // Not checked yet: unverified, so not ready.
+        assert!(store.readiness().is_err());
+        assert_eq!(store.health()["state"], "unknown");
+        store.check().await;
+        assert_eq!(store.readiness(), Ok(()));
+        assert_eq!(store.health()["state"], "up");
+        assert_eq!(store.health()["snapshot_match"], true);
+
+        // A manifest expecting other data: a mismatch, visible, and not ready when required.
+        let mut other = manifest.clone();
+        other.models[0].dataset.feature_snapshot_id = "0".repeat(64);
+        let store = FeatureStore::open(&strict, &other, Path::new("unused"))
+            .await
+            .unwrap();
+        store.check().await;
+        assert!(store.readiness().is_err());
+        let health = store.health();
+        assert_eq!(health["snapshot_match"], false);
+        assert_eq!(health["snapshots"][0]["match"], false);
+        assert_eq!(health["snapshots"][1]["match"], true);
+        let lenient = FeatureStore::open(&args(Some(&base)), &other, Path::new("unused"))
+            .await
+            .unwrap();
+        lenient.check().await;
+        assert_eq!(lenient.readiness(), Ok(()));
+
+        // A store that went away: down, and the last verified ids are kept.
+        let gone = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let store = FeatureStore::open(
+            &args(Some(&format!("http://127.0.0.1:{gone}"))),
+            &manifest,
+            Path::new("unused"),
+        )
+        .await
+        .unwrap();
+        store.check().await;
+        let health = store.health();
+        assert_eq!(health["state"], "down");
+        assert!(
+            health["error"].as_str().unwrap().contains("refused"),
+            "{health}"
+        );
+        assert_eq!(health["snapshot_match"], Value::Null);
     }
 }

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::drift::DriftHandle;
-use super::metrics;
 use crate::explain::{self, Cancel, ExplainLimits, ExplainQuery};
 use crate::model::{LoadedModel, Repository, Rows};
+use crate::telemetry::metrics;
 
 /// How explanation drift is sampled; from the server flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,10 +1,12 @@
 //! `ferrum-feature-store`: the mock Feast feature server (same image as the API, another
-//! command). Parse flags, set up logging, serve; the router lives in
-//! `ferrum_serve::features::mock` so it is tested without a socket.
+//! command). Parse flags, set up logging, serve; the router lives in [`mock`] (this binary's
+//! own module tree, so the library does not carry it) and is tested without a socket.
+
+mod mock;
 
 use clap::Parser;
-use ferrum_serve::features::mock::{self, MockArgs};
 use ferrum_serve::telemetry;
+use mock::MockArgs;
 
 #[tokio::main]
 async fn main() {

@@ -28,8 +28,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::baseline::{Baseline, PredictionPoint};
-use super::metrics;
 use crate::model::{ModelOutput, Rows};
+use crate::telemetry::metrics;
 
 /// How often the monitor thread takes the rows queued by requests. The queue must hold what
 /// arrives in this time (`--drift-queue-capacity` requests) for nothing to be dropped.
@@ -389,7 +389,7 @@ impl Window {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::baseline::{Distribution, PredictionDrift};
+    use crate::monitor::baseline::{Distribution, PredictionDrift};
 
     fn baseline(model: &str) -> Baseline {
         let d = Distribution {

@@ -6,13 +6,12 @@
 //! header and the rest is the binary section, consumed in input order by every input that has a
 //! `binary_data_size` parameter (and no `data`). The sizes must add up to the section exactly.
 
-use std::cell::RefCell;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::api::ApiError;
+use super::{InputError, Key, Parked};
 use crate::model::{LoadedModel, Rows};
 
 /// What the model needs to know about its single input, and the request limits.
@@ -69,17 +68,17 @@ pub struct OutputParameters {
 }
 
 /// The value of `Inference-Header-Content-Length`, checked against the body.
-pub fn header_length(value: Option<&str>, body_len: usize) -> Result<Option<usize>, ApiError> {
+pub fn header_length(value: Option<&str>, body_len: usize) -> Result<Option<usize>, InputError> {
     let Some(value) = value else {
         return Ok(None);
     };
     let n: usize = value.trim().parse().map_err(|_| {
-        ApiError::InvalidBinaryData(format!(
+        InputError::InvalidBinaryData(format!(
             "Inference-Header-Content-Length must be a byte count, got '{value}'"
         ))
     })?;
     if n > body_len {
-        return Err(ApiError::InvalidBinaryData(format!(
+        return Err(InputError::InvalidBinaryData(format!(
             "Inference-Header-Content-Length is {n} but the body has only {body_len} bytes"
         )));
     }
@@ -91,39 +90,28 @@ pub fn parse_infer(
     body: &[u8],
     header_len: Option<usize>,
     spec: &InputSpec,
-) -> Result<InferRequest, ApiError> {
+) -> Result<InferRequest, InputError> {
     let split = header_len.unwrap_or(body.len()).min(body.len());
     let (json, binary) = body.split_at(split);
     let context = Context {
         spec,
-        error: RefCell::new(None),
+        parked: Parked::default(),
     };
-    let mut deserializer = serde_json::Deserializer::from_slice(json);
-    let parsed = RequestSeed(&context)
-        .deserialize(&mut deserializer)
-        .and_then(|request| deserializer.end().map(|()| request));
-    let raw = match parsed {
-        Ok(raw) => raw,
-        Err(e) => {
-            return Err(context
-                .error
-                .into_inner()
-                .unwrap_or_else(|| ApiError::InvalidJson(e.to_string())))
-        }
-    };
+    let raw = context.parked.parse(json, RequestSeed(&context), |e| {
+        InputError::InvalidJson(e.to_string())
+    })?;
     raw.validate(binary, spec)
 }
 
 struct Context<'s, 'm> {
     spec: &'s InputSpec<'m>,
-    error: RefCell<Option<ApiError>>,
+    parked: Parked,
 }
 
 impl Context<'_, '_> {
     /// Parks `error` and returns the placeholder serde error that unwinds the parse.
-    fn fail<E: de::Error>(&self, error: ApiError) -> E {
-        *self.error.borrow_mut() = Some(error);
-        E::custom("see the parked error")
+    fn fail<E: de::Error>(&self, error: InputError) -> E {
+        self.parked.fail(error)
     }
 }
 
@@ -135,8 +123,8 @@ fn integral(n: &serde_json::Number) -> Option<i64> {
     })
 }
 
-fn tensor_error(input: &str, reason: impl fmt::Display) -> ApiError {
-    ApiError::InvalidTensor(format!("input '{input}': {reason}"))
+fn tensor_error(input: &str, reason: impl fmt::Display) -> InputError {
+    InputError::InvalidTensor(format!("input '{input}': {reason}"))
 }
 
 /// The request as written, before its parts are checked against each other and the model.
@@ -158,10 +146,10 @@ struct RawInput {
 }
 
 impl RawRequest {
-    fn validate(self, mut binary: &[u8], spec: &InputSpec) -> Result<InferRequest, ApiError> {
+    fn validate(self, mut binary: &[u8], spec: &InputSpec) -> Result<InferRequest, InputError> {
         let mut inputs = self.inputs.into_iter();
         let (Some(input), None) = (inputs.next(), inputs.next()) else {
-            return Err(ApiError::InvalidTensor(format!(
+            return Err(InputError::InvalidTensor(format!(
                 "the model takes exactly one input, '{}' (FP32 [-1, {}])",
                 spec.name,
                 spec.width()
@@ -169,7 +157,7 @@ impl RawRequest {
         };
         let name = input.name.unwrap_or_default();
         if name != spec.name {
-            return Err(ApiError::InvalidTensor(format!(
+            return Err(InputError::InvalidTensor(format!(
                 "unknown input '{name}': the model's input is '{}'",
                 spec.name
             )));
@@ -187,7 +175,7 @@ impl RawRequest {
             None => return fail("no shape".into()),
         };
         if n_rows > spec.max_rows {
-            return Err(ApiError::TooManyTensorRows {
+            return Err(InputError::TooManyTensorRows {
                 rows: n_rows,
                 limit: spec.max_rows,
             });
@@ -209,14 +197,14 @@ impl RawRequest {
             }
             (None, Some(size)) => {
                 if size != (n_values * 4) as u64 {
-                    return Err(ApiError::InvalidBinaryData(format!(
+                    return Err(InputError::InvalidBinaryData(format!(
                         "input '{}': binary_data_size is {size}, but FP32 [{n_rows}, {width}] is {} bytes",
                         spec.name,
                         n_values * 4
                     )));
                 }
                 if binary.len() < size as usize {
-                    return Err(ApiError::InvalidBinaryData(format!(
+                    return Err(InputError::InvalidBinaryData(format!(
                         "input '{}' needs {size} bytes, the binary section has {}",
                         spec.name,
                         binary.len()
@@ -240,7 +228,7 @@ impl RawRequest {
             }
         };
         if !binary.is_empty() {
-            return Err(ApiError::InvalidBinaryData(format!(
+            return Err(InputError::InvalidBinaryData(format!(
                 "{} bytes after the JSON header are not claimed by any input's binary_data_size",
                 binary.len()
             )));
@@ -275,13 +263,13 @@ impl<'de> Visitor<'de> for RequestSeed<'_, '_, '_> {
         let context = self.0;
         let mut request = RawRequest::default();
         let mut have_inputs = false;
-        while let Some(key) = map.next_key::<KeyStr>()? {
+        while let Some(key) = map.next_key::<Key>()? {
             match key.0.as_ref() {
                 "id" => match map.next_value::<serde_json::Value>()? {
                     serde_json::Value::String(id) => request.id = Some(id),
                     _ => {
                         return Err(
-                            context.fail(ApiError::InvalidTensor("'id' must be a string".into()))
+                            context.fail(InputError::InvalidTensor("'id' must be a string".into()))
                         )
                     }
                 },
@@ -300,7 +288,7 @@ impl<'de> Visitor<'de> for RequestSeed<'_, '_, '_> {
             }
         }
         if !have_inputs {
-            return Err(context.fail(ApiError::InvalidTensor(
+            return Err(context.fail(InputError::InvalidTensor(
                 "the request has no 'inputs'".into(),
             )));
         }
@@ -312,28 +300,6 @@ impl<'de> Visitor<'de> for RequestSeed<'_, '_, '_> {
 #[derive(Deserialize)]
 struct RequestParameters {
     binary_data_output: Option<bool>,
-}
-
-/// An object key, borrowed when it has no escapes.
-struct KeyStr<'de>(std::borrow::Cow<'de, str>);
-
-impl<'de> Deserialize<'de> for KeyStr<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = KeyStr<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string key")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<KeyStr<'de>, E> {
-                Ok(KeyStr(v.into()))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<KeyStr<'de>, E> {
-                Ok(KeyStr(v.to_owned().into()))
-            }
-        }
-        d.deserialize_str(V)
-    }
 }
 
 /// `inputs`: a list of input tensors.
@@ -358,7 +324,7 @@ impl<'de> Visitor<'de> for InputsSeed<'_, '_, '_> {
         while let Some(input) = seq.next_element_seed(InputSeed(self.0))? {
             inputs.push(input);
             if inputs.len() > 16 {
-                return Err(self.0.fail(ApiError::InvalidTensor(
+                return Err(self.0.fail(InputError::InvalidTensor(
                     "too many inputs: the model takes one".into(),
                 )));
             }
@@ -394,7 +360,7 @@ impl<'de> Visitor<'de> for InputSeed<'_, '_, '_> {
         let context = self.0;
         let spec = context.spec;
         let mut input = RawInput::default();
-        while let Some(key) = map.next_key::<KeyStr>()? {
+        while let Some(key) = map.next_key::<Key>()? {
             match key.0.as_ref() {
                 "name" => input.name = Some(map.next_value()?),
                 "shape" => {
@@ -447,7 +413,7 @@ impl DataSeed<'_, '_, '_, '_> {
         let spec = self.context.spec;
         let i = self.data.len();
         if i == self.limit {
-            return Err(self.context.fail(ApiError::TooManyTensorRows {
+            return Err(self.context.fail(InputError::TooManyTensorRows {
                 rows: i / spec.width() + 1,
                 limit: spec.max_rows,
             }));
@@ -545,7 +511,7 @@ mod tests {
         vec!["a".into(), "b".into()]
     }
 
-    fn parse(body: &str) -> Result<InferRequest, ApiError> {
+    fn parse(body: &str) -> Result<InferRequest, InputError> {
         let names = names();
         parse_infer(body.as_bytes(), None, &spec(&names))
     }

@@ -1,18 +1,14 @@
-//! Request bodies, parsed straight into the model's `f32` input buffer in feature order: no
-//! intermediate `Value` tree, no `String` per feature key. Every problem is reported as an
-//! [`ApiError`] naming the row and feature, not as a serde message.
-//!
-//! serde's error type cannot carry our structured errors, so the visitors park the precise
-//! error in [`Context::error`] and return a placeholder; [`parse_request`] swaps it back in.
+//! `/predict` and `/explain` bodies (`instances` or `entity_ids`, and `/explain`'s options),
+//! parsed straight into the model's `f32` input buffer in feature order: no intermediate
+//! `Value` tree, no `String` per feature key. Every problem is an [`InputError`] naming the row
+//! and feature, not a serde message.
 
-use std::borrow::Cow;
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::error::ApiError;
+use super::{InputError, Key, Parked};
 use crate::model::{LoadedModel, Rows};
 
 /// A parsed `/predict` or `/explain` body.
@@ -73,7 +69,7 @@ pub fn parse_request(
     body: &[u8],
     model: &LoadedModel,
     max_rows: usize,
-) -> Result<InferenceRequest, ApiError> {
+) -> Result<InferenceRequest, InputError> {
     parse_with(
         body,
         &model.entry.feature_names,
@@ -88,7 +84,7 @@ pub fn parse_for_features(
     body: &[u8],
     names: &[String],
     max_rows: usize,
-) -> Result<InferenceRequest, ApiError> {
+) -> Result<InferenceRequest, InputError> {
     let index: HashMap<String, usize> = names
         .iter()
         .enumerate()
@@ -102,29 +98,21 @@ fn parse_with(
     names: &[String],
     index: &HashMap<String, usize>,
     max_rows: usize,
-) -> Result<InferenceRequest, ApiError> {
+) -> Result<InferenceRequest, InputError> {
     let context = Context {
         names,
         index,
         max_rows,
-        error: RefCell::new(None),
+        parked: Parked::default(),
     };
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let parsed = RequestSeed(&context)
-        .deserialize(&mut deserializer)
-        .and_then(|request| deserializer.end().map(|()| request));
-    match parsed {
-        Ok(request) => request,
-        Err(e) => Err(context
-            .error
-            .into_inner()
-            .unwrap_or_else(|| json_error(body, &e))),
-    }
+    context
+        .parked
+        .parse(body, RequestSeed(&context), |e| json_error(body, e))?
 }
 
 /// A JSON syntax error, recognising the non-standard `NaN`/`Infinity` tokens some encoders
 /// (Python's `json.dumps`) write, so the client learns what is wrong with its numbers.
-fn json_error(body: &[u8], e: &serde_json::Error) -> ApiError {
+fn json_error(body: &[u8], e: &serde_json::Error) -> InputError {
     let at = body
         .split(|&b| b == b'\n')
         .take(e.line().saturating_sub(1))
@@ -134,51 +122,28 @@ fn json_error(body: &[u8], e: &serde_json::Error) -> ApiError {
     let rest = body.get(at..).unwrap_or_default();
     let rest = rest.strip_prefix(b"-").unwrap_or(rest);
     if rest.starts_with(b"NaN") || rest.starts_with(b"Infinity") {
-        return ApiError::InvalidJson(format!(
+        return InputError::InvalidJson(format!(
             "NaN and Infinity are not numbers JSON allows, and the model needs finite values ({e})"
         ));
     }
-    ApiError::InvalidJson(e.to_string())
+    InputError::InvalidJson(e.to_string())
 }
 
 struct Context<'m> {
     names: &'m [String],
     index: &'m HashMap<String, usize>,
     max_rows: usize,
-    error: RefCell<Option<ApiError>>,
+    parked: Parked,
 }
 
 impl Context<'_> {
     /// Parks `error` and returns the placeholder serde error that unwinds the parse.
-    fn fail<E: de::Error>(&self, error: ApiError) -> E {
-        *self.error.borrow_mut() = Some(error);
-        E::custom("see the parked error")
+    fn fail<E: de::Error>(&self, error: InputError) -> E {
+        self.parked.fail(error)
     }
 
     fn n_features(&self) -> usize {
         self.names.len()
-    }
-}
-
-/// A JSON object key, borrowed from the body when it has no escapes.
-struct Key<'de>(Cow<'de, str>);
-
-impl<'de> de::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string key")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-        }
-        d.deserialize_str(KeyVisitor)
     }
 }
 
@@ -198,7 +163,7 @@ fn kind_of_unexpected(u: &de::Unexpected) -> &'static str {
 struct RequestSeed<'c, 'm>(&'c Context<'m>);
 
 /// `Result` inside `Ok`: a body that parsed as JSON can still lack what it needs.
-type Parsed = Result<InferenceRequest, ApiError>;
+type Parsed = Result<InferenceRequest, InputError>;
 
 impl<'de> DeserializeSeed<'de> for RequestSeed<'_, '_> {
     type Value = Parsed;
@@ -227,16 +192,16 @@ impl<'de> Visitor<'de> for RequestSeed<'_, '_> {
                 "class" => "class",
                 "output" => "output",
                 "top_k" => "top_k",
-                other => return Err(context.fail(ApiError::UnknownField(other.to_string()))),
+                other => return Err(context.fail(InputError::UnknownField(other.to_string()))),
             };
             if seen.contains(&field) {
-                return Err(context.fail(ApiError::InvalidField {
+                return Err(context.fail(InputError::InvalidField {
                     field,
                     reason: "given twice".into(),
                 }));
             }
             seen.push(field);
-            let invalid = |reason: &str| ApiError::InvalidField {
+            let invalid = |reason: &str| InputError::InvalidField {
                 field,
                 reason: reason.into(),
             };
@@ -245,7 +210,7 @@ impl<'de> Visitor<'de> for RequestSeed<'_, '_> {
                 "entity_ids" => {
                     let ids: Vec<serde_json::Value> = map.next_value()?;
                     if ids.len() > context.max_rows {
-                        return Err(context.fail(ApiError::TooManyRows {
+                        return Err(context.fail(InputError::TooManyRows {
                             limit: context.max_rows,
                         }));
                     }
@@ -258,7 +223,7 @@ impl<'de> Visitor<'de> for RequestSeed<'_, '_> {
                         .collect::<Result<Vec<_>, _>>();
                     match ids {
                         Ok(ids) if ids.is_empty() => {
-                            return Err(context.fail(ApiError::EmptyInstances))
+                            return Err(context.fail(InputError::EmptyInstances))
                         }
                         Ok(ids) => entity_ids = Some(ids),
                         Err(e) => return Err(context.fail(e)),
@@ -281,14 +246,14 @@ impl<'de> Visitor<'de> for RequestSeed<'_, '_> {
         }
         let input = match (rows, entity_ids) {
             (Some(_), Some(_)) => {
-                return Ok(Err(ApiError::InvalidField {
+                return Ok(Err(InputError::InvalidField {
                     field: "entity_ids",
                     reason: "send either 'instances' or 'entity_ids', not both".into(),
                 }))
             }
             (Some(rows), None) => RequestInput::Rows(rows),
             (None, Some(ids)) => RequestInput::EntityIds(ids),
-            (None, None) => return Ok(Err(ApiError::MissingInstances)),
+            (None, None) => return Ok(Err(InputError::MissingInstances)),
         };
         Ok(Ok(InferenceRequest { input, explain }))
     }
@@ -320,7 +285,7 @@ impl<'de> Visitor<'de> for InstancesSeed<'_, '_> {
         loop {
             if row == context.max_rows {
                 if seq.next_element::<IgnoredAny>()?.is_some() {
-                    return Err(context.fail(ApiError::TooManyRows {
+                    return Err(context.fail(InputError::TooManyRows {
                         limit: context.max_rows,
                     }));
                 }
@@ -337,7 +302,7 @@ impl<'de> Visitor<'de> for InstancesSeed<'_, '_> {
             row += 1;
         }
         if row == 0 {
-            return Err(context.fail(ApiError::EmptyInstances));
+            return Err(context.fail(InputError::EmptyInstances));
         }
         Ok(Rows::new(data, width))
     }
@@ -365,8 +330,8 @@ impl<'de> Visitor<'de> for InstancesSeed<'_, '_> {
     }
 }
 
-fn not_a_list() -> ApiError {
-    ApiError::InvalidField {
+fn not_a_list() -> InputError {
+    InputError::InvalidField {
         field: "instances",
         reason: "must be a list of rows".into(),
     }
@@ -388,7 +353,7 @@ impl<'de> DeserializeSeed<'de> for RowSeed<'_, '_, '_> {
 
 impl RowSeed<'_, '_, '_> {
     fn invalid<E: de::Error>(self, got: &'static str) -> E {
-        self.context.fail(ApiError::InvalidRow {
+        self.context.fail(InputError::InvalidRow {
             row: self.row,
             expected: self.context.n_features(),
             got,
@@ -417,13 +382,13 @@ impl<'de> Visitor<'de> for RowSeed<'_, '_, '_> {
                 _ => context.index.get(key.as_ref()).copied(),
             };
             let Some(column) = column else {
-                return Err(context.fail(ApiError::UnknownFeature {
+                return Err(context.fail(InputError::UnknownFeature {
                     row: self.row,
                     name: key.into_owned(),
                 }));
             };
             if !self.data[start + column].is_nan() {
-                return Err(context.fail(ApiError::DuplicateFeature {
+                return Err(context.fail(InputError::DuplicateFeature {
                     row: self.row,
                     name: key.into_owned(),
                 }));
@@ -443,7 +408,7 @@ impl<'de> Visitor<'de> for RowSeed<'_, '_, '_> {
             .map(|(n, _)| n.as_str())
             .collect();
         if !missing.is_empty() {
-            return Err(context.fail(ApiError::MissingFeatures {
+            return Err(context.fail(InputError::MissingFeatures {
                 row: self.row,
                 names: missing.join(", "),
             }));
@@ -471,7 +436,7 @@ impl<'de> Visitor<'de> for RowSeed<'_, '_, '_> {
             got += 1;
         }
         if got != width {
-            return Err(context.fail(ApiError::WrongRowLength {
+            return Err(context.fail(InputError::WrongRowLength {
                 row: self.row,
                 expected: width,
                 got,
@@ -513,7 +478,7 @@ impl NumberSeed<'_, '_> {
         if narrowed.is_finite() {
             Ok(narrowed)
         } else {
-            Err(self.context.fail(ApiError::NonFinite {
+            Err(self.context.fail(InputError::NonFinite {
                 row: self.row,
                 feature: self.context.names[self.column].clone(),
                 value: v,
@@ -522,7 +487,7 @@ impl NumberSeed<'_, '_> {
     }
 
     fn not_a_number<E: de::Error>(self, got: de::Unexpected) -> E {
-        self.context.fail(ApiError::NonNumeric {
+        self.context.fail(InputError::NonNumeric {
             row: self.row,
             feature: self.context.names[self.column].clone(),
             got: kind_of_unexpected(&got),
@@ -573,7 +538,7 @@ impl<'de> Visitor<'de> for NumberSeed<'_, '_> {
 mod tests {
     use super::*;
 
-    fn parse(body: &str, max_rows: usize) -> Result<InferenceRequest, ApiError> {
+    fn parse(body: &str, max_rows: usize) -> Result<InferenceRequest, InputError> {
         let names: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
         let index = names
             .iter()
@@ -666,31 +631,31 @@ mod tests {
 
     #[test]
     fn each_problem_is_named_with_its_row_and_feature() {
-        let cases: &[(&str, ApiError)] = &[
+        let cases: &[(&str, InputError)] = &[
             (
                 r#"{"instances": [{"a": 1, "b": 2, "c": 3, "d": 4}]}"#,
-                ApiError::UnknownFeature {
+                InputError::UnknownFeature {
                     row: 0,
                     name: "d".into(),
                 },
             ),
             (
                 r#"{"instances": [[1,2,3], {"a": 1, "c": 3}]}"#,
-                ApiError::MissingFeatures {
+                InputError::MissingFeatures {
                     row: 1,
                     names: "b".into(),
                 },
             ),
             (
                 r#"{"instances": [{"a": 1, "a": 2, "b": 2, "c": 3}]}"#,
-                ApiError::DuplicateFeature {
+                InputError::DuplicateFeature {
                     row: 0,
                     name: "a".into(),
                 },
             ),
             (
                 r#"{"instances": [[1, 2]]}"#,
-                ApiError::WrongRowLength {
+                InputError::WrongRowLength {
                     row: 0,
                     expected: 3,
                     got: 2,
@@ -698,7 +663,7 @@ mod tests {
             ),
             (
                 r#"{"instances": [[1, 2, 3, 4, 5]]}"#,
-                ApiError::WrongRowLength {
+                InputError::WrongRowLength {
                     row: 0,
                     expected: 3,
                     got: 5,
@@ -706,7 +671,7 @@ mod tests {
             ),
             (
                 r#"{"instances": [{"a": "1", "b": 2, "c": 3}]}"#,
-                ApiError::NonNumeric {
+                InputError::NonNumeric {
                     row: 0,
                     feature: "a".into(),
                     got: "a string",
@@ -714,7 +679,7 @@ mod tests {
             ),
             (
                 r#"{"instances": [[1, null, 3]]}"#,
-                ApiError::NonNumeric {
+                InputError::NonNumeric {
                     row: 0,
                     feature: "b".into(),
                     got: "null",
@@ -722,7 +687,7 @@ mod tests {
             ),
             (
                 r#"{"instances": [[1, 2, [3]]]}"#,
-                ApiError::NonNumeric {
+                InputError::NonNumeric {
                     row: 0,
                     feature: "c".into(),
                     got: "an array",
@@ -730,34 +695,34 @@ mod tests {
             ),
             (
                 r#"{"instances": [[1, 2, 1e39]]}"#,
-                ApiError::NonFinite {
+                InputError::NonFinite {
                     row: 0,
                     feature: "c".into(),
                     value: 1e39,
                 },
             ),
-            (r#"{"instances": []}"#, ApiError::EmptyInstances),
+            (r#"{"instances": []}"#, InputError::EmptyInstances),
             (
                 r#"{"instances": [[1,2,3],[1,2,3],[1,2,3]]}"#,
-                ApiError::TooManyRows { limit: 2 },
+                InputError::TooManyRows { limit: 2 },
             ),
             (
                 r#"{"instances": {"a": 1}}"#,
-                ApiError::InvalidField {
+                InputError::InvalidField {
                     field: "instances",
                     reason: "must be a list of rows".into(),
                 },
             ),
             (
                 r#"{"instances": [7]}"#,
-                ApiError::InvalidRow {
+                InputError::InvalidRow {
                     row: 0,
                     expected: 3,
                     got: "a number",
                 },
             ),
-            (r#"{"rows": []}"#, ApiError::UnknownField("rows".into())),
-            (r#"{}"#, ApiError::MissingInstances),
+            (r#"{"rows": []}"#, InputError::UnknownField("rows".into())),
+            (r#"{}"#, InputError::MissingInstances),
         ];
         for (body, expected) in cases {
             assert_eq!(&parse(body, 2).unwrap_err(), expected, "body: {body}");

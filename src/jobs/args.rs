@@ -1,0 +1,102 @@
+//! The offline jobs' command lines: which model a job runs and how it is loaded (the same flags
+//! as the server's), and each job's own files and options. Owned by the jobs, like the mock
+//! feature store owns its flags; `config` only mounts them as subcommands.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::DataFormat;
+use crate::model::runtime::ExecutionProviderChoice;
+use crate::monitor::baseline::DEFAULT_PSI_THRESHOLD;
+use crate::telemetry::LogFormat;
+
+/// Which model an offline job runs, and how to load it (the same flags as the server's).
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct JobModelArgs {
+    /// The model to run (default: the manifest's default model).
+    #[arg(long)]
+    pub model: Option<String>,
+
+    /// The model version (default: the model's highest).
+    #[arg(long = "model-version")]
+    pub model_version: Option<String>,
+
+    /// The model repository: `<name>/<version>/model.onnx` and its artifacts.
+    #[arg(long, env = "MODELS_DIR", default_value = "models")]
+    pub models_dir: PathBuf,
+
+    /// The manifest that names every model version, its features and its sha256.
+    #[arg(long, env = "MANIFEST_PATH", default_value = "manifest.json")]
+    pub manifest: PathBuf,
+
+    /// ONNX Runtime's shared library (from the pinned wheel; see scripts/fetch-onnxruntime.sh).
+    #[arg(long, env = "ORT_DYLIB_PATH", default_value = ".ort/libonnxruntime.so")]
+    pub ort_dylib_path: PathBuf,
+
+    /// Threads ONNX Runtime may use inside one inference call.
+    #[arg(long, env = "INTRA_OP_THREADS", default_value_t = 1)]
+    pub intra_op_threads: usize,
+
+    /// Execution provider: auto (CUDA if usable, else CPU), cpu, or cuda (fail without a GPU).
+    #[arg(long, env = "EXECUTION_PROVIDER", value_enum, default_value = "auto")]
+    pub execution_provider: ExecutionProviderChoice,
+
+    /// Rows read, validated and inferred at a time: memory stays flat whatever the file size.
+    #[arg(long, env = "CHUNK_ROWS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub chunk_rows: u64,
+
+    /// Log format (logs go to stderr): json (default) or text.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+}
+
+/// `ferrum-serve predict`.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    pub model: JobModelArgs,
+
+    /// Rows to score: a CSV file with a header (feature columns by name, any other columns are
+    /// copied to the output) or JSON lines (one row per line); `-` reads stdin.
+    #[arg(long, short = 'i')]
+    pub input: PathBuf,
+
+    /// Input format (default: from the file extension: .csv, else JSON lines).
+    #[arg(long, value_enum)]
+    pub input_format: Option<DataFormat>,
+
+    /// Where predictions go (written to `<output>.partial`, renamed when complete); `-` writes
+    /// stdout.
+    #[arg(long, short = 'o')]
+    pub output: PathBuf,
+
+    /// Output format (default: from the file extension: .csv, else JSON lines).
+    #[arg(long, value_enum)]
+    pub output_format: Option<DataFormat>,
+}
+
+/// `ferrum-serve drift-report`.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct DriftReportArgs {
+    #[command(flatten)]
+    pub model: JobModelArgs,
+
+    /// Rows to compare with the training baseline (CSV or JSON lines, as for `predict`);
+    /// `-` reads stdin.
+    #[arg(long, short = 'i')]
+    pub input: PathBuf,
+
+    /// Input format (default: from the file extension: .csv, else JSON lines).
+    #[arg(long, value_enum)]
+    pub input_format: Option<DataFormat>,
+
+    /// Where the JSON report goes; `-` (default) writes stdout.
+    #[arg(long, short = 'o', default_value = "-")]
+    pub output: PathBuf,
+
+    /// A feature or prediction whose PSI exceeds this is drifted (exit status 3).
+    #[arg(long, env = "DRIFT_THRESHOLD", default_value_t = DEFAULT_PSI_THRESHOLD)]
+    pub threshold: f64,
+}
