@@ -28,6 +28,8 @@
 //!   the mock feature store (`ferrum-feature-store`), and the data-contract check.
 //! - [`telemetry`]: logs, OpenTelemetry spans, Prometheus metrics, timing headers, drift (PSI of
 //!   served rows against the training baseline).
+//! - [`storage`]: model repositories in object storage (`s3://`, `gs://`, `az://`, `https://`)
+//!   mirrored into a local cache, each model file sha256-checked before it is used.
 //! - [`server`]: start-up order (bind, load, warm up, ready) and graceful shutdown.
 //! - [`healthcheck`]: `--healthcheck`, the curl-free probe container health checks run.
 //! - [`jobs`]: the offline `predict` and `drift-report` subcommands, over files.
@@ -41,6 +43,7 @@ pub mod healthcheck;
 pub mod jobs;
 pub mod model;
 pub mod server;
+pub mod storage;
 pub mod telemetry;
 
 /// The git commit this binary was built from (`GIT_COMMIT` at build time, else `git rev-parse`),
