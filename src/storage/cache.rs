@@ -147,7 +147,9 @@ mod tests {
         assert_eq!(cached.object.e_tag.as_deref(), Some("\"abc\""));
         assert_eq!(cached.sha256, "00");
         std::fs::write(dir.path().join(INDEX_FILE), b"{not json").unwrap();
-        assert!(CacheIndex::load(dir.path()).get("m/1/background.csv").is_none());
+        assert!(CacheIndex::load(dir.path())
+            .get("m/1/background.csv")
+            .is_none());
     }
 
     #[test]

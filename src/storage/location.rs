@@ -49,7 +49,9 @@ impl Location {
             return Err(invalid("no bucket, container or host".into()));
         }
         if url.query().is_some() || url.fragment().is_some() {
-            return Err(invalid("query strings and fragments are not supported".into()));
+            return Err(invalid(
+                "query strings and fragments are not supported".into(),
+            ));
         }
         let path = ObjectPath::from_url_path(url.path()).map_err(|e| invalid(e.to_string()))?;
         let (store, listable): (Arc<dyn ObjectStore>, bool) = match url.scheme() {
@@ -113,15 +115,16 @@ impl Location {
         let mut path = self.path.clone();
         let mut url = self.url.clone();
         {
-            let mut segments = url.path_segments_mut().map_err(|()| StorageError::Location {
-                uri: self.uri(),
-                reason: "cannot hold a path".into(),
-            })?;
+            let mut segments = url
+                .path_segments_mut()
+                .map_err(|()| StorageError::Location {
+                    uri: self.uri(),
+                    reason: "cannot hold a path".into(),
+                })?;
             segments.pop_if_empty();
             for part in relative_parts(relative).ok_or_else(|| StorageError::Location {
                 uri: format!("{}/{relative}", self.uri()),
-                reason: "a relative path must be slash-separated names without '.' or '..'"
-                    .into(),
+                reason: "a relative path must be slash-separated names without '.' or '..'".into(),
             })? {
                 path = path.join(part);
                 segments.push(part);
@@ -203,7 +206,10 @@ mod tests {
         assert_eq!(root.uri(), "s3://models-bucket/prod/repo");
         assert_eq!(root.path().as_ref(), "prod/repo");
         let file = root.join("diabetes/1/model.onnx").unwrap();
-        assert_eq!(file.uri(), "s3://models-bucket/prod/repo/diabetes/1/model.onnx");
+        assert_eq!(
+            file.uri(),
+            "s3://models-bucket/prod/repo/diabetes/1/model.onnx"
+        );
         assert_eq!(file.path().as_ref(), "prod/repo/diabetes/1/model.onnx");
         assert_eq!(
             file.cache_path(Path::new("/cache")),
@@ -211,7 +217,10 @@ mod tests {
         );
         assert!(root.listable());
         let bucket_root = Location::parse("s3://b").unwrap();
-        assert_eq!(bucket_root.join("manifest.json").unwrap().uri(), "s3://b/manifest.json");
+        assert_eq!(
+            bucket_root.join("manifest.json").unwrap().uri(),
+            "s3://b/manifest.json"
+        );
     }
 
     #[test]

@@ -238,9 +238,8 @@ impl RemoteRepository {
                     .map(|file| format!("{}/{file}", entry.path)),
             );
         }
-        let sha256_of = |relative: &str| {
-            (relative == model_file).then_some(entry.onnx.sha256.as_str())
-        };
+        let sha256_of =
+            |relative: &str| (relative == model_file).then_some(entry.onnx.sha256.as_str());
         let Some(listing) = listing else {
             return Ok(named
                 .into_iter()
