@@ -44,6 +44,14 @@ RUN python3 scripts/release-manifest.py manifest.json /build/release-manifest.js
 FROM rust:1.95-slim-bookworm AS builder
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /src
+# cargo-cyclonedx writes the image's SBOM (below). Pinned, from crates.io, in a layer of its own
+# that only changes with the version.
+ARG CARGO_CYCLONEDX_VERSION=0.5.9
+RUN --mount=type=secret,id=cabundle \
+    --mount=type=cache,id=ferrum-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
+    if [ -f /run/secrets/cabundle ]; then export CARGO_HTTP_CAINFO=/run/secrets/cabundle; fi \
+ && cargo install --locked --quiet --version "$CARGO_CYCLONEDX_VERSION" cargo-cyclonedx \
+ && cargo cyclonedx --version
 # Dependencies first, against stand-in sources: this layer only changes with Cargo.toml or
 # Cargo.lock. The cache mounts keep the registry and compiled dependencies between builds too.
 COPY Cargo.toml Cargo.lock build.rs ./
@@ -63,6 +71,8 @@ ARG GIT_COMMIT=unknown
 # COPY keeps the files' old timestamps: touch them so cargo does not reuse the stand-ins.
 # The image's binaries drop the line tables the release profile keeps (symbols stay, so a
 # backtrace still names functions): about half their size.
+# The SBOM: every crate compiled into the binaries for this platform (CycloneDX 1.5 JSON, from
+# Cargo.lock via cargo metadata; it may fetch the dev-dependencies' manifests).
 RUN --mount=type=secret,id=cabundle \
     --mount=type=cache,id=ferrum-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,id=ferrum-target-cpu,target=/src/target,sharing=locked \
@@ -72,7 +82,10 @@ RUN --mount=type=secret,id=cabundle \
  && mkdir -p /out/bin \
  && find target/release -maxdepth 1 -type f -perm -u+x -name 'ferrum-*' -exec cp {} /out/bin/ \; \
  && strip --strip-debug /out/bin/* \
- && ls -l /out/bin && test -x /out/bin/ferrum-serve
+ && ls -l /out/bin && test -x /out/bin/ferrum-serve \
+ && cargo cyclonedx --all --format json --spec-version 1.5 \
+      --target x86_64-unknown-linux-gnu \
+ && mv ferrum-serve.cdx.json /out/sbom.cdx.json
 
 # --- training: python training/train.py --out /out reproduces models/ byte for byte ------------
 FROM python-tools AS train
@@ -103,6 +116,8 @@ COPY --from=builder /out/bin/ /usr/local/bin/
 COPY --from=python-tools /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 WORKDIR /srv/ferrum
 COPY models models
+# The CycloneDX SBOM of the binaries, at the path /manifest names (`build.sbom`).
+COPY --from=builder /out/sbom.cdx.json /usr/share/doc/ferrum-serve/sbom.cdx.json
 COPY --from=release /build/release-manifest.json manifest.json
 # What changes with every commit comes last, so the layers above stay cached.
 ARG GIT_COMMIT=unknown
@@ -119,6 +134,7 @@ ENV HOST=0.0.0.0 \
     MANIFEST_PATH=/srv/ferrum/manifest.json \
     ORT_DYLIB_PATH=/usr/local/lib/onnxruntime/libonnxruntime.so \
     LOG_FORMAT=json \
+    SBOM_PATH=/usr/share/doc/ferrum-serve/sbom.cdx.json \
     IMAGE_TAG=${IMAGE_TAG}
 USER 10001:10001
 EXPOSE 8080

@@ -10,7 +10,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 ORT_DIR := .ort
 export ORT_DYLIB_PATH ?= $(CURDIR)/$(ORT_DIR)/libonnxruntime.so
 
-.PHONY: help run test lint train ort venv fmt clippy image image-train stack-up stack-down k8s-image-tags bench bench-serving bench-explain openapi fuzz soak
+.PHONY: demo deny help run test lint train retrain-clean ort venv fmt clippy image image-train stack-up stack-down k8s-image-tags bench bench-serving bench-explain openapi fuzz soak
 
 # Container images (docs/containers.md): tagged with the commit they are built from. BuildKit is
 # required; Debian's docker client has it built in. CA_BUNDLE, when the file exists, is passed as
@@ -35,6 +35,7 @@ help:
 	@echo "make train  retrain both models into models/ and manifest.json"
 	@echo "make image  build the image $(IMAGE):<short commit> (make image-train: the training image)"
 	@echo "make stack-up / stack-down   the local stack (docker-compose: api, feature-store, prometheus)"
+	@echo "make demo   image if missing, stack up, the README's entity-id curl vs the training log, stack down"
 	@echo "make bench  benchmarks (docs/benchmarks.md): bench-serving (vs FastAPI, HTTP and compute floors) and bench-explain (vs shap)"
 
 ort:
@@ -49,7 +50,11 @@ run: ort
 test:
 	scripts/test.sh
 
-lint: fmt clippy
+lint: fmt clippy deny
+
+# Licences, duplicate versions and sources of every dependency (deny.toml), offline.
+deny:
+	scripts/cargo-deny.sh
 
 fmt:
 	$(CARGO) fmt --all -- --check
@@ -60,6 +65,11 @@ clippy:
 
 train:
 	venv=$$(scripts/python-env.sh requirements/train.lock) && "$$venv/bin/python" training/train.py
+
+# Retrain from a clean clone of HEAD (committed tree only): the manifest then says
+# git_dirty false with a commit in history; models/ must come out byte-identical.
+retrain-clean:
+	scripts/retrain-clean.sh
 
 image:
 	$(DOCKER_BUILD) -t $(IMAGE):$(IMAGE_TAG) .
@@ -73,13 +83,19 @@ stack-up: image
 stack-down:
 	docker-compose down
 
+# The container demo in one command (scripts/demo.sh): image if missing, stack up, healthy,
+# the README's entity-id curl beside the training log's prediction, stack down.
+demo:
+	scripts/demo.sh
+
 k8s-image-tags:
 	scripts/k8s-set-image-tags.sh $(if $(CANARY),--canary) $(IMAGE_TAG) k8s
 bench: bench-serving bench-explain
 
 # Serving throughput and latency against FastAPI and the HTTP/compute floors (bench/run.sh).
+# BEFORE=<git rev> also measures that revision's build in the same run (before/after figures).
 bench-serving: ort
-	bench/run.sh
+	bench/run.sh $(if $(BEFORE),--before "$$(bench/build-before.sh $(BEFORE))") $(BENCH_ARGS)
 
 # /explain latency against Python shap on this machine: release build, a server on BENCH_PORT
 # (stopped on exit), then bench/explain.py against it.

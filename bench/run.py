@@ -203,6 +203,9 @@ def main():
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     parser.add_argument("--ferrum", default=str(REPO / "target/release/ferrum-serve"))
     parser.add_argument("--examples", default=str(REPO / "target/release/examples"))
+    parser.add_argument("--before", metavar="BINARY",
+                        help="an earlier ferrum-serve build to measure in the same run (single-row "
+                             "loads, both batching modes), for before/after figures of a change")
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--nice", type=int, default=-10,
                         help="run servers and wrk at this nice level (root only): on a machine shared "
@@ -240,11 +243,18 @@ def main():
     }
     all_servers = list(servers)
     modes = ["ferrum batching=off", "ferrum batching=on"]
+    befores = []
+    if args.before:
+        before = lambda *flags: (lambda p: [args.before, "--host", "127.0.0.1", "--port", str(p), *flags])
+        for mode in ("off", "on"):
+            servers[f"before batching={mode}"] = (before("--batching", mode), "/health/ready")
+            befores.append(f"before batching={mode}")
     fastapis = ["FastAPI (uvicorn h11/asyncio)", "FastAPI (uvicorn httptools/uvloop)"]
     # (model, load, path, body, rows, concurrency, servers)
     loads = []
     for c in (1, 8, 64):
-        loads.append(("breast-cancer", "single row by name", "/models/{m}/predict", "{m}-1", 1, c, all_servers))
+        loads.append(("breast-cancer", "single row by name", "/models/{m}/predict", "{m}-1", 1, c,
+                      all_servers + befores))
     loads.append(("breast-cancer", "64 rows by name", "/models/{m}/predict", "{m}-64", 64, 8,
                   modes + fastapis + ["HTTP floor"]))
     loads.append(("breast-cancer", "256 rows V2 binary", "/v2/models/{m}/infer", "{m}-v2-256", 256, 8,
@@ -393,6 +403,22 @@ def render(info, results, compute, args):
             shown = f"{v * 100:.0f}%" if unit == "%" else f"{v:.1f}x"
             cells.append(f"{shown} {'met' if v >= threshold else 'MISSED'}")
         lines.append(f"| {label} | {cells[0]} | {cells[1]} | {goal} |")
+    if any(r["server"].startswith("before ") for r in results):
+        lines += ["", "This build against the earlier one (`--before`), single row by name, breast-cancer, "
+                  "same run:", "",
+                  "| batching | c | req/s before | req/s now | now / before | per core now / before "
+                  "| p99 ms before | p99 ms now |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for mode in ("off", "on"):
+            for c in (1, 8, 64):
+                old = find(results, f"before batching={mode}", "single row by name", c)
+                new = find(results, f"ferrum batching={mode}", "single row by name", c)
+                if not old or not new:
+                    continue
+                core = ((new["rps"] / new["server_cores"]) / (old["rps"] / old["server_cores"])
+                        if new["server_cores"] and old["server_cores"] else 0)
+                lines.append(f"| {mode} | {c} | {old['rps']:,.0f} | {new['rps']:,.0f} | "
+                             f"{new['rps'] / old['rps'] * 100:.0f}% | {core * 100:.0f}% | "
+                             f"{old['p99_ms']:.3f} | {new['p99_ms']:.3f} |")
     return "\n".join(lines) + "\n"
 
 

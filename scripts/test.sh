@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: what `make test` and CI run. Installs what it needs first, then
-# format and lint checks, Rust unit and integration tests (CPU build and `cuda` build), and
+# format and lint checks, the dependency policy (cargo deny: deny.toml), Rust unit and integration tests (CPU build and `cuda` build), and
 # the Python reference checks against the real server binary, then the container stage
 # (scripts/container-tests.sh: images built and run with a real Docker engine).
 set -euo pipefail
@@ -30,6 +30,9 @@ $cargo fmt --all -- --check
 step "cargo clippy -D warnings (CPU and cuda builds)"
 $cargo clippy --all-targets -- -D warnings
 $cargo clippy --all-targets --features cuda -- -D warnings
+
+step "cargo deny check licenses bans sources (deny.toml; offline)"
+scripts/cargo-deny.sh
 
 step "cargo test (CPU build)"
 $cargo test --all-targets

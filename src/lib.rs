@@ -31,6 +31,7 @@
 //! - [`storage`]: model repositories in object storage (`s3://`, `gs://`, `az://`, `https://`)
 //!   mirrored into a local cache, each model file sha256-checked before it is used.
 //! - [`server`]: start-up order (bind, load, warm up, ready) and graceful shutdown.
+//! - [`listener`]: the accept loop: HTTP/1.1 and h2c with hyper's header-read timeout.
 //! - [`healthcheck`]: `--healthcheck`, the curl-free probe container health checks run.
 //! - [`jobs`]: the offline `predict` and `drift-report` subcommands, over files.
 
@@ -41,6 +42,7 @@ pub mod explain;
 pub mod features;
 pub mod healthcheck;
 pub mod jobs;
+pub mod listener;
 pub mod model;
 pub mod server;
 pub mod storage;

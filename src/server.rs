@@ -2,7 +2,6 @@
 //! load and warm up every model on a blocking thread, only then report ready; on SIGTERM fail
 //! readiness first, then let in-flight requests finish.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
@@ -13,6 +12,7 @@ use std::time::Duration;
 use crate::api::{self, Admission, ApiKey, AppState, Limits};
 use crate::config::ServeArgs;
 use crate::features::FeatureStore;
+use crate::listener::{self, ConnectionLimits};
 use crate::model::{LoadError, LoadOptions, Manifest, Repository, Runtime};
 use crate::storage::{self, RemoteRepository, StorageError};
 use crate::telemetry;
@@ -80,9 +80,21 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
 
     let (drained_tx, drained) = tokio::sync::oneshot::channel();
     let drain = Duration::from_millis(args.shutdown_drain_ms);
-    let server = axum::serve(listener, api::router(state.clone()))
-        .with_graceful_shutdown(shutdown_signal(state, drain, drained_tx))
-        .into_future();
+    let connection_limits = ConnectionLimits {
+        header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
+    };
+    let router = if args.enable_fault_routes {
+        tracing::warn!("fault routes enabled (GET /_fault/panic panics): for tests only");
+        api::router_with(state.clone(), api::panics::fault_routes())
+    } else {
+        api::router(state.clone())
+    };
+    let server = listener::serve(
+        listener,
+        router,
+        connection_limits,
+        shutdown_signal(state, drain, drained_tx),
+    );
     // The grace period starts when connections stop being accepted.
     let grace = Duration::from_millis(args.shutdown_grace_ms);
     let grace_over = async move {
@@ -200,8 +212,8 @@ fn spawn_model_load(
 }
 
 /// Resolves on SIGTERM or SIGINT: marks the server not ready at once, keeps accepting for the
-/// drain delay (so load balancers notice), then lets axum stop accepting and finish in-flight
-/// requests.
+/// drain delay (so load balancers notice), then lets the accept loop stop accepting and finish
+/// in-flight requests.
 async fn shutdown_signal(
     state: AppState,
     drain: Duration,

@@ -488,14 +488,23 @@ async fn snapshot_mismatch_is_visible_and_can_gate_readiness() {
     command.env_remove("FEATURE_STORE_URI");
     let strict = Server::spawn(command);
     wait_store_state(&strict, "up").await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The store is checked before the models finish loading: until they have, readiness fails
+    // for that reason instead. Wait for the models, so the answer below is about the snapshot.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while strict.get("/health").await.1["status"] == "loading" {
+        assert!(Instant::now() < deadline, "models never loaded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let (status, body) = strict.get("/health/ready").await;
     assert_eq!(
         (status, body["code"].as_str()),
         (503, Some("not_ready")),
         "{body}"
     );
-    assert!(body["error"].as_str().unwrap().contains("snapshot"));
+    assert!(
+        body["error"].as_str().unwrap().contains("snapshot"),
+        "{body}"
+    );
     let (status, _) = strict.get("/health/live").await;
     assert_eq!(status, 200);
     let (_, health) = strict.get("/health").await;

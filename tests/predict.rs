@@ -124,6 +124,8 @@ async fn health_and_manifest_describe_what_serves() {
         commit.len() == 40 && commit.chars().all(|c| c.is_ascii_hexdigit()),
         "the build's git commit: {manifest}"
     );
+    // Only the image ships an SBOM (and sets SBOM_PATH): none is named here.
+    assert_eq!(manifest["build"].get("sbom"), None, "{manifest}");
 }
 
 /// Each request gets one log line, and a client's `x-request-id` is honoured and echoed.

@@ -368,3 +368,73 @@ async fn entity_lookups_get_a_span_the_feature_store_sees_as_its_parent() {
         format!("00-{TRACE_ID}-{}-01", lookup.span_id)
     );
 }
+
+/// `OTEL_EXPORTER_OTLP_PROTOCOL`: `http/protobuf` exports; `http/json` exports the same way
+/// with a warning saying so; `grpc` (no gRPC client in this build) turns export off with a
+/// warning naming the value while the server serves on; the traces-specific variable wins.
+#[tokio::test]
+async fn the_otlp_protocol_variables_are_honoured() {
+    async fn exported_after_one_request(protocol: &[(&str, &str)]) -> (bool, String) {
+        let receiver = Receiver::start().await;
+        let mut command = server_command(&[]);
+        command
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint)
+            .env("OTEL_BSP_SCHEDULE_DELAY", "50")
+            .env("NO_PROXY", "127.0.0.1,localhost");
+        for (name, value) in protocol {
+            command.env(name, value);
+        }
+        let server = Server::spawn(command);
+        server.wait_ready(Duration::from_secs(60)).await;
+        predict(&server, "/predict", rows("breast-cancer", 1), None).await;
+        // Far longer than the 50 ms schedule delay: whatever is exported has arrived.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let exported = || {
+            let spans = receiver.spans.lock().unwrap();
+            spans.iter().any(|s| s.name == "POST /predict")
+        };
+        while Instant::now() < deadline && !exported() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (exported(), server.log_text())
+    }
+
+    let (exported, logs) =
+        exported_after_one_request(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]).await;
+    assert!(exported, "{logs}");
+    assert!(!logs.contains("warning"), "{logs}");
+
+    let (exported, logs) =
+        exported_after_one_request(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]).await;
+    assert!(exported, "{logs}");
+    assert!(
+        logs.contains("warning: OTEL_EXPORTER_OTLP_PROTOCOL=http/json: this build exports OTLP/HTTP with protobuf bodies only; exporting http/protobuf to the same endpoint"),
+        "{logs}"
+    );
+
+    let (exported, logs) =
+        exported_after_one_request(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]).await;
+    assert!(!exported, "{logs}");
+    let warning = logs
+        .lines()
+        .find(|l| l.starts_with("warning: OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not supported"))
+        .unwrap_or_else(|| panic!("no grpc warning in {logs}"));
+    assert!(warning.ends_with("; spans are not exported"), "{warning}");
+    // The same warning in the JSON log stream, for a collector.
+    assert!(
+        logs.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|e| e["level"] == "WARN"
+                && e["warning"]
+                    .as_str()
+                    .is_some_and(|w| w.contains("=grpc is not supported"))),
+        "{logs}"
+    );
+
+    let (exported, logs) = exported_after_one_request(&[
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+    ])
+    .await;
+    assert!(exported, "{logs}");
+}

@@ -123,6 +123,9 @@ pub enum ApiError {
     UnknownOutput(String),
     #[error("{rows} rows exceed the limit of {limit} (the server's MAX_REQUEST_ROWS)")]
     TooManyTensorRows { rows: usize, limit: usize },
+    /// The handler panicked (a bug): the panic is logged and counted, the client gets this.
+    #[error("internal error: the server failed while handling this request")]
+    Internal,
 }
 
 impl ApiError {
@@ -163,7 +166,7 @@ impl ApiError {
             }
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Inference(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Inference(_) | Internal => StatusCode::INTERNAL_SERVER_ERROR,
             InvalidBinaryData(_) => StatusCode::BAD_REQUEST,
             InvalidTensor(_) | UnknownOutput(_) | TooManyTensorRows { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
@@ -214,6 +217,7 @@ impl ApiError {
             InvalidBinaryData(_) => "invalid_binary_data",
             UnknownOutput(_) => "unknown_output",
             TooManyTensorRows { .. } => "too_many_rows",
+            Internal => "internal_error",
         }
     }
 }
@@ -241,10 +245,12 @@ impl IntoResponse for ApiError {
         match self {
             // The rest of the body is never read, so the connection cannot carry another
             // request: tell the client not to reuse it.
-            // A request timed out may not have had its body read either.
+            // A request timed out (or whose handler panicked) may not have had its body read
+            // either.
             ApiError::PayloadTooLarge { .. }
             | ApiError::BodyTimeout { .. }
-            | ApiError::Timeout { .. } => {
+            | ApiError::Timeout { .. }
+            | ApiError::Internal => {
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             // Shed load comes back soon; say when to retry instead of letting clients hammer.

@@ -97,25 +97,27 @@ pub async fn summary(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
-/// The manifest as training wrote it, plus which build serves it (`build.git_commit`, and the
-/// `IMAGE_TAG` the container was started with, if any).
+/// The manifest as training wrote it, plus which build serves it (`build.git_commit`, the
+/// `IMAGE_TAG` the container was started with, if any, and `build.sbom`, where the image keeps
+/// its CycloneDX SBOM: `SBOM_PATH`, set by the Dockerfile; absent outside the image).
 #[utoipa::path(
     get,
     path = "/manifest",
     tag = "operations",
-    responses((status = 200, description = "manifest.json as training wrote it, plus a `build` object (version, git_commit, image_tag)", body = Object))
+    responses((status = 200, description = "manifest.json as training wrote it, plus a `build` object (version, git_commit, image_tag, and sbom in the image)", body = Object))
 )]
 pub async fn manifest(State(state): State<AppState>) -> Response {
     let mut body = state.manifest.raw.clone();
     if let Value::Object(map) = &mut body {
-        map.insert(
-            "build".into(),
-            json!({
-                "version": crate::BUILD_VERSION,
-                "git_commit": crate::BUILD_GIT_COMMIT,
-                "image_tag": std::env::var("IMAGE_TAG").ok(),
-            }),
-        );
+        let mut build = json!({
+            "version": crate::BUILD_VERSION,
+            "git_commit": crate::BUILD_GIT_COMMIT,
+            "image_tag": std::env::var("IMAGE_TAG").ok(),
+        });
+        if let Ok(sbom) = std::env::var("SBOM_PATH") {
+            build["sbom"] = Value::String(sbom);
+        }
+        map.insert("build".into(), build);
     }
     (StatusCode::OK, Json(body)).into_response()
 }

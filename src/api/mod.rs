@@ -9,6 +9,7 @@ mod health;
 mod metrics;
 pub mod openapi;
 mod page;
+pub mod panics;
 mod predict;
 pub mod request;
 pub mod v2;
@@ -158,6 +159,12 @@ impl AppState {
 /// Two groups: inference routes pass the API key check and admission control; health,
 /// manifest and the like are open and never queue behind inference.
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The API with `extra` routes in the inference group (behind the same guards and layers):
+/// how the test-only [`panics::fault_routes`] are served.
+pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     let inference = Router::new()
         .route("/predict", post(predict::predict_default))
         .route("/models/{name}/predict", post(predict::predict_model))
@@ -172,6 +179,7 @@ pub fn router(state: AppState) -> Router {
             post(explain::explain_version),
         )
         .merge(v2::inference_routes())
+        .merge(extra)
         .route_layer(from_fn_with_state(state.clone(), guard::admit))
         .route_layer(from_fn_with_state(state.clone(), guard::authorize));
     Router::new()
@@ -190,6 +198,8 @@ pub fn router(state: AppState) -> Router {
         .merge(v2::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Inside the request log: a panic is answered, then logged and counted as a 500.
+        .layer(panics::catch_panic_layer())
         .layer(axum::middleware::from_fn(telemetry::log_request))
         .with_state(state)
 }

@@ -389,7 +389,7 @@ impl IntoResponses for InferenceErrors {
             ("413", "payload_too_large: the body is over MAX_BODY_BYTES"),
             ("415", "unsupported_media_type: the content type is not JSON"),
             ("422", "a body that parses but cannot be served: missing, unknown or non-numeric features, too many rows, an explanation too expensive, ..."),
-            ("500", "inference_failed: the model failed on validated input"),
+            ("500", "inference_failed: the model failed on validated input; internal_error: the handler panicked (a bug: logged, counted in ferrum_http_panics_total, connection closed)"),
             ("502", "feature_store_error: the feature store answered with an error"),
             ("503", "not_ready, overloaded or feature_store_unavailable (with Retry-After)"),
             ("504", "request_timeout or feature_store_timeout"),

@@ -158,6 +158,12 @@ pub struct ServeArgs {
     #[arg(long, env = "BODY_READ_TIMEOUT_MS", default_value_t = 10_000)]
     pub body_read_timeout_ms: u64,
 
+    /// Longest an HTTP/1 request head (request line and headers) may take to arrive before the
+    /// connection is closed; also how long an idle keep-alive connection stays open.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_ms: u64,
+
     /// Warm-up inferences per model before the server reports ready.
     #[arg(long, env = "WARMUP_RUNS", default_value_t = 10)]
     pub warmup_runs: usize,
@@ -279,6 +285,12 @@ pub struct ServeArgs {
     /// once, so waiting explanations never fill the admission queue ahead of /predict.
     #[arg(long, env = "EXPLAIN_MAX_QUEUED", default_value_t = 8)]
     pub explain_max_queued: usize,
+
+    /// Test-only: serve routes that fail on purpose (`GET /_fault/panic` panics), to test how
+    /// failures are answered. Hidden from --help; never set it in production.
+    #[arg(long, env = "ENABLE_FAULT_ROUTES", hide = true,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub enable_fault_routes: bool,
 
     /// Where `entity_ids` are looked up (see [`FeatureStoreArgs`]).
     #[command(flatten)]
@@ -529,6 +541,8 @@ mod tests {
         assert_eq!(cli.serve.models_dir, PathBuf::from("models"));
         assert_eq!(cli.serve.model_cache_dir, None);
         assert!(cli.serve.sessions_per_model() >= 1);
+        assert_eq!(cli.serve.header_read_timeout_ms, 10_000);
+        assert!(Cli::try_parse_from(["ferrum-serve", "--header-read-timeout-ms", "0"]).is_err());
         let cli = Cli::try_parse_from([
             "ferrum-serve",
             "--models-dir",

@@ -1,11 +1,15 @@
 //! Models: what the manifest promises, what ONNX Runtime loads, and how raw outputs become
 //! predictions. Plain functions and types, no HTTP, so the math is tested directly.
 
+pub mod infer;
 mod loaded;
 pub mod manifest;
+mod onnx_graph;
 pub mod output;
 pub mod repository;
 pub mod runtime;
+pub mod signature;
+pub mod tensor;
 
 use std::path::PathBuf;
 

@@ -64,6 +64,8 @@ struct Metrics {
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     http_in_flight: IntGauge,
+    http_panics: IntCounter,
+    log_lines_dropped: IntCounter,
     // Inference
     inference_duration: HistogramVec,
     inference_batch_rows: HistogramVec,
@@ -141,6 +143,16 @@ impl Metrics {
                 "HTTP requests being processed right now (a scrape counts itself).",
             )
             .expect("valid gauge definition"),
+            http_panics: IntCounter::new(
+                "ferrum_http_panics_total",
+                "Requests whose handler panicked; each was answered 500 internal_error and logged with the panic message.",
+            )
+            .expect("valid counter definition"),
+            log_lines_dropped: IntCounter::new(
+                "ferrum_log_lines_dropped_total",
+                "Log lines dropped because the log writer's queue was full (stdout not read fast enough); requests never wait for the log.",
+            )
+            .expect("valid counter definition"),
             inference_duration: histogram_vec(
                 "ferrum_inference_duration_seconds",
                 "Time ONNX Runtime spends on one inference call, from holding a session to having the outputs copied out.",
@@ -282,6 +294,8 @@ impl Metrics {
             Box::new(m.http_requests.clone()),
             Box::new(m.http_duration.clone()),
             Box::new(m.http_in_flight.clone()),
+            Box::new(m.http_panics.clone()),
+            Box::new(m.log_lines_dropped.clone()),
             Box::new(m.inference_duration.clone()),
             Box::new(m.inference_batch_rows.clone()),
             Box::new(m.inference_queue_wait.clone()),
@@ -334,6 +348,16 @@ pub fn render() -> String {
 }
 
 // ------------------------------------------------------------------------------------ HTTP
+
+/// Counts a request whose handler panicked (answered 500 `internal_error`).
+pub fn record_panic() {
+    metrics().http_panics.inc();
+}
+
+/// Counts a log line the log writer dropped because its queue was full.
+pub fn record_log_line_dropped() {
+    metrics().log_lines_dropped.inc();
+}
 
 /// The `method` label: standard methods by name, anything else `other` (bounded).
 pub fn method_label(method: &Method) -> &'static str {

@@ -2,7 +2,8 @@
 //! never inside the math.
 //!
 //! - [`logging`]: the global subscriber: JSON (or text) log lines, `RUST_LOG` filtering, and
-//!   OTLP span export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set ([`otel`]).
+//!   OTLP span export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set ([`otel`]); the server's lines
+//!   go through [`log_writer`], off the request path.
 //! - [`http`]: the per-request middleware: log line, HTTP metrics, request span.
 //! - [`metrics`]: the one Prometheus registry and a recording function per event.
 //! - [`timing`]: the `x-queue-time` / `x-inference-time` response headers.
@@ -15,6 +16,7 @@ pub mod baseline;
 pub mod drift;
 pub mod explain_drift;
 pub mod http;
+pub mod log_writer;
 pub mod logging;
 pub mod metrics;
 pub mod otel;

@@ -1,7 +1,12 @@
-//! OpenTelemetry tracing over OTLP (HTTP/protobuf), configured only by the standard variables:
+//! OpenTelemetry tracing over OTLP/HTTP, configured only by the standard variables:
 //!
 //! - `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`): turns export on.
 //!   Unset, nothing is built: no exporter, no thread, and the spans below are disabled (free).
+//! - `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, else `OTEL_EXPORTER_OTLP_PROTOCOL`: `http/protobuf`
+//!   (the default). This build compiles in no other encoding or transport: `http/json` exports
+//!   `http/protobuf` to the same endpoint (every OTLP/HTTP receiver accepts it) with a warning
+//!   that says so, and `grpc` (no gRPC client in the build) or an unknown value turns export off
+//!   with a warning naming the value. See [`resolve_protocol`].
 //! - `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`: the resource (default service name
 //!   `ferrum-serve`, `service.version` the crate version).
 //! - `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_BSP_SCHEDULE_DELAY`,
@@ -62,14 +67,69 @@ pub fn export_requested() -> bool {
         && (env_set("OTEL_EXPORTER_OTLP_ENDPOINT") || env_set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 }
 
+/// The variable naming the protocol for traces only; it wins over [`PROTOCOL_VAR`].
+pub const TRACES_PROTOCOL_VAR: &str = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL";
+/// The variable naming the protocol for every signal.
+pub const PROTOCOL_VAR: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
+
+/// Which OTLP protocol to export with, from the traces-specific and the general variable's
+/// values (unset or blank: not given), and a warning to log when the choice is not exactly
+/// what was asked for. `Err` (export off) for a protocol this build cannot speak.
+pub fn resolve_protocol(
+    traces: Option<&str>,
+    general: Option<&str>,
+) -> Result<(Protocol, Option<String>), String> {
+    let given = [(TRACES_PROTOCOL_VAR, traces), (PROTOCOL_VAR, general)]
+        .into_iter()
+        .find_map(|(name, value)| Some((name, value?.trim())).filter(|(_, v)| !v.is_empty()));
+    let Some((name, value)) = given else {
+        return Ok((Protocol::HttpBinary, None));
+    };
+    match value.to_ascii_lowercase().as_str() {
+        "http/protobuf" => Ok((Protocol::HttpBinary, None)),
+        "http/json" => Ok((
+            Protocol::HttpBinary,
+            Some(format!(
+                "{name}=http/json: this build exports OTLP/HTTP with protobuf bodies only; \
+                 exporting http/protobuf to the same endpoint"
+            )),
+        )),
+        "grpc" => Err(format!(
+            "{name}=grpc is not supported: this build has no gRPC client (tonic); \
+             set {name}=http/protobuf and point the endpoint at the collector's OTLP/HTTP port"
+        )),
+        _ => Err(format!(
+            "{name}={value:?} is not an OTLP protocol this build speaks (expected http/protobuf)"
+        )),
+    }
+}
+
+fn env_value(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// An exporter ready to use, and what to warn about.
+pub struct Exporting {
+    /// Flushes and stops the exporter.
+    pub guard: OtelGuard,
+    /// For the tracing layer.
+    pub tracer: SdkTracer,
+    /// A protocol asked for that was replaced (see [`resolve_protocol`]).
+    pub warning: Option<String>,
+}
+
 /// Builds the OTLP exporter and tracer when [`export_requested`]; `Ok(None)` otherwise.
-pub fn init() -> Result<Option<(OtelGuard, SdkTracer)>, String> {
+pub fn init() -> Result<Option<Exporting>, String> {
     if !export_requested() {
         return Ok(None);
     }
+    let (protocol, warning) = resolve_protocol(
+        env_value(TRACES_PROTOCOL_VAR).as_deref(),
+        env_value(PROTOCOL_VAR).as_deref(),
+    )?;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
-        .with_protocol(Protocol::HttpBinary)
+        .with_protocol(protocol)
         .build()
         .map_err(|e| format!("cannot build the OTLP span exporter: {e}"))?;
     let mut resource = Resource::builder();
@@ -87,7 +147,11 @@ pub fn init() -> Result<Option<(OtelGuard, SdkTracer)>, String> {
     let tracer = provider.tracer("ferrum-serve");
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     opentelemetry::global::set_tracer_provider(provider.clone());
-    Ok(Some((OtelGuard { provider }, tracer)))
+    Ok(Some(Exporting {
+        guard: OtelGuard { provider },
+        tracer,
+        warning,
+    }))
 }
 
 /// Reads W3C trace context from request headers.
@@ -224,6 +288,38 @@ mod tests {
             assert_eq!(traceparent_trace_id(&headers(bad)), None, "{bad}");
         }
         assert_eq!(traceparent_trace_id(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn the_protocol_comes_from_the_traces_variable_then_the_general_one() {
+        let protocol = |traces, general| resolve_protocol(traces, general);
+        assert_eq!(protocol(None, None), Ok((Protocol::HttpBinary, None)));
+        assert_eq!(protocol(Some(" "), None), Ok((Protocol::HttpBinary, None)));
+        assert_eq!(
+            protocol(None, Some("HTTP/Protobuf")),
+            Ok((Protocol::HttpBinary, None))
+        );
+        // The traces variable wins, whatever the general one says.
+        assert_eq!(
+            protocol(Some("http/protobuf"), Some("grpc")),
+            Ok((Protocol::HttpBinary, None))
+        );
+        let (json, warning) = protocol(None, Some("http/json")).unwrap();
+        assert_eq!(json, Protocol::HttpBinary);
+        assert_eq!(
+            warning.as_deref(),
+            Some("OTEL_EXPORTER_OTLP_PROTOCOL=http/json: this build exports OTLP/HTTP with protobuf bodies only; exporting http/protobuf to the same endpoint")
+        );
+        let grpc = protocol(Some("grpc"), None).unwrap_err();
+        assert!(
+            grpc.starts_with("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=grpc is not supported"),
+            "{grpc}"
+        );
+        let unknown = protocol(None, Some("carrier-pigeon")).unwrap_err();
+        assert_eq!(
+            unknown,
+            "OTEL_EXPORTER_OTLP_PROTOCOL=\"carrier-pigeon\" is not an OTLP protocol this build speaks (expected http/protobuf)"
+        );
     }
 
     #[test]

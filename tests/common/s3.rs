@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::{client, repo_root};
@@ -66,20 +67,25 @@ impl Helper {
 }
 
 /// `moto_server` from `MOTO_SERVER`, else from the dev venv scripts/python-env.sh builds (and
-/// reuses: scripts/test.sh has built it before the Rust tests run).
+/// reuses: scripts/test.sh has built it before the Rust tests run). Asked once per test
+/// binary: the script rebuilds a stale venv in place, so concurrent calls would race.
 pub fn moto_server_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("MOTO_SERVER") {
-        return PathBuf::from(bin);
-    }
-    let output = Command::new(repo_root().join("scripts/python-env.sh"))
-        .arg("requirements/dev.lock")
-        .current_dir(repo_root())
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run scripts/python-env.sh");
-    assert!(output.status.success(), "scripts/python-env.sh failed");
-    let venv = String::from_utf8(output.stdout).unwrap();
-    PathBuf::from(venv.trim()).join("bin/moto_server")
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("MOTO_SERVER") {
+            return PathBuf::from(bin);
+        }
+        let output = Command::new(repo_root().join("scripts/python-env.sh"))
+            .arg("requirements/dev.lock")
+            .current_dir(repo_root())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/python-env.sh");
+        assert!(output.status.success(), "scripts/python-env.sh failed");
+        let venv = String::from_utf8(output.stdout).unwrap();
+        PathBuf::from(venv.trim()).join("bin/moto_server")
+    })
+    .clone()
 }
 
 /// moto's S3 on a free loopback port, with one bucket.

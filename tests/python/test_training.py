@@ -79,6 +79,20 @@ def test_manifest_shape(manifest, entries):
     assert MANIFEST.read_text() == json.dumps(manifest, indent=2, sort_keys=True) + "\n"
 
 
+def test_manifest_was_trained_from_a_committed_tree_in_history(manifest):
+    """The committed models come from committed code: scripts/retrain-clean.sh trains in a
+    clean clone of HEAD, so the manifest says git_dirty false and names a commit that is in
+    this branch's history (an ancestor of HEAD)."""
+    assert manifest["git_dirty"] is False, "retrain with scripts/retrain-clean.sh"
+    commit = manifest["git_commit"]
+    assert re.fullmatch(r"[0-9a-f]{40}", commit), commit
+    ancestor = subprocess.run(["git", "-C", str(REPO), "merge-base", "--is-ancestor", commit,
+                               "HEAD"], capture_output=True, text=True)
+    assert ancestor.returncode == 0, (
+        f"{commit} is not in HEAD's history ({ancestor.stderr.strip()}): "
+        "retrain with scripts/retrain-clean.sh")
+
+
 def test_retraining_is_byte_identical(retrained, entries):
     new_manifest = json.loads((retrained / "manifest.json").read_text())
     new_entries = {m["name"]: m for m in new_manifest["models"]}

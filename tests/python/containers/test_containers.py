@@ -172,6 +172,46 @@ def test_release_manifest_names_this_build(server):
     assert health["git_commit"] == commit
 
 
+SBOM_PATH = "/usr/share/doc/ferrum-serve/sbom.cdx.json"
+
+
+def cargo_lock_versions():
+    """{crate name: {versions}} from the committed Cargo.lock."""
+    import tomllib
+    lock = tomllib.loads((REPO / "Cargo.lock").read_text())
+    versions = {}
+    for package in lock["package"]:
+        versions.setdefault(package["name"], set()).add(package["version"])
+    return versions
+
+
+def test_the_image_ships_a_cyclonedx_sbom_and_manifest_names_it(server):
+    """The SBOM written at image build (cargo-cyclonedx) is valid CycloneDX JSON about this
+    crate, lists what the binary is built from at the versions Cargo.lock pins, and /manifest
+    points at it."""
+    bom = json.loads(server.exec("cat", SBOM_PATH).stdout)
+    assert bom["bomFormat"] == "CycloneDX"
+    assert bom["specVersion"] == "1.5"
+    assert re.fullmatch(r"urn:uuid:[0-9a-f-]{36}", bom["serialNumber"]), bom["serialNumber"]
+    component = bom["metadata"]["component"]
+    assert component["name"] == "ferrum-serve"
+    assert component["version"] == "0.1.0"
+    components = {c["name"]: c for c in bom["components"]}
+    locked = cargo_lock_versions()
+    for name in ("ort", "axum", "hyper-util", "tower-http", "prometheus", "reqwest"):
+        assert name in components, sorted(components)
+        assert components[name]["version"] in locked[name], (name, components[name]["version"])
+        assert components[name]["purl"].startswith(f"pkg:cargo/{name}@"), components[name]
+    assert components["ort"]["version"] == "2.0.0-rc.15"
+    # Every component is a crate from Cargo.lock at a locked version: nothing invented.
+    for c in bom["components"]:
+        assert c["version"] in locked.get(c["name"], ()), c["name"]
+    # A single reqwest: the SBOM sees the build cargo tree -d checks.
+    assert [c["name"] for c in bom["components"]].count("reqwest") == 1
+    served = requests.get(server.url("/manifest"), timeout=10).json()
+    assert served["build"]["sbom"] == SBOM_PATH
+
+
 def test_models_in_the_image_are_the_committed_bytes(server):
     for name in ("breast-cancer", "diabetes"):
         out = server.exec("sha256sum", f"/srv/ferrum/models/{name}/1/model.onnx").stdout
