@@ -111,6 +111,9 @@ FROM debian:bookworm-slim AS runtime
 RUN useradd -l -r -u 10001 -d /nonexistent -s /usr/sbin/nologin ferrum
 COPY --from=onnxruntime /opt/onnxruntime /usr/local/lib/onnxruntime
 COPY --from=builder /out/bin/ /usr/local/bin/
+# Debian's CA bundle (no apt in this stage): rustls reads it to verify https:// object
+# storage for a remote --models-dir (docs/object-storage.md).
+COPY --from=python-tools /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 WORKDIR /srv/ferrum
 COPY models models
 # The CycloneDX SBOM of the binaries, at the path /manifest names (`build.sbom`).

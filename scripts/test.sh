@@ -18,6 +18,8 @@ scripts/fetch-onnxruntime.sh .ort
 
 step "Python venv (hash-locked)"
 venv=$(scripts/python-env.sh requirements/dev.lock)
+# The S3-compatible server tests/remote_repository.rs starts on loopback.
+export MOTO_SERVER=$venv/bin/moto_server
 
 step "System tools (promtool for the metrics tests, chromium for the demo-page test)"
 scripts/install-system-tools.sh

@@ -22,6 +22,7 @@
 //! |---|---|---|
 //! | [`model`] | `manifest.json`, the repository, ONNX Runtime sessions, raw outputs → predictions | nothing of ours |
 //! | [`shutdown`] | the SIGINT/SIGTERM wait, as a future | nothing of ours |
+//! | [`storage`] | model repositories in object storage (`s3://`, `gs://`, `az://`, `https://`) mirrored into a sha256-checked local cache | `model` |
 //! | [`telemetry`] | logs, OpenTelemetry spans, Prometheus metrics, timing headers | `model` |
 //! | [`input`] | request rows and tensors → model input; `InputError` | `model` |
 //! | [`explain`] | SHAP: Tree SHAP on the ONNX trees, exact enumeration, permutation sampling | `model` |
@@ -56,6 +57,7 @@ pub mod model;
 pub mod monitor;
 pub mod server;
 pub mod shutdown;
+pub mod storage;
 pub mod telemetry;
 
 /// The git commit this binary was built from (`GIT_COMMIT` at build time, else `git rev-parse`),

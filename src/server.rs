@@ -15,6 +15,7 @@ use crate::config::ServeArgs;
 use crate::features::FeatureStore;
 use crate::listener::{self, ConnectionLimits};
 use crate::model::{LoadError, LoadOptions, Manifest, Repository, Runtime};
+use crate::storage::{self, RemoteRepository, StorageError};
 use crate::telemetry;
 
 /// Why the server stopped with an error.
@@ -22,6 +23,8 @@ use crate::telemetry;
 pub enum ServeError {
     #[error(transparent)]
     Load(#[from] LoadError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: SocketAddr,
@@ -45,6 +48,7 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     tracing::info!(config = %serde_json::to_string(&args).unwrap_or_default(), "effective configuration");
     telemetry::metrics::set_build_info(std::env::var("IMAGE_TAG").ok().as_deref());
+    let args = mirror_remote_repository(args).await?;
     let manifest = Manifest::read(&args.manifest)?;
     let runtime = Runtime::load(&args.ort_dylib_path)?;
     // Before binding: a bad FEATURE_STORE_URI or unreadable snapshot stops the start with a
@@ -114,6 +118,36 @@ pub async fn run(
         Ok(error) = load_failed => Err(error.into()),
         () = grace_over => Err(ServeError::GraceExpired(args.shutdown_grace_ms)),
     }
+}
+
+/// A `--models-dir` in object storage is mirrored into the model cache first (the manifest
+/// fetched, every model file sha256-checked against it); the rest of start-up then reads the
+/// local copy as it would any directory. Before binding, like the manifest check: the feature
+/// store reads its snapshots from the models directory at open.
+async fn mirror_remote_repository(mut args: ServeArgs) -> Result<ServeArgs, ServeError> {
+    let uri = args.models_dir.to_string_lossy().into_owned();
+    if !storage::is_remote(&uri) {
+        return Ok(args);
+    }
+    let cache = args
+        .model_cache_dir
+        .clone()
+        .unwrap_or_else(storage::default_cache_dir);
+    let repository = RemoteRepository::open(&uri, &cache)?;
+    args.manifest = repository.resolve_manifest(&args.manifest).await?;
+    let report = repository.sync(&Manifest::read(&args.manifest)?).await?;
+    telemetry::metrics::record_model_store_sync(
+        report.downloaded.len() as u64,
+        report.downloaded_bytes,
+        report.reused.len() as u64,
+    );
+    // One refused version stops the start, as a local sha256 mismatch does, until models can
+    // fail one at a time.
+    if let Some(refused) = report.refused.into_iter().next() {
+        return Err(refused.into());
+    }
+    args.models_dir = repository.local_dir().to_path_buf();
+    Ok(args)
 }
 
 /// The API key from `--api-key` or `--api-key-file` (not both).

@@ -72,13 +72,22 @@ pub struct ServeArgs {
     #[arg(long, env = "PORT", default_value_t = 8080)]
     pub port: u16,
 
-    /// The model repository: `<name>/<version>/model.onnx` and its artifacts.
+    /// The model repository: `<name>/<version>/model.onnx` and its artifacts, in a directory
+    /// or in object storage (`s3://bucket/prefix`, `gs://`, `az://`, `https://`), which is
+    /// mirrored into --model-cache-dir and sha256-checked first (docs/object-storage.md).
     #[arg(long, env = "MODELS_DIR", default_value = "models")]
     pub models_dir: PathBuf,
 
-    /// The manifest that names every model version, its features and its sha256.
+    /// The manifest that names every model version, its features and its sha256. With a
+    /// remote --models-dir, a relative path is read inside the repository (the default is
+    /// `<prefix>/manifest.json`) and an `s3://`-style URI from its store.
     #[arg(long, env = "MANIFEST_PATH", default_value = "manifest.json")]
     pub manifest: PathBuf,
+
+    /// Where a remote --models-dir is mirrored; files whose hash still matches are reused
+    /// across restarts. Default: `ferrum-serve/models` under the temporary directory.
+    #[arg(long, env = "MODEL_CACHE_DIR")]
+    pub model_cache_dir: Option<PathBuf>,
 
     /// ONNX Runtime's shared library (from the pinned wheel; see scripts/fetch-onnxruntime.sh).
     #[arg(long, env = "ORT_DYLIB_PATH", default_value = ".ort/libonnxruntime.so")]
@@ -418,9 +427,23 @@ mod tests {
         assert_eq!(cli.serve.port, 8080);
         assert_eq!(cli.serve.execution_provider, ExecutionProviderChoice::Auto);
         assert_eq!(cli.serve.models_dir, PathBuf::from("models"));
+        assert_eq!(cli.serve.model_cache_dir, None);
         assert!(cli.serve.sessions_per_model() >= 1);
         assert_eq!(cli.serve.header_read_timeout_ms, 10_000);
         assert!(Cli::try_parse_from(["ferrum-serve", "--header-read-timeout-ms", "0"]).is_err());
+        let cli = Cli::try_parse_from([
+            "ferrum-serve",
+            "--models-dir",
+            "s3://bucket/prefix",
+            "--model-cache-dir",
+            "/var/cache/models",
+        ])
+        .unwrap();
+        assert_eq!(cli.serve.models_dir, PathBuf::from("s3://bucket/prefix"));
+        assert_eq!(
+            cli.serve.model_cache_dir,
+            Some(PathBuf::from("/var/cache/models"))
+        );
     }
 
     #[test]

@@ -78,6 +78,10 @@ struct Metrics {
     feature_store_errors: IntCounterVec,
     feature_store_cache_hits: IntCounter,
     feature_store_cache_misses: IntCounter,
+    // Remote model repository (src/storage)
+    model_store_downloads: IntCounter,
+    model_store_downloaded_bytes: IntCounter,
+    model_store_cache_hits: IntCounter,
     // Identity
     build_info: IntGaugeVec,
     model_info: IntGaugeVec,
@@ -210,6 +214,21 @@ impl Metrics {
                 "Entity lookups the feature cache could not answer (sent to the feature store).",
             )
             .expect("valid counter definition"),
+            model_store_downloads: IntCounter::new(
+                "ferrum_model_store_downloads_total",
+                "Files of a remote model repository downloaded into the model cache (not there yet, or changed in the store).",
+            )
+            .expect("valid counter definition"),
+            model_store_downloaded_bytes: IntCounter::new(
+                "ferrum_model_store_downloaded_bytes_total",
+                "Bytes downloaded from a remote model repository into the model cache.",
+            )
+            .expect("valid counter definition"),
+            model_store_cache_hits: IntCounter::new(
+                "ferrum_model_store_cache_hits_total",
+                "Files of a remote model repository reused from the model cache because their sha256 still matched (no download).",
+            )
+            .expect("valid counter definition"),
             build_info: int_gauge_vec(
                 "ferrum_build_info",
                 "Always 1: which build serves (crate version, git commit, container image tag).",
@@ -287,6 +306,9 @@ impl Metrics {
             Box::new(m.feature_store_errors.clone()),
             Box::new(m.feature_store_cache_hits.clone()),
             Box::new(m.feature_store_cache_misses.clone()),
+            Box::new(m.model_store_downloads.clone()),
+            Box::new(m.model_store_downloaded_bytes.clone()),
+            Box::new(m.model_store_cache_hits.clone()),
             Box::new(m.build_info.clone()),
             Box::new(m.model_info.clone()),
             Box::new(m.predictions.clone()),
@@ -473,6 +495,16 @@ pub fn record_feature_store_cache(hits: u64, misses: u64) {
     let m = metrics();
     m.feature_store_cache_hits.inc_by(hits);
     m.feature_store_cache_misses.inc_by(misses);
+}
+
+/// Records one sync of a remote model repository into the model cache: files downloaded, the
+/// bytes they took, and files reused from the cache. For the start-up (and later rescans) to
+/// call with what [`crate::storage::SyncReport`] says.
+pub fn record_model_store_sync(downloads: u64, downloaded_bytes: u64, cache_hits: u64) {
+    let m = metrics();
+    m.model_store_downloads.inc_by(downloads);
+    m.model_store_downloaded_bytes.inc_by(downloaded_bytes);
+    m.model_store_cache_hits.inc_by(cache_hits);
 }
 
 // -------------------------------------------------------------------------------- identity

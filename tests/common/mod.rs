@@ -2,6 +2,8 @@
 //! to it, so integration tests see exactly what a client would.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod s3;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

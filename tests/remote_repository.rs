@@ -1,0 +1,247 @@
+//! `--models-dir s3://...` against a real S3-compatible server (moto's standalone server from
+//! the hash-locked dev venv, on a loopback port): the bundled models served from a bucket give
+//! the training log's predictions, a tampered object is refused on its sha256 before any
+//! session is built, and a restart reuses the cache without downloading again. A plain HTTP
+//! repository (the `https://` code path, over loopback HTTP) is served the same way.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::s3::{repository_files, Helper, BUCKET, MODELS, PREFIX, S3};
+use common::{
+    assert_json_close, client, repo_root, run_to_exit, server_command, training_log, Server,
+};
+use serde_json::{json, Value};
+
+fn server_for(s3: &S3, cache: &Path) -> Command {
+    let uri = format!("s3://{BUCKET}/{PREFIX}");
+    let mut command = server_command(&[
+        "--models-dir",
+        &uri,
+        "--model-cache-dir",
+        cache.to_str().unwrap(),
+        "--warmup-runs",
+        "1",
+    ]);
+    command.envs(s3.env());
+    command
+}
+
+/// Every training-log row of every model, in one request per model, gives the logged
+/// prediction.
+async fn assert_training_logs_reproduce(server: &Server) {
+    for model in MODELS {
+        let rows = training_log(model);
+        let instances: Vec<Value> = rows.iter().map(|r| r["features"].clone()).collect();
+        let (status, body) = server
+            .post(
+                &format!("/models/{model}/predict"),
+                &json!({ "instances": instances }),
+            )
+            .await;
+        assert_eq!(status, 200, "{model}: {body}");
+        let expected: Vec<Value> = rows.iter().map(|r| r["prediction"].clone()).collect();
+        assert_json_close(&body["predictions"], &Value::Array(expected), 1e-6, model);
+    }
+}
+
+/// A counter's value on `/metrics`.
+async fn counter(server: &Server, name: &str) -> f64 {
+    let text = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{name} not on /metrics"))
+        .parse()
+        .unwrap()
+}
+
+/// The "model repository synced" log event.
+fn sync_event(server: &Server) -> Value {
+    server
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|event| event["message"] == "model repository synced")
+        .unwrap_or_else(|| panic!("no sync log line; logs:\n{}", server.log_text()))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[tokio::test]
+async fn models_served_from_s3_give_the_training_logs_predictions() {
+    let s3 = S3::start().await;
+    s3.upload_repository(&[]).await;
+    // A version folder the manifest does not list: mirrored only once the manifest names it.
+    s3.put(
+        &format!("/{BUCKET}/{PREFIX}/diabetes/2/model.onnx"),
+        b"not listed".to_vec(),
+    )
+    .await;
+    let cache = tempfile::tempdir().unwrap();
+    let server = Server::spawn(server_for(&s3, cache.path()));
+    server.wait_ready(Duration::from_secs(60)).await;
+    assert_training_logs_reproduce(&server).await;
+
+    let files = repository_files().len() - 1; // the manifest is fetched, not counted
+    assert_eq!(
+        counter(&server, "ferrum_model_store_downloads_total").await,
+        files as f64
+    );
+    assert_eq!(
+        counter(&server, "ferrum_model_store_cache_hits_total").await,
+        0.0
+    );
+    let model_bytes: usize = repository_files().iter().skip(1).map(|f| f.1.len()).sum();
+    assert_eq!(
+        counter(&server, "ferrum_model_store_downloaded_bytes_total").await,
+        model_bytes as f64
+    );
+    let event = sync_event(&server);
+    assert_eq!(event["repository"], format!("s3://{BUCKET}/{PREFIX}"));
+    assert_eq!(event["downloads"], files);
+    assert_eq!(event["unlisted_versions"], r#"["diabetes/2"]"#);
+    // The mirror is laid out by scheme, bucket and prefix, and holds what the bucket holds.
+    let local = cache.path().join("s3").join(BUCKET).join(PREFIX);
+    assert_eq!(
+        std::fs::read(local.join("diabetes/1/model.onnx")).unwrap(),
+        std::fs::read(repo_root().join("models/diabetes/1/model.onnx")).unwrap()
+    );
+    assert!(!local.join("diabetes/2").exists());
+    // /manifest is the manifest from the bucket.
+    let (status, body) = server.get("/manifest").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["default_model"], "breast-cancer");
+}
+
+#[tokio::test]
+async fn a_restart_reuses_the_cache_without_downloading() {
+    let s3 = S3::start().await;
+    s3.upload_repository(&[]).await;
+    let cache = tempfile::tempdir().unwrap();
+    let files = (repository_files().len() - 1) as f64;
+    {
+        let server = Server::spawn(server_for(&s3, cache.path()));
+        server.wait_ready(Duration::from_secs(60)).await;
+        assert_eq!(
+            counter(&server, "ferrum_model_store_downloads_total").await,
+            files
+        );
+    }
+    let server = Server::spawn(server_for(&s3, cache.path()));
+    server.wait_ready(Duration::from_secs(60)).await;
+    assert_eq!(
+        counter(&server, "ferrum_model_store_downloads_total").await,
+        0.0
+    );
+    assert_eq!(
+        counter(&server, "ferrum_model_store_cache_hits_total").await,
+        files
+    );
+    let event = sync_event(&server);
+    assert_eq!(
+        (event["downloads"].clone(), event["cache_hits"].clone()),
+        (json!(0), json!(files as u64))
+    );
+    assert!(server
+        .log_text()
+        .contains("model file reused from the cache"));
+    assert_training_logs_reproduce(&server).await;
+}
+
+#[tokio::test]
+async fn a_tampered_object_is_refused_on_its_sha256() {
+    let s3 = S3::start().await;
+    let mut tampered = std::fs::read(repo_root().join("models/diabetes/1/model.onnx")).unwrap();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0xff;
+    s3.upload_repository(&[("diabetes/1/model.onnx", &tampered)])
+        .await;
+    let manifest = common::read_json(&repo_root().join("manifest.json"));
+    let expected = manifest["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "diabetes")
+        .unwrap()["onnx"]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cache = tempfile::tempdir().unwrap();
+    let (status, output) = run_to_exit(server_for(&s3, cache.path()), Duration::from_secs(60));
+    assert!(
+        !status.success(),
+        "the server should refuse; output:\n{output}"
+    );
+    let line = format!(
+        "error: model 'diabetes' version '1': s3://{BUCKET}/{PREFIX}/diabetes/1/model.onnx has sha256 {}, but the manifest says {expected}",
+        sha256_hex(&tampered)
+    );
+    assert!(
+        output.lines().any(|l| l == line),
+        "{line}\nnot in:\n{output}"
+    );
+    // Refused before any session: no model was loaded, and nothing of the bad object is left.
+    assert!(!output.contains("model loaded and warmed up"), "{output}");
+    let local = cache
+        .path()
+        .join("s3")
+        .join(BUCKET)
+        .join(PREFIX)
+        .join("diabetes/1");
+    let left: Vec<_> = std::fs::read_dir(&local)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("model.onnx"))
+        .collect();
+    assert!(left.is_empty(), "left in the cache: {left:?}");
+}
+
+#[tokio::test]
+async fn a_plain_http_repository_is_served_from_the_manifests_file_names() {
+    // The https:// code path (object_store's HTTP client: GET and HEAD, no listing), over
+    // loopback HTTP: a static file server holding the repository.
+    let site = tempfile::tempdir().unwrap();
+    for (relative, bytes) in repository_files() {
+        let path = site.path().join("repo").join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+    let mut command = Command::new("python3");
+    command
+        .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1"])
+        .current_dir(site.path());
+    let http = Helper::spawn(command, "port ");
+    let cache = tempfile::tempdir().unwrap();
+    let uri = format!("{}/repo", http.base());
+    let server = Server::start(&[
+        "--models-dir",
+        &uri,
+        "--model-cache-dir",
+        cache.path().to_str().unwrap(),
+        "--warmup-runs",
+        "1",
+    ]);
+    server.wait_ready(Duration::from_secs(60)).await;
+    assert_training_logs_reproduce(&server).await;
+    // Without a listing only the files the manifest names are fetched: the model and its
+    // artifacts (background, baseline, snapshot, training log) for each of the two models.
+    assert_eq!(
+        counter(&server, "ferrum_model_store_downloads_total").await,
+        10.0
+    );
+}
