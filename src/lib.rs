@@ -32,6 +32,8 @@
 //! - [`listener`]: the accept loop: HTTP/1.1 and h2c with hyper's header-read timeout.
 //! - [`healthcheck`]: `--healthcheck`, the curl-free probe container health checks run.
 //! - [`jobs`]: the offline `predict` and `drift-report` subcommands, over files.
+//! - [`lifecycle`]: version policies, traffic split and shadow comparison, repository
+//!   reconciliation: what to serve and what to load or unload, decided without HTTP.
 
 pub mod api;
 pub mod batching;
@@ -40,6 +42,7 @@ pub mod explain;
 pub mod features;
 pub mod healthcheck;
 pub mod jobs;
+pub mod lifecycle;
 pub mod listener;
 pub mod model;
 pub mod server;
