@@ -9,6 +9,8 @@
 //! step alike. The serving layer owns the swap of loaded models; this module says what to swap.
 
 pub mod policy;
+pub mod rollout;
+pub mod router;
 
 use std::fmt;
 use std::str::FromStr;
@@ -17,6 +19,8 @@ use serde::de::{self, Unexpected, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use policy::{newest_version, served_versions, VersionPolicy};
+pub use rollout::{ModelConfig, Role, Rollout, RolloutConfigs};
+pub use router::SplitTable;
 
 /// A model version number. The manifest writes versions as strings of digits ("2"), Triton's
 /// configuration as numbers (2): both are read, so either spelling works in the manifest's
