@@ -45,14 +45,13 @@ impl SplitTable {
         weights: &BTreeMap<Version, u32>,
         field: &str,
     ) -> Result<SplitTable, LifecycleError> {
-        let (versions, weights, quotas) = quotas(weights, field)?;
         let mut slots = Vec::with_capacity(SLOTS);
-        for (index, quota) in quotas.iter().enumerate() {
-            slots.extend(std::iter::repeat_n(index as u8, *quota));
+        for (index, quota) in quotas(weights, field)?.into_iter().enumerate() {
+            slots.extend(std::iter::repeat_n(index as u8, quota));
         }
         Ok(SplitTable {
-            versions,
-            weights,
+            versions: weights.keys().copied().collect(),
+            weights: weights.values().copied().collect(),
             slots,
         })
     }
@@ -68,7 +67,7 @@ impl SplitTable {
         field: &str,
     ) -> Result<SplitTable, LifecycleError> {
         let canonical = SplitTable::new(weights, field)?;
-        let (_, _, quotas) = quotas(weights, field)?;
+        let quotas: Vec<usize> = canonical.shares().into_iter().map(|(_, n)| n).collect();
         let new_index: Vec<Option<u8>> = self
             .versions
             .iter()
@@ -95,8 +94,8 @@ impl SplitTable {
         // Hand out the freed slots: to their canonical owner if it needs them, else to
         // whichever version still does, in ascending order.
         for prefer_canonical in [true, false] {
-            for slot in 0..SLOTS {
-                if owner[slot].is_some() {
+            for (slot, owner) in owner.iter_mut().enumerate() {
+                if owner.is_some() {
                     continue;
                 }
                 let wanted = if prefer_canonical {
@@ -108,7 +107,7 @@ impl SplitTable {
                         .map(|i| i as u8)
                 };
                 if let Some(index) = wanted {
-                    owner[slot] = Some(index);
+                    *owner = Some(index);
                     kept[index as usize] += 1;
                 }
             }
@@ -162,12 +161,9 @@ impl SplitTable {
     }
 }
 
-/// Checks the weights and turns them into slot quotas summing to [`SLOTS`] (largest
-/// remainder, ties to the lower version).
-fn quotas(
-    weights: &BTreeMap<Version, u32>,
-    field: &str,
-) -> Result<(Vec<Version>, Vec<u32>, Vec<usize>), LifecycleError> {
+/// Checks the weights and turns them into slot quotas summing to [`SLOTS`], in version order
+/// (largest remainder, ties to the lower version).
+fn quotas(weights: &BTreeMap<Version, u32>, field: &str) -> Result<Vec<usize>, LifecycleError> {
     if weights.len() > MAX_SPLIT_VERSIONS {
         return Err(LifecycleError::config(
             field,
@@ -184,10 +180,8 @@ fn quotas(
             "the weights sum to 0; give at least one version a positive weight",
         ));
     }
-    let versions: Vec<Version> = weights.keys().copied().collect();
-    let raw: Vec<u32> = weights.values().copied().collect();
-    let exact: Vec<(usize, u64)> = raw
-        .iter()
+    let exact: Vec<(usize, u64)> = weights
+        .values()
         .map(|w| {
             let scaled = u64::from(*w) * SLOTS as u64;
             ((scaled / total) as usize, scaled % total)
@@ -200,7 +194,7 @@ fn quotas(
     for &i in by_remainder.iter().take(short) {
         quotas[i] += 1;
     }
-    Ok((versions, raw, quotas))
+    Ok(quotas)
 }
 
 /// FNV-1a over the key, then the splitmix64 finaliser so nearby keys land far apart. Written
