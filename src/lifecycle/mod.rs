@@ -11,6 +11,7 @@
 pub mod policy;
 pub mod rollout;
 pub mod router;
+pub mod shadow;
 
 use std::fmt;
 use std::str::FromStr;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub use policy::{newest_version, served_versions, VersionPolicy};
 pub use rollout::{ModelConfig, Role, Rollout, RolloutConfigs};
 pub use router::SplitTable;
+pub use shadow::{Comparison, Offer, ShadowComparator, ShadowMetrics, ShadowQueue, ShadowSeries};
 
 /// A model version number. The manifest writes versions as strings of digits ("2"), Triton's
 /// configuration as numbers (2): both are read, so either spelling works in the manifest's
