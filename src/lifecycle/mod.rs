@@ -9,9 +9,12 @@
 //! step alike. The serving layer owns the swap of loaded models; this module says what to swap.
 
 pub mod policy;
+pub mod protocol;
+pub mod reconcile;
 pub mod rollout;
 pub mod router;
 pub mod shadow;
+pub mod state;
 
 use std::fmt;
 use std::str::FromStr;
@@ -20,9 +23,13 @@ use serde::de::{self, Unexpected, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use policy::{newest_version, served_versions, VersionPolicy};
+pub use reconcile::{
+    plan, unload_model, Action, FoundFile, LoadedVersion, Plan, RepositoryScan, ScannedVersion,
+};
 pub use rollout::{ModelConfig, Role, Rollout, RolloutConfigs};
 pub use router::SplitTable;
 pub use shadow::{Comparison, Offer, ShadowComparator, ShadowMetrics, ShadowQueue, ShadowSeries};
+pub use state::{ModelState, ModelStateKind, StateTable};
 
 /// A model version number. The manifest writes versions as strings of digits ("2"), Triton's
 /// configuration as numbers (2): both are read, so either spelling works in the manifest's
