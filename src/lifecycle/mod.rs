@@ -8,6 +8,7 @@
 //! serving layer can call it from a load task, the repository routes or a request's routing
 //! step alike. The serving layer owns the swap of loaded models; this module says what to swap.
 
+pub mod control;
 pub mod policy;
 pub mod protocol;
 pub mod reconcile;
@@ -22,6 +23,7 @@ use std::str::FromStr;
 use serde::de::{self, Unexpected, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use control::{ModelControl, ModelControlMode};
 pub use policy::{newest_version, served_versions, VersionPolicy};
 pub use reconcile::{
     plan, unload_model, Action, FoundFile, LoadedVersion, Plan, RepositoryScan, ScannedVersion,
