@@ -23,6 +23,7 @@
 //! | [`model`] | `manifest.json`, the repository, ONNX Runtime sessions, raw outputs → predictions | nothing of ours |
 //! | [`shutdown`] | the SIGINT/SIGTERM wait, as a future | nothing of ours |
 //! | [`storage`] | model repositories in object storage (`s3://`, `gs://`, `az://`, `https://`) mirrored into a sha256-checked local cache | `model` |
+//! | [`lifecycle`] | version policies, traffic split and shadow, repository reconciliation (not yet wired into serving) | `model` |
 //! | [`telemetry`] | logs, OpenTelemetry spans, Prometheus metrics, timing headers | `model` |
 //! | [`input`] | request rows and tensors → model input; `InputError` | `model` |
 //! | [`explain`] | SHAP: Tree SHAP on the ONNX trees, exact enumeration, permutation sampling | `model` |
@@ -52,6 +53,7 @@ pub mod features;
 pub mod healthcheck;
 pub mod input;
 pub mod jobs;
+pub mod lifecycle;
 pub mod listener;
 pub mod model;
 pub mod monitor;

@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, &[&str])] = &[
     ("model", &[]),
     ("shutdown", &[]),
+    ("listener", &[]),
+    ("storage", &["model"]),
+    ("lifecycle", &["model"]),
     ("telemetry", &["model"]),
     ("input", &["model"]),
     ("explain", &["model"]),
