@@ -28,6 +28,8 @@
 //!   the mock feature store (`ferrum-feature-store`), and the data-contract check.
 //! - [`telemetry`]: logs, OpenTelemetry spans, Prometheus metrics, timing headers, drift (PSI of
 //!   served rows against the training baseline).
+//! - [`grpc`]: the Open Inference Protocol over gRPC (`--grpc-port`) and gRPC health, behind a
+//!   narrow backend seam over the same state and inference path as the HTTP API.
 //! - [`server`]: start-up order (bind, load, warm up, ready) and graceful shutdown.
 //! - [`listener`]: the accept loop: HTTP/1.1 and h2c with hyper's header-read timeout.
 //! - [`healthcheck`]: `--healthcheck`, the curl-free probe container health checks run.
@@ -38,6 +40,7 @@ pub mod batching;
 pub mod config;
 pub mod explain;
 pub mod features;
+pub mod grpc;
 pub mod healthcheck;
 pub mod jobs;
 pub mod listener;

@@ -111,6 +111,11 @@ pub struct ServeArgs {
     #[arg(long, env = "PORT", default_value_t = 8080)]
     pub port: u16,
 
+    /// Port of the gRPC Open Inference Protocol (KServe V2 `inference.GRPCInferenceService`
+    /// and `grpc.health.v1.Health`) on the same host; 0 turns gRPC off.
+    #[arg(long, env = "GRPC_PORT", default_value_t = 8081)]
+    pub grpc_port: u16,
+
     /// The model repository: `<name>/<version>/model.onnx` and its artifacts.
     #[arg(long, env = "MODELS_DIR", default_value = "models")]
     pub models_dir: PathBuf,
