@@ -42,7 +42,9 @@ use proto::grpc_inference_service_server::GrpcInferenceServiceServer;
 use service::OpenInference;
 
 /// How often health statuses follow the backend's readiness: a probe sees a change within this.
-pub const HEALTH_POLL: Duration = Duration::from_millis(100);
+/// (Polled, because the state has no readiness notification; an atomic load and a lock-free
+/// read each time.)
+pub const HEALTH_POLL: Duration = Duration::from_millis(50);
 
 /// The inference service's name, as health checks ask for it.
 pub const INFERENCE_SERVICE: &str = proto::grpc_inference_service_server::SERVICE_NAME;

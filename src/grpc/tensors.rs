@@ -194,3 +194,215 @@ fn to_contents(data: TensorData) -> InferTensorContents {
     }
     c
 }
+
+#[cfg(test)]
+mod tests {
+    use half::f16;
+
+    use super::*;
+
+    fn input(name: &str, datatype: &str, shape: &[i64]) -> InferInputTensor {
+        InferInputTensor {
+            name: name.into(),
+            datatype: datatype.into(),
+            shape: shape.to_vec(),
+            parameters: Default::default(),
+            contents: None,
+        }
+    }
+
+    fn with_contents(mut tensor: InferInputTensor, c: InferTensorContents) -> InferInputTensor {
+        tensor.contents = Some(c);
+        tensor
+    }
+
+    /// One tensor of every served type, with its extreme values.
+    fn every_type() -> Vec<TensorData> {
+        vec![
+            TensorData::Bool(vec![true, false]),
+            TensorData::Uint8(vec![0, u8::MAX]),
+            TensorData::Uint16(vec![1, u16::MAX]),
+            TensorData::Uint32(vec![7, u32::MAX]),
+            TensorData::Uint64(vec![9, u64::MAX]),
+            TensorData::Int8(vec![i8::MIN, i8::MAX]),
+            TensorData::Int16(vec![i16::MIN, i16::MAX]),
+            TensorData::Int32(vec![i32::MIN, i32::MAX]),
+            TensorData::Int64(vec![i64::MIN, i64::MAX]),
+            TensorData::Float16(vec![f16::from_f32(0.5), f16::MAX]),
+            TensorData::Float32(vec![0.1, f32::MIN_POSITIVE]),
+            TensorData::Float64(vec![0.1, -0.0]),
+            TensorData::String(vec!["é".into(), String::new()]),
+        ]
+    }
+
+    fn named(data: TensorData) -> NamedTensor {
+        NamedTensor {
+            name: format!("t_{}", data.element_type().v2_name()),
+            tensor: TypedTensor::new(vec![2, 1], data).unwrap(),
+        }
+    }
+
+    /// The request tensor a client would send for `t`'s outputs, from the response's parts.
+    fn as_request(output: &InferOutputTensor) -> InferInputTensor {
+        InferInputTensor {
+            name: output.name.clone(),
+            datatype: output.datatype.clone(),
+            shape: output.shape.clone(),
+            parameters: Default::default(),
+            contents: output.contents.clone(),
+        }
+    }
+
+    #[test]
+    fn every_type_round_trips_through_raw_contents() {
+        let tensors: Vec<NamedTensor> = every_type().into_iter().map(named).collect();
+        let (outputs, raw) = encode_outputs(tensors.clone(), Encoding::Raw);
+        assert_eq!(raw.len(), tensors.len());
+        assert!(outputs.iter().all(|o| o.contents.is_none()));
+        assert_eq!(outputs[5].datatype, "INT8");
+        assert_eq!(outputs[5].shape, [2, 1]);
+        let requests: Vec<InferInputTensor> = outputs.iter().map(as_request).collect();
+        assert_eq!(decode_inputs(requests, &raw).unwrap(), tensors);
+    }
+
+    #[test]
+    fn every_type_but_fp16_round_trips_through_typed_contents() {
+        let tensors: Vec<NamedTensor> = every_type()
+            .into_iter()
+            .filter(|d| d.element_type() != ElementType::Float16)
+            .map(named)
+            .collect();
+        let (outputs, raw) = encode_outputs(tensors.clone(), Encoding::Contents);
+        assert!(raw.is_empty());
+        let int8 = outputs.iter().find(|o| o.datatype == "INT8").unwrap();
+        assert_eq!(int8.contents.as_ref().unwrap().int_contents, [-128, 127]);
+        let strings = outputs.iter().find(|o| o.datatype == "BYTES").unwrap();
+        assert_eq!(
+            strings.contents.as_ref().unwrap().bytes_contents,
+            [Vec::from("é"), Vec::new()]
+        );
+        let requests: Vec<InferInputTensor> = outputs.iter().map(as_request).collect();
+        assert_eq!(decode_inputs(requests, &[]).unwrap(), tensors);
+    }
+
+    #[test]
+    fn an_fp16_output_makes_the_whole_answer_raw() {
+        let tensors = vec![
+            named(TensorData::Float32(vec![1.0, 2.0])),
+            named(TensorData::Float16(vec![f16::ONE, f16::ZERO])),
+        ];
+        let (outputs, raw) = encode_outputs(tensors, Encoding::Contents);
+        assert!(outputs.iter().all(|o| o.contents.is_none()));
+        assert_eq!(raw[0].as_ref(), [0, 0, 0x80, 0x3f, 0, 0, 0, 0x40]);
+        assert_eq!(raw[1].as_ref(), [0x00, 0x3c, 0x00, 0x00]);
+    }
+
+    #[test]
+    fn the_answer_takes_the_encoding_of_the_request() {
+        let one = [input("x", "FP32", &[1])];
+        assert_eq!(Encoding::of_request(&one, &[]), Encoding::Contents);
+        let bytes = [Bytes::from_static(&[0; 4])];
+        assert_eq!(Encoding::of_request(&one, &bytes), Encoding::Raw);
+        assert_eq!(Encoding::of_request(&[], &[]), Encoding::Raw);
+    }
+
+    #[test]
+    fn raw_bytes_are_checked_against_datatype_and_shape() {
+        let err = |tensor: InferInputTensor, bytes: &'static [u8]| {
+            decode_inputs(vec![tensor], &[Bytes::from_static(bytes)])
+                .unwrap_err()
+                .message
+        };
+        assert_eq!(
+            err(input("x", "FP64", &[1, 2]), &[0; 12]),
+            "input 'x': double data of shape [1, 2] takes 16 bytes, got 12"
+        );
+        assert_eq!(
+            err(input("b", "BOOL", &[2]), &[1, 7]),
+            "input 'b': element 1: byte 7 is not a bool (0 or 1)"
+        );
+        assert_eq!(
+            err(input("s", "BYTES", &[1]), &[9, 0, 0, 0, b'a']),
+            "input 's': element 0: length 9 runs past the end of the data"
+        );
+        assert_eq!(
+            err(input("x", "BF16", &[1]), &[0; 2]),
+            "input 'x': datatype 'BF16' is not served (served: BOOL, UINT8, UINT16, UINT32, \
+             UINT64, INT8, INT16, INT32, INT64, FP16, FP32, FP64, BYTES)"
+        );
+        assert_eq!(
+            err(input("x", "FP32", &[-1, 2]), &[0; 8]),
+            "input 'x': shape [-1, 2] has a negative dimension"
+        );
+    }
+
+    #[test]
+    fn raw_contents_must_match_the_inputs_one_to_one() {
+        let inputs = vec![input("a", "INT64", &[1]), input("b", "INT64", &[1])];
+        let err = decode_inputs(inputs, &[Bytes::from_static(&[0; 8])]).unwrap_err();
+        assert_eq!(
+            err.message,
+            "raw_input_contents has 1 entries for 2 inputs: send one per input, in input order"
+        );
+        let both = with_contents(
+            input("a", "INT64", &[1]),
+            InferTensorContents {
+                int64_contents: vec![3],
+                ..Default::default()
+            },
+        );
+        let err = decode_inputs(vec![both], &[Bytes::from_static(&[0; 8])]).unwrap_err();
+        assert_eq!(
+            err.message,
+            "input 'a': has both contents and raw_input_contents: send one or the other"
+        );
+    }
+
+    #[test]
+    fn typed_contents_are_range_checked_and_counted() {
+        let err = |tensor: InferInputTensor| decode_inputs(vec![tensor], &[]).unwrap_err().message;
+        let ints = |v: Vec<i32>| InferTensorContents {
+            int_contents: v,
+            ..Default::default()
+        };
+        assert_eq!(
+            err(with_contents(input("x", "INT8", &[2]), ints(vec![1, 200]))),
+            "input 'x': element 1: 200 is out of range for INT8"
+        );
+        let uints = InferTensorContents {
+            uint_contents: vec![70_000],
+            ..Default::default()
+        };
+        assert_eq!(
+            err(with_contents(input("x", "UINT16", &[1]), uints)),
+            "input 'x': element 0: 70000 is out of range for UINT16"
+        );
+        assert_eq!(
+            err(with_contents(
+                input("x", "INT32", &[2, 2]),
+                ints(vec![1, 2, 3])
+            )),
+            "input 'x': shape [2, 2] holds 4 elements, got 3"
+        );
+        assert_eq!(
+            err(input("x", "FP32", &[1, 3])),
+            "input 'x': shape [1, 3] holds 3 elements, got 0"
+        );
+        assert_eq!(
+            err(with_contents(
+                input("h", "FP16", &[1]),
+                InferTensorContents::default()
+            )),
+            "input 'h': FP16 has no contents field: send it in raw_input_contents"
+        );
+        let bad_utf8 = InferTensorContents {
+            bytes_contents: vec![vec![0xff]],
+            ..Default::default()
+        };
+        let message = err(with_contents(input("s", "BYTES", &[1]), bad_utf8));
+        assert!(
+            message.starts_with("input 's': element 0: not UTF-8"),
+            "{message}"
+        );
+    }
+}
