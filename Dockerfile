@@ -55,6 +55,8 @@ RUN --mount=type=secret,id=cabundle \
 # Dependencies first, against stand-in sources: this layer only changes with Cargo.toml or
 # Cargo.lock. The cache mounts keep the registry and compiled dependencies between builds too.
 COPY Cargo.toml Cargo.lock build.rs ./
+# build.rs generates the gRPC code from proto/ (protox, no protoc), in this layer too.
+COPY proto proto
 COPY scripts/cargo-stub-targets.sh scripts/
 RUN --mount=type=secret,id=cabundle \
     --mount=type=cache,id=ferrum-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \

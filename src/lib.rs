@@ -31,6 +31,7 @@
 //! | [`features`] | entity ids → rows: the Feast client, the snapshot store, the cache; `FeatureError` | `model`, `telemetry`, `input` |
 //! | [`monitor`] | drift of served rows, predictions and explanations; the baselines | `model`, `explain`, `telemetry` |
 //! | [`api`] | the axum router, extract → call → shape; `ApiError` wraps the layers' errors | all of the above |
+//! | [`grpc`] | the Open Inference Protocol over gRPC (`--grpc-port`) and gRPC health, on the same state and inference path as the HTTP API | `api` and all below it |
 //!
 //! The edges wire them together and are the only modules that see clap types: [`config`] (the
 //! command line, with environment fallbacks), [`server`] (start-up order: bind, load, warm up,
@@ -50,6 +51,7 @@ pub mod batching;
 pub mod config;
 pub mod explain;
 pub mod features;
+pub mod grpc;
 pub mod healthcheck;
 pub mod input;
 pub mod jobs;

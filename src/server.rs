@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::api::{self, Admission, ApiKey, AppState, Limits};
 use crate::config::ServeArgs;
 use crate::features::FeatureStore;
+use crate::grpc;
 use crate::listener::{self, ConnectionLimits};
 use crate::model::{LoadError, LoadOptions, Manifest, Repository, Runtime};
 use crate::storage::{self, RemoteRepository, StorageError};
@@ -32,6 +33,8 @@ pub enum ServeError {
     },
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("gRPC server error: {0}")]
+    Grpc(#[from] tonic::transport::Error),
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("in-flight requests did not finish within the {0} ms shutdown grace period")]
@@ -70,6 +73,7 @@ pub async fn run(
         .map_err(|source| ServeError::Bind { address, source })?;
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "listening");
+    let grpc_listener = bind_grpc(&args).await?;
 
     let limits = Limits {
         max_request_rows: args.max_request_rows,
@@ -87,7 +91,10 @@ pub async fn run(
     state.set_feature_store(feature_store);
     let load_failed = spawn_model_load(&args, manifest, runtime, state.clone());
 
-    let (drained_tx, drained) = tokio::sync::oneshot::channel();
+    // Set when the listeners stop accepting: the HTTP one (its shutdown future sends it), then
+    // the gRPC one, and the grace period's start.
+    let (drained_tx, drained) = tokio::sync::watch::channel(false);
+    let grpc = serve_grpc(grpc_listener, &args, &state, drained.clone());
     let drain = Duration::from_millis(args.shutdown_drain_ms);
     let connection_limits = ConnectionLimits {
         header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
@@ -106,15 +113,16 @@ pub async fn run(
     );
     // The grace period starts when connections stop being accepted.
     let grace = Duration::from_millis(args.shutdown_grace_ms);
+    let mut drained = drained;
     let grace_over = async move {
-        if drained.await.is_ok() {
+        if drained.wait_for(|&done| done).await.is_ok() {
             tokio::time::sleep(grace).await;
         } else {
             std::future::pending::<()>().await;
         }
     };
     tokio::select! {
-        served = server => Ok(served?),
+        served = async { tokio::try_join!(async { Ok(server.await?) }, grpc) } => served.map(|_| ()),
         Ok(error) = load_failed => Err(error.into()),
         () = grace_over => Err(ServeError::GraceExpired(args.shutdown_grace_ms)),
     }
@@ -148,6 +156,44 @@ async fn mirror_remote_repository(mut args: ServeArgs) -> Result<ServeArgs, Serv
     }
     args.models_dir = repository.local_dir().to_path_buf();
     Ok(args)
+}
+
+/// Binds `--grpc-port` on `--host` (none when it is 0): at start, with the HTTP port, so a port
+/// in use stops the start with a clear message.
+async fn bind_grpc(args: &ServeArgs) -> Result<Option<TcpListener>, ServeError> {
+    if args.grpc_port == 0 {
+        tracing::info!("gRPC off (GRPC_PORT=0)");
+        return Ok(None);
+    }
+    let address = SocketAddr::new(args.host, args.grpc_port);
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|source| ServeError::Bind { address, source })?;
+    tracing::info!(address = %listener.local_addr()?, "gRPC listening");
+    Ok(Some(listener))
+}
+
+/// The gRPC server over the HTTP API's state, stopping when the HTTP listener stops accepting
+/// (`drained`); done at once when gRPC is off.
+fn serve_grpc(
+    listener: Option<TcpListener>,
+    args: &ServeArgs,
+    state: &AppState,
+    mut drained: tokio::sync::watch::Receiver<bool>,
+) -> impl std::future::Future<Output = Result<(), ServeError>> {
+    let backend = std::sync::Arc::new(grpc::api_backend::ApiBackend::new(state.clone()));
+    let limits = grpc::GrpcLimits {
+        max_message_bytes: args.max_body_bytes,
+    };
+    async move {
+        let Some(listener) = listener else {
+            return Ok(());
+        };
+        let stop = async move {
+            let _ = drained.wait_for(|&done| done).await;
+        };
+        Ok(grpc::serve(listener, backend, limits, stop).await?)
+    }
 }
 
 /// The API key from `--api-key` or `--api-key-file` (not both).
@@ -228,7 +274,7 @@ async fn shutdown_signal(
     shutdown: impl Future<Output = ()>,
     state: AppState,
     drain: Duration,
-    drained: tokio::sync::oneshot::Sender<()>,
+    drained: tokio::sync::watch::Sender<bool>,
 ) {
     shutdown.await;
     state.begin_shutdown();
@@ -241,5 +287,5 @@ async fn shutdown_signal(
         in_flight = state.admission.in_flight(),
         "no longer accepting connections; finishing in-flight requests"
     );
-    let _ = drained.send(());
+    drained.send_replace(true);
 }

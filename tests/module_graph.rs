@@ -47,6 +47,20 @@ const LAYERS: &[(&str, &[&str])] = &[
             "serving",
         ],
     ),
+    (
+        "grpc",
+        &[
+            "model",
+            "telemetry",
+            "input",
+            "explain",
+            "batching",
+            "features",
+            "monitor",
+            "serving",
+            "api",
+        ],
+    ),
 ];
 
 /// The edges of the program: command line, start-up, offline jobs, the binaries. They read

@@ -53,30 +53,65 @@ impl Drop for Admitted<'_> {
     }
 }
 
+/// One request counted by admission control, from [`Admission::enter`] until dropped.
+pub struct Ticket<'a> {
+    admission: &'a Admission,
+    position: usize,
+    _admitted: Admitted<'a>,
+}
+
+impl Admission {
+    /// Counts a request in (running or queued) until the ticket is dropped, refused or not.
+    pub fn enter(&self) -> Ticket<'_> {
+        let position = self.admitted.fetch_add(1, Ordering::Relaxed) + 1;
+        Ticket {
+            admission: self,
+            position,
+            _admitted: Admitted(&self.admitted),
+        }
+    }
+}
+
+impl Ticket<'_> {
+    /// The error when the request arrived past the queue bound: shed at once.
+    pub fn refusal(&self) -> Option<ApiError> {
+        (self.position > self.admission.capacity).then_some(ApiError::Overloaded {
+            limit: self.admission.capacity,
+        })
+    }
+
+    /// Runs `work` once a slot is free, the whole (queue wait included) bounded by the request
+    /// timeout; a refused ticket never runs it. What every protocol's inference goes through:
+    /// the HTTP middleware [`admit`] and the gRPC service ([`crate::grpc`]).
+    pub async fn run<T>(self, work: impl std::future::Future<Output = T>) -> Result<T, ApiError> {
+        if let Some(refusal) = self.refusal() {
+            return Err(refusal);
+        }
+        let admission = self.admission;
+        let work = async {
+            let _slot = admission.slots.acquire().await;
+            work.await
+        };
+        tokio::time::timeout(admission.timeout, work)
+            .await
+            .map_err(|_| ApiError::Timeout {
+                after_ms: admission.timeout.as_millis() as u64,
+            })
+    }
+}
+
 /// Sheds load past the queue bound, waits for a slot, and bounds the whole request (queue wait
 /// included) by the request timeout.
 pub async fn admit(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let admission = &state.admission;
-    let position = admission.admitted.fetch_add(1, Ordering::Relaxed) + 1;
-    let _admitted = Admitted(&admission.admitted);
-    if position > admission.capacity {
+    let ticket = state.admission.enter();
+    if let Some(refusal) = ticket.refusal() {
         discard_body(req, state.limits.max_body_bytes).await;
-        return ApiError::Overloaded {
-            limit: admission.capacity,
-        }
-        .into_response();
+        return refusal.into_response();
     }
-    let work = async {
-        let _slot = admission.slots.acquire().await;
-        next.run(req).await
-    };
-    match tokio::time::timeout(admission.timeout, work).await {
-        Ok(response) => response,
-        Err(_) => ApiError::Timeout {
-            after_ms: admission.timeout.as_millis() as u64,
-        }
-        .into_response(),
-    }
+    ticket
+        .run(next.run(req))
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// The configured API key, kept only as its sha256 so comparisons take the same time whatever
@@ -102,28 +137,42 @@ impl ApiKey {
     }
 }
 
-/// Requires `Authorization: Bearer <key>` when an API key is configured.
-pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(key) = &state.api_key else {
-        return next.run(req).await;
-    };
-    let token = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
+impl ApiKey {
+    /// Checks an `Authorization` value (`Bearer <key>`, scheme in any case): the one check
+    /// behind the HTTP middleware [`authorize`] and the gRPC service's `authorization` metadata.
+    pub fn check(&self, authorization: Option<&str>) -> Result<(), ApiError> {
+        let token = authorization.and_then(|v| {
             let (scheme, token) = v.split_once(' ')?;
             scheme
                 .eq_ignore_ascii_case("bearer")
                 .then_some(token.trim())
         });
-    let error = match token {
-        Some(token) if key.matches(token) => return next.run(req).await,
-        Some(_) => ApiError::Unauthorized("the API key is not valid"),
-        None => ApiError::Unauthorized("send the API key as 'Authorization: Bearer <key>'"),
+        match token {
+            Some(token) if self.matches(token) => Ok(()),
+            Some(_) => Err(ApiError::Unauthorized("the API key is not valid")),
+            None => Err(ApiError::Unauthorized(
+                "send the API key as 'Authorization: Bearer <key>'",
+            )),
+        }
+    }
+}
+
+/// Requires `Authorization: Bearer <key>` when an API key is configured.
+pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(key) = &state.api_key else {
+        return next.run(req).await;
     };
-    discard_body(req, state.limits.max_body_bytes).await;
-    error.into_response()
+    let authorization = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match key.check(authorization) {
+        Ok(()) => next.run(req).await,
+        Err(error) => {
+            discard_body(req, state.limits.max_body_bytes).await;
+            error.into_response()
+        }
+    }
 }
 
 /// Reads and drops a refused request's body (within the body limit, briefly) before answering.
@@ -146,5 +195,39 @@ mod tests {
         assert!(!key.matches("s3cre"));
         assert!(!key.matches(""));
         assert!(ApiKey::new("  \n").is_none());
+    }
+
+    #[test]
+    fn authorization_takes_a_bearer_token_in_any_case() {
+        let key = ApiKey::new("s3cret").unwrap();
+        assert_eq!(key.check(Some("Bearer s3cret")), Ok(()));
+        assert_eq!(key.check(Some("bearer  s3cret ")), Ok(()));
+        assert_eq!(
+            key.check(Some("Bearer wrong")),
+            Err(ApiError::Unauthorized("the API key is not valid"))
+        );
+        let missing = Err(ApiError::Unauthorized(
+            "send the API key as 'Authorization: Bearer <key>'",
+        ));
+        assert_eq!(key.check(None), missing);
+        assert_eq!(key.check(Some("s3cret")), missing);
+        assert_eq!(key.check(Some("Basic s3cret")), missing);
+    }
+
+    #[tokio::test]
+    async fn tickets_past_the_queue_bound_are_refused_and_others_run() {
+        let admission = Admission::new(1, 1, Duration::from_secs(1));
+        let first = admission.enter();
+        let second = admission.enter();
+        let third = admission.enter();
+        assert_eq!(admission.in_flight(), 3);
+        assert_eq!(third.refusal(), Some(ApiError::Overloaded { limit: 2 }));
+        assert_eq!(
+            third.run(async { 3 }).await,
+            Err(ApiError::Overloaded { limit: 2 })
+        );
+        assert_eq!(first.run(async { 1 }).await, Ok(1));
+        assert_eq!(second.run(async { 2 }).await, Ok(2));
+        assert_eq!(admission.in_flight(), 0);
     }
 }

@@ -24,6 +24,8 @@ use axum::Router;
 
 pub use error::ApiError;
 pub use guard::{Admission, ApiKey};
+/// The one inference entry point (batcher, metrics, span), for the gRPC service's adapter.
+pub use predict::infer;
 
 use crate::explain::ExplainLimits;
 use crate::features::FeatureStore;

@@ -319,7 +319,7 @@ async fn run(
         &InputSpec::of(&model, state.limits.max_request_rows),
     )?;
     drop(body);
-    let selection = select(&model, &request)?;
+    let selection = select(&model, &request.outputs, request.binary_data_output)?;
     let output = super::predict::infer(model.clone(), request.rows).await?;
     Ok(infer_response(
         &model,

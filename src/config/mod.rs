@@ -72,6 +72,11 @@ pub struct ServeArgs {
     #[arg(long, env = "PORT", default_value_t = 8080)]
     pub port: u16,
 
+    /// Port of the gRPC Open Inference Protocol (KServe V2 `inference.GRPCInferenceService`
+    /// and `grpc.health.v1.Health`) on the same host; 0 turns gRPC off.
+    #[arg(long, env = "GRPC_PORT", default_value_t = 8081)]
+    pub grpc_port: u16,
+
     /// The model repository: `<name>/<version>/model.onnx` and its artifacts, in a directory
     /// or in object storage (`s3://bucket/prefix`, `gs://`, `az://`, `https://`), which is
     /// mirrored into --model-cache-dir and sha256-checked first (docs/object-storage.md).

@@ -24,7 +24,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, Visitor};
 pub use rows::{
     parse_for_features, parse_request, ExplainOptions, InferenceRequest, OutputSpace, RequestInput,
 };
-pub use tensors::{header_length, parse_infer, InferRequest, InputSpec};
+pub use tensors::{header_length, parse_infer, InferRequest, InputSpec, RequestedOutput};
 
 /// Why a request body cannot become model input. Messages name the field or row and the
 /// problem; [`InputError::code`] is the stable code.

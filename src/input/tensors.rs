@@ -145,41 +145,84 @@ struct RawInput {
     data: Option<Vec<f32>>,
 }
 
-impl RawRequest {
-    fn validate(self, mut binary: &[u8], spec: &InputSpec) -> Result<InferRequest, InputError> {
-        let mut inputs = self.inputs.into_iter();
-        let (Some(input), None) = (inputs.next(), inputs.next()) else {
-            return Err(InputError::InvalidTensor(format!(
-                "the model takes exactly one input, '{}' (FP32 [-1, {}])",
-                spec.name,
-                spec.width()
-            )));
-        };
-        let name = input.name.unwrap_or_default();
-        if name != spec.name {
+impl InputSpec<'_> {
+    /// The error for a request that does not carry exactly one input.
+    pub fn not_one_input(&self) -> InputError {
+        InputError::InvalidTensor(format!(
+            "the model takes exactly one input, '{}' (FP32 [-1, {}])",
+            self.name,
+            self.width()
+        ))
+    }
+
+    /// Checks a V2 input's name, datatype and shape against the model's one input and the row
+    /// limit, and gives its rows. The words every V2 protocol answers with: the REST routes
+    /// here, and the gRPC service ([`crate::grpc`]), so a client sees the same message on both.
+    pub fn check(
+        &self,
+        name: &str,
+        datatype: Option<&str>,
+        shape: Option<&[i64]>,
+    ) -> Result<usize, InputError> {
+        if name != self.name {
             return Err(InputError::InvalidTensor(format!(
                 "unknown input '{name}': the model's input is '{}'",
-                spec.name
+                self.name
             )));
         }
-        let fail = |reason: String| Err(tensor_error(spec.name, reason));
-        match input.datatype.as_deref() {
+        let fail = |reason: String| Err(tensor_error(self.name, reason));
+        match datatype {
             Some("FP32") => {}
             Some(other) => return fail(format!("datatype must be FP32, got {other}")),
             None => return fail("no datatype (FP32)".into()),
         }
-        let width = spec.width();
-        let n_rows = match input.shape.as_deref() {
+        let width = self.width();
+        let n_rows = match shape {
             Some(&[rows, cols]) if rows >= 1 && cols == width as i64 => rows as usize,
             Some(shape) => return fail(format!("shape {shape:?} is not [rows >= 1, {width}]")),
             None => return fail("no shape".into()),
         };
-        if n_rows > spec.max_rows {
+        if n_rows > self.max_rows {
             return Err(InputError::TooManyTensorRows {
                 rows: n_rows,
-                limit: spec.max_rows,
+                limit: self.max_rows,
             });
         }
+        Ok(n_rows)
+    }
+
+    /// Refuses a value that is not a finite number (NaN, infinity), naming its row and feature:
+    /// binary tensor data can carry any bit pattern, and no model output means anything for one.
+    pub fn check_finite(&self, data: &[f32]) -> Result<(), InputError> {
+        let width = self.width();
+        match data.iter().position(|v| !v.is_finite()) {
+            Some(i) => Err(tensor_error(
+                self.name,
+                format!(
+                    "row {}, feature '{}': {} is not a finite number",
+                    i / width,
+                    self.feature_names[i % width],
+                    data[i]
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+impl RawRequest {
+    fn validate(self, mut binary: &[u8], spec: &InputSpec) -> Result<InferRequest, InputError> {
+        let mut inputs = self.inputs.into_iter();
+        let (Some(input), None) = (inputs.next(), inputs.next()) else {
+            return Err(spec.not_one_input());
+        };
+        let n_rows = spec.check(
+            input.name.as_deref().unwrap_or_default(),
+            input.datatype.as_deref(),
+            input.shape.as_deref(),
+        )?;
+        let fail = |reason: String| Err(tensor_error(spec.name, reason));
+        let width = spec.width();
         let n_values = n_rows * width;
         let data = match (input.data, input.binary_data_size) {
             (Some(_), Some(_)) => {
@@ -216,14 +259,7 @@ impl RawRequest {
                     .chunks_exact(4)
                     .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                     .collect();
-                if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-                    return fail(format!(
-                        "row {}, feature '{}': {} is not a finite number",
-                        i / width,
-                        spec.feature_names[i % width],
-                        data[i]
-                    ));
-                }
+                spec.check_finite(&data)?;
                 data
             }
         };

@@ -40,6 +40,9 @@ pub fn server_command(args: &[&str]) -> Command {
         .current_dir(repo_root())
         .env("ORT_DYLIB_PATH", ort_dylib())
         .env("LOG_FORMAT", "json")
+        // gRPC off unless a test asks for it with --grpc-port: its default port (8081) would be
+        // shared by every server of a parallel test run.
+        .env("GRPC_PORT", "0")
         .args(args);
     for (flag, default) in [("--host", "127.0.0.1"), ("--port", "0")] {
         if !args.contains(&flag) {

@@ -20,7 +20,9 @@ REPO = Path(__file__).resolve().parents[2]
 class Server:
     def __init__(self, *args, timeout=60.0):
         binary = os.environ.get("FERRUM_SERVE_BIN", str(REPO / "target/debug/ferrum-serve"))
+        # gRPC off unless asked for (--grpc-port): its default port would be shared by servers.
         env = dict(os.environ, LOG_FORMAT="json")
+        env.setdefault("GRPC_PORT", "0")
         env.setdefault("ORT_DYLIB_PATH", str(REPO / ".ort/libonnxruntime.so"))
         self.logs = []
         self.proc = subprocess.Popen(

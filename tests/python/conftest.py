@@ -40,6 +40,8 @@ class Server:
     def __init__(self, args, startup_timeout=60.0):
         env = dict(os.environ)
         env["LOG_FORMAT"] = "json"
+        # gRPC off unless asked for (--grpc-port): its default port would be shared by servers.
+        env.setdefault("GRPC_PORT", "0")
         env.setdefault("ORT_DYLIB_PATH", str(REPO / ".ort" / "libonnxruntime.so"))
         self.logs = []
         self._address = None

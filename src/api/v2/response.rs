@@ -9,7 +9,8 @@ use serde::{Serialize, Serializer};
 
 use super::HEADER_LENGTH;
 use crate::api::ApiError;
-use crate::input::{InferRequest, InputError};
+use crate::input::{InputError, RequestedOutput};
+use crate::model::tensor::ElementType;
 use crate::model::{LoadedModel, ModelOutput, Task};
 
 /// What an output tensor carries.
@@ -24,12 +25,17 @@ pub enum Role {
 }
 
 impl Role {
+    /// The element type.
+    pub fn element_type(self) -> ElementType {
+        match self {
+            Role::Label => ElementType::Int64,
+            Role::Probabilities | Role::Value => ElementType::Float32,
+        }
+    }
+
     /// The V2 datatype.
     pub fn datatype(self) -> &'static str {
-        match self {
-            Role::Label => "INT64",
-            Role::Probabilities | Role::Value => "FP32",
-        }
+        self.element_type().v2_name()
     }
 
     fn manifest_role(self) -> &'static str {
@@ -80,24 +86,26 @@ pub struct Selected<'m> {
     pub binary: bool,
 }
 
-/// The outputs a request asks for (all of them when it names none), checked before inference.
+/// The outputs a request asks for (all of them when it names none), checked before inference;
+/// `binary_data_output` is the request's default encoding. Shared by the REST routes and the
+/// gRPC service ([`crate::grpc`]), which answer an unknown output with the same words.
 pub fn select<'m>(
     model: &'m LoadedModel,
-    request: &InferRequest,
+    outputs: &[RequestedOutput],
+    binary_data_output: bool,
 ) -> Result<Vec<Selected<'m>>, ApiError> {
     let available = outputs_of(model);
-    if request.outputs.is_empty() {
+    if outputs.is_empty() {
         return Ok(available
             .into_iter()
             .map(|(role, name)| Selected {
                 role,
                 name,
-                binary: request.binary_data_output,
+                binary: binary_data_output,
             })
             .collect());
     }
-    request
-        .outputs
+    outputs
         .iter()
         .map(|wanted| {
             let (role, name) = available
@@ -115,10 +123,7 @@ pub fn select<'m>(
             Ok(Selected {
                 role,
                 name,
-                binary: wanted
-                    .parameters
-                    .binary_data
-                    .unwrap_or(request.binary_data_output),
+                binary: wanted.parameters.binary_data.unwrap_or(binary_data_output),
             })
         })
         .collect()

@@ -1,0 +1,186 @@
+//! The gRPC [`Backend`] over the HTTP API's state and inference path ([`AppState`],
+//! [`crate::api::infer`]): one repository, one batcher, one set of limits, one API key and one
+//! admission control for both protocols, and the V2 REST routes' checks
+//! ([`InputSpec::check`], [`select`]) so a bad request gets the same words on both.
+//!
+//! This is the only gRPC file that knows the HTTP side; it is the adapter to re-point when the
+//! serving pipeline moves (issue #12). Today's models take one FP32 `[rows, features]` input and
+//! give the roles of [`Role`]; the typed tensors the service decodes are narrowed to that here.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+
+use super::backend::{
+    Backend, BackendError, ErrorKind, InferCall, Inferred, ModelMetadata, TensorMetadata,
+};
+use crate::input::{InputSpec, RequestedOutput};
+use crate::api::v2::response::{outputs_of, select, shape_of, Role};
+use crate::api::{ApiError, AppState};
+use crate::model::infer::NamedTensor;
+use crate::model::tensor::{ElementType, TensorData, TypedTensor};
+use crate::model::{LoadedModel, ModelOutput, Rows};
+
+/// The HTTP API's models and pipeline, served over gRPC.
+pub struct ApiBackend {
+    state: AppState,
+}
+
+impl ApiBackend {
+    /// A backend sharing `state` with the HTTP router.
+    pub fn new(state: AppState) -> ApiBackend {
+        ApiBackend { state }
+    }
+
+    fn lookup(&self, name: &str, version: Option<&str>) -> Result<Arc<LoadedModel>, ApiError> {
+        Ok(self.state.repository()?.get(Some(name), version)?.clone())
+    }
+
+    /// The V2 inference route's steps on typed tensors: check the input, select the outputs,
+    /// run the shared inference path.
+    async fn run(&self, call: InferCall) -> Result<Inferred, ApiError> {
+        let model = self.lookup(&call.model, call.version.as_deref())?;
+        let spec = InputSpec::of(&model, self.state.limits.max_request_rows);
+        let mut inputs = call.inputs.into_iter();
+        let (Some(input), None) = (inputs.next(), inputs.next()) else {
+            return Err(spec.not_one_input().into());
+        };
+        let shape: Vec<i64> = input.tensor.shape().iter().map(|&d| d as i64).collect();
+        spec.check(
+            &input.name,
+            Some(input.tensor.element_type().v2_name()),
+            Some(&shape),
+        )?;
+        let TensorData::Float32(data) = input.tensor.into_data() else {
+            unreachable!("InputSpec::check accepts FP32 only");
+        };
+        spec.check_finite(&data)?;
+        let requested: Vec<RequestedOutput> = call
+            .outputs
+            .into_iter()
+            .map(|name| RequestedOutput {
+                name,
+                parameters: Default::default(),
+            })
+            .collect();
+        let selection = select(&model, &requested, true)?;
+        let rows = Rows::new(data, model.n_features());
+        let output = crate::api::infer(model.clone(), rows).await?;
+        let outputs = selection
+            .iter()
+            .map(|s| {
+                Ok(NamedTensor {
+                    name: s.name.to_owned(),
+                    tensor: output_tensor(&model, &output, s.role)?,
+                })
+            })
+            .collect::<Result<_, ApiError>>()?;
+        Ok(Inferred {
+            model_name: model.entry.name.clone(),
+            model_version: model.entry.version.clone(),
+            outputs,
+        })
+    }
+}
+
+/// One output role of a model's answer as a typed tensor.
+fn output_tensor(
+    model: &LoadedModel,
+    output: &ModelOutput,
+    role: Role,
+) -> Result<TypedTensor, ApiError> {
+    let shape = shape_of(model, role, output.len() as i64)
+        .into_iter()
+        .map(|d| d as usize)
+        .collect();
+    let data = match (output, role) {
+        (ModelOutput::Classification { labels, .. }, Role::Label) => {
+            TensorData::Int64(labels.clone())
+        }
+        (ModelOutput::Classification { probabilities, .. }, _) => {
+            TensorData::Float32(probabilities.clone())
+        }
+        (ModelOutput::Regression { values }, _) => TensorData::Float32(values.clone()),
+    };
+    TypedTensor::new(shape, data).map_err(|e| ApiError::Inference(e.to_string()))
+}
+
+impl From<ApiError> for BackendError {
+    /// The gRPC class of an API error, by its HTTP status; the message is the HTTP `error`.
+    fn from(e: ApiError) -> BackendError {
+        let kind = match e.status() {
+            StatusCode::NOT_FOUND => ErrorKind::NotFound,
+            StatusCode::SERVICE_UNAVAILABLE => ErrorKind::Unavailable,
+            StatusCode::UNAUTHORIZED => ErrorKind::Unauthenticated,
+            StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => {
+                ErrorKind::DeadlineExceeded
+            }
+            status if status.is_client_error() => ErrorKind::InvalidArgument,
+            _ => ErrorKind::Internal,
+        };
+        if kind == ErrorKind::Internal {
+            tracing::error!(error = %e, "gRPC call failed");
+        }
+        BackendError::new(kind, e.to_string())
+    }
+}
+
+impl Backend for ApiBackend {
+    fn server_ready(&self) -> Result<(), BackendError> {
+        self.state.repository()?;
+        Ok(())
+    }
+
+    /// What `GET /v2/models/{name}` says, without its REST-only `parameters`.
+    fn model_metadata(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<ModelMetadata, BackendError> {
+        let repository = self.state.repository()?;
+        let model = repository
+            .get(Some(name), version)
+            .map_err(ApiError::from)?;
+        let versions = repository.models[name]
+            .versions
+            .keys()
+            .map(u64::to_string)
+            .collect();
+        let entry = &model.entry;
+        Ok(ModelMetadata {
+            name: entry.name.clone(),
+            versions,
+            platform: "onnxruntime_onnx",
+            inputs: vec![TensorMetadata {
+                name: entry.onnx.input.clone(),
+                datatype: ElementType::Float32,
+                shape: vec![-1, model.n_features() as i64],
+            }],
+            outputs: outputs_of(model)
+                .into_iter()
+                .map(|(role, tensor)| TensorMetadata {
+                    name: tensor.to_owned(),
+                    datatype: role.element_type(),
+                    shape: shape_of(model, role, -1),
+                })
+                .collect(),
+        })
+    }
+
+    fn model_ready(&self, name: &str, version: Option<&str>) -> Result<(), BackendError> {
+        self.lookup(name, version)?;
+        Ok(())
+    }
+
+    fn authorize(&self, authorization: Option<&str>) -> Result<(), BackendError> {
+        match &self.state.api_key {
+            Some(key) => Ok(key.check(authorization)?),
+            None => Ok(()),
+        }
+    }
+
+    async fn infer(&self, call: InferCall) -> Result<Inferred, BackendError> {
+        let ticket = self.state.admission.enter();
+        Ok(ticket.run(self.run(call)).await??)
+    }
+}
