@@ -65,8 +65,17 @@ async fn sigterm_finishes_50_in_flight_requests_then_exits_0() {
             })
         })
         .collect();
-    // Let every request reach the server and queue.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Let every request reach the server and queue: wait until the server counts them all in
+    // flight (less those already answered; a scrape counts itself), not for a fixed time a busy
+    // machine may not keep to.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_in_flight(&server).await - 1 + done.load(Ordering::SeqCst) < IN_FLIGHT {
+        assert!(
+            Instant::now() < deadline,
+            "the {IN_FLIGHT} requests never all reached the server"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let finished_before_signal = done.load(Ordering::SeqCst);
     assert!(
         finished_before_signal < IN_FLIGHT / 2,
@@ -120,4 +129,19 @@ async fn sigterm_finishes_50_in_flight_requests_then_exits_0() {
         signalled.elapsed()
     );
     let _ = client();
+}
+
+/// `ferrum_http_requests_in_flight` as the server reports it now.
+async fn http_in_flight(server: &Server) -> usize {
+    let scrape = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix("ferrum_http_requests_in_flight "))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("the in-flight gauge is in every scrape")
 }
