@@ -12,23 +12,26 @@ use axum::response::IntoResponse;
 use ferrum_serve::api::ApiError;
 use ferrum_serve::batching::{Scheduler, SchedulerConfig, SubmitError};
 use ferrum_serve::model::{InferenceError, ModelOutput, Rows};
+use ferrum_serve::telemetry::metrics::{self, InferenceCalls};
 
 use common::{assert_json_close, training_log, Server};
 use serde_json::{json, Value};
 
 /// A fake model: each row's output is twice its first value. Every call reports the rows it got
-/// on `calls` and then waits for one message on `release`.
+/// on `calls` and then waits for one message on `release`. Its calls are recorded under the
+/// model name `model` (version 1), one name per test, since tests share the metrics registry.
 struct Gate {
     calls: mpsc::Receiver<Vec<f32>>,
     release: mpsc::Sender<()>,
 }
 
-fn gated_scheduler(config: SchedulerConfig) -> (Scheduler, Gate) {
+fn gated_scheduler(model: &str, config: SchedulerConfig) -> (Scheduler, Gate) {
     let (calls_tx, calls) = mpsc::channel();
     let (release, release_rx) = mpsc::channel::<()>();
     let calls_tx = Mutex::new(calls_tx);
     let release_rx = Mutex::new(release_rx);
-    let scheduler = Scheduler::start("test", config, move |rows: &Rows| {
+    let recorded = InferenceCalls::new(model, "1");
+    let scheduler = Scheduler::start("test", config, recorded, move |rows: &Rows| {
         calls_tx.lock().unwrap().send(rows.data.clone()).unwrap();
         release_rx.lock().unwrap().recv().unwrap();
         if rows.data.contains(&-1.0) {
@@ -51,6 +54,20 @@ fn config(threads: usize, max_batch_rows: usize, max_queue_depth: usize) -> Sche
     }
 }
 
+/// The value of metric `name` for fake model `model` (version 1), with `extra` labels placed in
+/// Prometheus's (alphabetical) order; `None` when no such sample exists.
+fn recorded(name: &str, model: &str, reason: Option<&str>) -> Option<f64> {
+    let labels = match reason {
+        Some(reason) => format!(r#"{{model="{model}",reason="{reason}",version="1"}}"#),
+        None => format!(r#"{{model="{model}",version="1"}}"#),
+    };
+    let prefix = format!("{name}{labels} ");
+    metrics::render().lines().find_map(|line| {
+        line.strip_prefix(prefix.as_str())
+            .map(|v| v.parse().unwrap())
+    })
+}
+
 fn rows(values: &[f32]) -> Rows {
     Rows::new(values.to_vec(), 1)
 }
@@ -66,7 +83,7 @@ fn values(result: Result<ferrum_serve::batching::Inferred, InferenceError>) -> V
 /// and each gets exactly its own rows back, in order.
 #[test]
 fn queued_requests_merge_and_fan_out_in_order() {
-    let (scheduler, gate) = gated_scheduler(config(1, 5, 100));
+    let (scheduler, gate) = gated_scheduler("gate-order", config(1, 5, 100));
     let first = scheduler.submit(rows(&[1.0])).unwrap();
     assert_eq!(gate.calls.recv().unwrap(), vec![1.0]); // the thread is now busy
     let a = scheduler.submit(rows(&[10.0, 11.0])).unwrap();
@@ -100,7 +117,7 @@ fn queued_requests_merge_and_fan_out_in_order() {
 /// A request larger than `max_batch_rows` still runs, alone.
 #[test]
 fn an_oversized_request_runs_alone() {
-    let (scheduler, gate) = gated_scheduler(config(1, 2, 100));
+    let (scheduler, gate) = gated_scheduler("gate-oversized", config(1, 2, 100));
     let first = scheduler.submit(rows(&[1.0])).unwrap();
     gate.calls.recv().unwrap();
     let big = scheduler.submit(rows(&[5.0, 6.0, 7.0])).unwrap();
@@ -119,7 +136,7 @@ fn an_oversized_request_runs_alone() {
 /// refusal is a 503 with `Retry-After` and the stable code `overloaded`.
 #[test]
 fn a_full_queue_refuses_immediately() {
-    let (scheduler, gate) = gated_scheduler(config(1, 100, 2));
+    let (scheduler, gate) = gated_scheduler("gate-full", config(1, 100, 2));
     let running = scheduler.submit(rows(&[1.0])).unwrap();
     gate.calls.recv().unwrap();
     let queued: Vec<_> = (0..2)
@@ -149,7 +166,7 @@ fn a_full_queue_refuses_immediately() {
 /// A request whose client went away (reply receiver dropped) is never computed.
 #[test]
 fn cancelled_requests_are_dropped_before_inference() {
-    let (scheduler, gate) = gated_scheduler(config(1, 100, 100));
+    let (scheduler, gate) = gated_scheduler("gate-cancel", config(1, 100, 100));
     let running = scheduler.submit(rows(&[1.0])).unwrap();
     gate.calls.recv().unwrap();
     let gone = scheduler.submit(rows(&[66.0])).unwrap();
@@ -179,7 +196,7 @@ fn cancelled_requests_are_dropped_before_inference() {
 /// A failing batch answers each of its requests with the error; the thread keeps serving.
 #[test]
 fn a_failed_batch_fails_each_request_and_the_batcher_goes_on() {
-    let (scheduler, gate) = gated_scheduler(config(1, 100, 100));
+    let (scheduler, gate) = gated_scheduler("gate-fail", config(1, 100, 100));
     let running = scheduler.submit(rows(&[1.0])).unwrap();
     gate.calls.recv().unwrap();
     let bad = scheduler.submit(rows(&[-1.0])).unwrap();
@@ -196,6 +213,71 @@ fn a_failed_batch_fails_each_request_and_the_batcher_goes_on() {
     gate.calls.recv().unwrap();
     gate.release.send(()).unwrap();
     assert_eq!(values(after.blocking_recv().unwrap()), vec![6.0]);
+    // Three calls: two succeeded, the merged one of two requests failed once (not twice).
+    let at = |name: &str, reason: Option<&str>| recorded(name, "gate-fail", reason);
+    assert_eq!(at("ferrum_inference_success_total", None), Some(2.0));
+    assert_eq!(
+        at("ferrum_inference_failures_total", Some("runtime_error")),
+        Some(1.0)
+    );
+    assert_eq!(
+        at("ferrum_inference_duration_seconds_count", None),
+        Some(3.0)
+    );
+    assert_eq!(at("ferrum_inference_batch_rows_count", None), Some(3.0));
+    assert_eq!(at("ferrum_inference_batch_rows_sum", None), Some(4.0));
+}
+
+/// N requests merged into one ONNX Runtime call are one observation of the call's duration,
+/// one of its N requests' total rows, and one success; a call of a lone request is one of each
+/// too.
+#[test]
+fn a_merged_batch_is_recorded_as_one_call() {
+    let (scheduler, gate) = gated_scheduler("gate-merge", config(1, 100, 100));
+    let at = |name: &str| recorded(name, "gate-merge", None);
+    let lone = scheduler.submit(rows(&[1.0])).unwrap();
+    assert_eq!(gate.calls.recv().unwrap(), vec![1.0]); // the thread is now busy
+    let merged: Vec<_> = [&[10.0, 11.0][..], &[20.0], &[30.0, 31.0, 32.0], &[40.0]]
+        .iter()
+        .map(|values| scheduler.submit(rows(values)).unwrap())
+        .collect();
+    gate.release.send(()).unwrap();
+    lone.blocking_recv().unwrap().unwrap();
+    assert_eq!(at("ferrum_inference_duration_seconds_count"), Some(1.0));
+    assert_eq!(at("ferrum_inference_batch_rows_sum"), Some(1.0));
+    assert_eq!(at("ferrum_inference_success_total"), Some(1.0));
+    assert_eq!(
+        gate.calls.recv().unwrap(),
+        vec![10.0, 11.0, 20.0, 30.0, 31.0, 32.0, 40.0],
+        "the four queued requests are one call"
+    );
+    gate.release.send(()).unwrap();
+    for reply in merged {
+        assert_eq!(reply.blocking_recv().unwrap().unwrap().batch_rows, 7);
+    }
+    assert_eq!(at("ferrum_inference_duration_seconds_count"), Some(2.0));
+    assert_eq!(at("ferrum_inference_batch_rows_count"), Some(2.0));
+    assert_eq!(at("ferrum_inference_batch_rows_sum"), Some(8.0));
+    let bucket = |le: &str| {
+        let prefix = format!(
+            r#"ferrum_inference_batch_rows_bucket{{model="gate-merge",version="1",le="{le}"}} "#
+        );
+        metrics::render().lines().find_map(|l| {
+            l.strip_prefix(prefix.as_str())
+                .map(|v| v.parse::<f64>().unwrap())
+        })
+    };
+    assert_eq!(bucket("4"), Some(1.0), "the lone call");
+    assert_eq!(bucket("8"), Some(2.0), "and the 7-row merged call");
+    assert_eq!(at("ferrum_inference_success_total"), Some(2.0));
+    assert_eq!(
+        recorded(
+            "ferrum_inference_failures_total",
+            "gate-merge",
+            Some("runtime_error")
+        ),
+        None
+    );
 }
 
 /// Many threads submitting mixed sizes to a multi-threaded batcher: every request gets its own.
@@ -207,6 +289,7 @@ fn concurrent_submitters_each_get_their_own_rows() {
             max_queue_delay: std::time::Duration::from_micros(200),
             ..config(2, 16, 10_000)
         },
+        InferenceCalls::new("free", "1"),
         |rows: &Rows| {
             Ok(ModelOutput::Regression {
                 values: (0..rows.n_rows).map(|i| rows.row(i)[0] * 2.0).collect(),

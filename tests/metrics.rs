@@ -258,10 +258,13 @@ async fn a_scrape_after_known_traffic_counts_exactly_and_passes_promtool() {
     assert_eq!(must(&s, "ferrum_inference_queue_depth", &bc1), 0.0);
     assert_eq!(must(&s, "ferrum_inference_success_total", &d1), 1.0);
     assert_eq!(must(&s, "ferrum_inference_batch_rows_sum", &d1), 4.0);
+    // Sequential requests: one ONNX Runtime call each, so calls and requests agree.
+    assert_eq!(must(&s, "ferrum_inference_requests_total", &bc1), 5.0);
+    assert_eq!(must(&s, "ferrum_inference_requests_total", &d1), 1.0);
     assert_eq!(
         must(
             &s,
-            "ferrum_inference_failures_total",
+            "ferrum_inference_request_failures_total",
             &[
                 ("model", "diabetes"),
                 ("version", "1"),
@@ -272,10 +275,14 @@ async fn a_scrape_after_known_traffic_counts_exactly_and_passes_promtool() {
     );
     assert_eq!(
         s.iter()
-            .filter(|x| x.name == "ferrum_inference_failures_total")
+            .filter(|x| x.name == "ferrum_inference_request_failures_total")
             .count(),
         1
     );
+    // Rejected input never reached ONNX Runtime: no call failed.
+    assert!(!s
+        .iter()
+        .any(|x| x.name == "ferrum_inference_failures_total"));
 
     // Predictions: class counts as the training log predicts them; regression values.
     for (class, count) in &expected_classes {
@@ -352,6 +359,96 @@ async fn a_scrape_after_known_traffic_counts_exactly_and_passes_promtool() {
         "promtool check metrics:\n{}{}",
         String::from_utf8_lossy(&checked.stdout),
         String::from_utf8_lossy(&checked.stderr)
+    );
+}
+
+/// Sends `n` concurrent requests of `rows_each` diabetes rows and scrapes: returns the samples.
+async fn concurrent_diabetes_traffic(server: &Server, n: usize, rows_each: usize) -> Vec<Sample> {
+    let log = std::sync::Arc::new(training_log("diabetes"));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (url, log) = (server.url("/models/diabetes/predict"), log.clone());
+        tasks.spawn(async move {
+            let instances: Vec<Value> = (0..rows_each)
+                .map(|k| log[(i * rows_each + k) % log.len()]["features"].clone())
+                .collect();
+            let response = common::client()
+                .post(url)
+                .json(&json!({ "instances": instances }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    parse_scrape(&scrape(server).await)
+}
+
+/// Without batching every request is its own ONNX Runtime call: 24 concurrent requests of 3
+/// rows are 24 observations of 3 rows, 24 successes and 24 queue waits.
+#[tokio::test]
+async fn without_batching_each_request_is_one_recorded_call() {
+    let server = Server::start_ready(&["--batching", "off", "--drift-window-rows", "0"]).await;
+    let s = concurrent_diabetes_traffic(&server, 24, 3).await;
+    let d1 = [("model", "diabetes"), ("version", "1")];
+    assert_eq!(
+        must(&s, "ferrum_inference_duration_seconds_count", &d1),
+        24.0
+    );
+    assert_eq!(must(&s, "ferrum_inference_batch_rows_count", &d1), 24.0);
+    assert_eq!(must(&s, "ferrum_inference_batch_rows_sum", &d1), 72.0);
+    fn le(bound: &str) -> [(&str, &str); 3] {
+        [("model", "diabetes"), ("version", "1"), ("le", bound)]
+    }
+    assert_eq!(
+        must(&s, "ferrum_inference_batch_rows_bucket", &le("2")),
+        0.0
+    );
+    assert_eq!(
+        must(&s, "ferrum_inference_batch_rows_bucket", &le("4")),
+        24.0
+    );
+    assert_eq!(must(&s, "ferrum_inference_success_total", &d1), 24.0);
+    assert_eq!(must(&s, "ferrum_inference_requests_total", &d1), 24.0);
+    assert_eq!(
+        must(&s, "ferrum_inference_queue_wait_seconds_count", &d1),
+        24.0
+    );
+}
+
+/// With batching, concurrent requests merge into fewer calls (how many depends on timing), but
+/// the call metrics stay consistent and exact where they can be: one duration, one row-count
+/// observation and one success per call, every request's rows counted exactly once, and the
+/// request-level counters one per request. (Exact merges are checked deterministically in
+/// tests/batching.rs: `a_merged_batch_is_recorded_as_one_call`.)
+#[tokio::test]
+async fn with_batching_calls_are_recorded_once_and_requests_once() {
+    let server = Server::start_ready(&[
+        "--batching",
+        "on",
+        "--sessions-per-model",
+        "1",
+        "--drift-window-rows",
+        "0",
+    ])
+    .await;
+    let s = concurrent_diabetes_traffic(&server, 48, 2).await;
+    let d1 = [("model", "diabetes"), ("version", "1")];
+    let calls = must(&s, "ferrum_inference_success_total", &d1);
+    assert!((1.0..=48.0).contains(&calls), "{calls} calls");
+    assert_eq!(
+        must(&s, "ferrum_inference_duration_seconds_count", &d1),
+        calls
+    );
+    assert_eq!(must(&s, "ferrum_inference_batch_rows_count", &d1), calls);
+    assert_eq!(must(&s, "ferrum_inference_batch_rows_sum", &d1), 96.0);
+    assert_eq!(must(&s, "ferrum_inference_requests_total", &d1), 48.0);
+    assert_eq!(
+        must(&s, "ferrum_inference_queue_wait_seconds_count", &d1),
+        48.0
     );
 }
 

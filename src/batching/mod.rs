@@ -6,6 +6,10 @@
 //!
 //! Model work never runs on the async workers: `direct` uses tokio's blocking pool, `batched`
 //! its own OS threads (one per session, so every core works).
+//!
+//! The executors record the per-call inference metrics (duration, rows, success or failure)
+//! through [`record_call`], once per ONNX Runtime call: here, not in the API, is the only
+//! place that knows how many requests one call merged.
 
 pub mod scheduler;
 
@@ -16,6 +20,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::model::{InferenceError, LoadedModel, ModelOutput, Repository, Rows};
+use crate::telemetry::metrics::InferenceCalls;
 pub use scheduler::{Scheduler, SchedulerConfig, SubmitError};
 
 /// Whether concurrent requests for a model are merged into one ONNX Runtime call.
@@ -99,6 +104,7 @@ pub enum Executor {
     Direct {
         in_flight: AtomicUsize,
         max_queue_depth: usize,
+        calls: InferenceCalls,
     },
     /// The dynamic batcher.
     Batched(Scheduler),
@@ -108,10 +114,12 @@ impl Executor {
     /// An executor for `model` in `mode`. The batcher's threads hold only a weak reference, so
     /// dropping the model stops them.
     pub fn new(model: &Arc<LoadedModel>, mode: Mode, config: BatchingConfig) -> Executor {
+        let calls = model_calls(model);
         match mode {
             Mode::Direct => Executor::Direct {
                 in_flight: AtomicUsize::new(0),
                 max_queue_depth: config.max_queue_depth,
+                calls,
             },
             Mode::Batched => {
                 let weak: Weak<LoadedModel> = Arc::downgrade(model);
@@ -125,6 +133,7 @@ impl Executor {
                         threads: config.threads,
                         n_cols: model.n_features(),
                     },
+                    calls,
                     move |rows: &Rows| match weak.upgrade() {
                         Some(model) => model.infer(rows),
                         None => Err(InferenceError::Runtime("the model was unloaded".into())),
@@ -155,12 +164,51 @@ pub async fn infer(model: Arc<LoadedModel>, rows: Rows) -> Result<Inferred, Infe
         Some(Executor::Direct {
             in_flight,
             max_queue_depth,
+            calls,
         }) => {
             let _slot = Slot::take(in_flight, *max_queue_depth).ok_or(InferError::QueueFull)?;
-            run_blocking(model.clone(), rows, submitted).await
+            run_blocking(model.clone(), rows, submitted, calls.clone()).await
         }
-        None => run_blocking(model, rows, submitted).await,
+        None => {
+            let calls = model_calls(&model);
+            run_blocking(model, rows, submitted, calls).await
+        }
     }
+}
+
+/// The per-call metrics of `model`'s name and version.
+fn model_calls(model: &LoadedModel) -> InferenceCalls {
+    InferenceCalls::new(&model.entry.name, &model.entry.version)
+}
+
+/// Makes one ONNX Runtime call, `call(rows)`, and records it once in `calls`: its time, its
+/// rows (every request merged into it) and success or a failure reason. An output with another
+/// row count than `rows` is a failure (`output_error`): it could not be split among requests.
+/// Returns the outcome and the call's time.
+pub(crate) fn record_call(
+    calls: &InferenceCalls,
+    rows: &Rows,
+    call: impl FnOnce(&Rows) -> Result<ModelOutput, InferenceError>,
+) -> (Result<ModelOutput, InferenceError>, Duration) {
+    let started = Instant::now();
+    let result = call(rows).and_then(|output| {
+        if output.len() == rows.n_rows {
+            Ok(output)
+        } else {
+            Err(InferenceError::Output(format!(
+                "a call with {} rows gave {} outputs",
+                rows.n_rows,
+                output.len()
+            )))
+        }
+    });
+    let elapsed = started.elapsed();
+    let failure = result.as_ref().err().map(|e| match e {
+        InferenceError::Runtime(_) => "runtime_error",
+        InferenceError::Output(_) => "output_error",
+    });
+    calls.record(rows.n_rows, elapsed, failure);
+    (result, elapsed)
 }
 
 /// A place among a direct-mode model's waiting or running requests, given back on drop (also
@@ -190,17 +238,21 @@ async fn run_blocking(
     model: Arc<LoadedModel>,
     rows: Rows,
     submitted: Instant,
+    calls: InferenceCalls,
 ) -> Result<Inferred, InferError> {
     let (reply, result) = tokio::sync::oneshot::channel();
     tokio::task::spawn_blocking(move || {
         if reply.is_closed() {
             return;
         }
-        let started = Instant::now();
-        let output = model.infer(&rows).map(|output| Inferred {
+        let queue_time = submitted.elapsed();
+        let (output, inference_time) = record_call(&calls, &rows, |rows| {
+            scheduler::catch_panic(|| model.infer(rows))
+        });
+        let output = output.map(|output| Inferred {
             output,
-            queue_time: started - submitted,
-            inference_time: started.elapsed(),
+            queue_time,
+            inference_time,
             batch_rows: rows.n_rows,
         });
         let _ = reply.send(output);

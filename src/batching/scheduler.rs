@@ -13,6 +13,9 @@
 //!   requests arriving while a thread computes are left for that thread's next batch (one call
 //!   of a few microseconds away), which merges them instead of paying a wake-up each.
 //!
+//! - Every runner call is recorded once in the per-call inference metrics ([`InferenceCalls`]):
+//!   a batch that merged N requests is one observation of its total rows, not N.
+//!
 //! The runner is a plain function over a row matrix, so the batcher is tested without a model.
 
 use std::collections::VecDeque;
@@ -23,8 +26,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::{slice_output, Inferred};
+use super::{record_call, slice_output, Inferred};
 use crate::model::{InferenceError, ModelOutput, Rows};
+use crate::telemetry::metrics::InferenceCalls;
 
 /// The batcher's limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +77,8 @@ struct Shared {
     work: Condvar,
     config: SchedulerConfig,
     runner: Box<Runner>,
+    /// Where each call of `runner` is recorded.
+    calls: InferenceCalls,
     /// Rows in ONNX Runtime calls underway: a thread waits for company only when some are, and
     /// a long call underway is a reason to wake a second thread.
     running_rows: AtomicUsize,
@@ -117,8 +123,13 @@ impl Job {
 
 impl Scheduler {
     /// Starts `config.threads` scheduler threads (at least one) named after `name`, each calling
-    /// `runner` on merged batches.
-    pub fn start<F>(name: &str, config: SchedulerConfig, runner: F) -> Scheduler
+    /// `runner` on merged batches and recording every call in `calls`.
+    pub fn start<F>(
+        name: &str,
+        config: SchedulerConfig,
+        calls: InferenceCalls,
+        runner: F,
+    ) -> Scheduler
     where
         F: Fn(&Rows) -> Result<ModelOutput, InferenceError> + Send + Sync + 'static,
     {
@@ -134,6 +145,7 @@ impl Scheduler {
             work: Condvar::new(),
             config,
             runner: Box::new(runner),
+            calls,
             running_rows: AtomicUsize::new(0),
             threads: config.threads.max(1),
         });
@@ -295,7 +307,7 @@ impl Shared {
         rows
     }
 
-    /// Runs one batch and answers each job with its own rows, in order.
+    /// Runs one batch as one recorded call and answers each job with its own rows, in order.
     fn execute(&self, batch: &mut Vec<Job>, buffer: &mut Vec<f32>) {
         // The client may have gone while the batch formed: don't compute for it.
         batch.retain(|job| !job.cancelled());
@@ -303,11 +315,11 @@ impl Shared {
             return;
         }
         let started = Instant::now();
-        if let [job] = batch.as_slice() {
-            let result = self.call(&job.rows);
-            let inference_time = started.elapsed();
+        if let [_] = batch.as_slice() {
             let job = batch.pop().expect("one job");
             let n_rows = job.rows.n_rows;
+            let (result, inference_time) =
+                record_call(&self.calls, &job.rows, |rows| self.call(rows));
             let _ = job.reply.send(result.map(|output| Inferred {
                 output,
                 queue_time: started - job.submitted,
@@ -321,20 +333,9 @@ impl Shared {
             buffer.extend_from_slice(&job.rows.data);
         }
         let merged = Rows::new(std::mem::take(buffer), self.config.n_cols);
-        let result = self.call(&merged);
-        let inference_time = started.elapsed();
+        let (result, inference_time) = record_call(&self.calls, &merged, |rows| self.call(rows));
         let total = merged.n_rows;
         *buffer = merged.data;
-        let result = result.and_then(|output| {
-            if output.len() == total {
-                Ok(output)
-            } else {
-                Err(InferenceError::Output(format!(
-                    "a batch of {total} rows gave {} outputs",
-                    output.len()
-                )))
-            }
-        });
         let mut start = 0;
         for job in batch.drain(..) {
             let end = start + job.rows.n_rows;
@@ -357,17 +358,25 @@ impl Shared {
     /// request at once, and that request must find the batcher idle, not wait for company.
     fn call(&self, rows: &Rows) -> Result<ModelOutput, InferenceError> {
         self.running_rows.fetch_add(rows.n_rows, Ordering::AcqRel);
-        let result = catch_unwind(AssertUnwindSafe(|| (self.runner)(rows)));
+        let result = catch_panic(|| (self.runner)(rows));
         self.running_rows.fetch_sub(rows.n_rows, Ordering::AcqRel);
-        result.unwrap_or_else(|panic| {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".into());
-            Err(InferenceError::Runtime(format!(
-                "inference panicked: {what}"
-            )))
-        })
+        result
     }
+}
+
+/// Runs `call`, turning a panic into a runtime error so the thread that ran it goes on serving
+/// (and the failed call is counted like any other).
+pub(super) fn catch_panic(
+    call: impl FnOnce() -> Result<ModelOutput, InferenceError>,
+) -> Result<ModelOutput, InferenceError> {
+    catch_unwind(AssertUnwindSafe(call)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        Err(InferenceError::Runtime(format!(
+            "inference panicked: {what}"
+        )))
+    })
 }

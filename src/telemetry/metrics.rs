@@ -72,6 +72,8 @@ struct Metrics {
     inference_queue_depth: IntGaugeVec,
     inference_success: IntCounterVec,
     inference_failures: IntCounterVec,
+    inference_requests: IntCounterVec,
+    inference_request_failures: IntCounterVec,
     // Explain and feature store (recorded by those subsystems)
     explain_duration: HistogramVec,
     feature_store_duration: Histogram,
@@ -154,35 +156,45 @@ impl Metrics {
             .expect("valid counter definition"),
             inference_duration: histogram_vec(
                 "ferrum_inference_duration_seconds",
-                "Time ONNX Runtime spends on one inference call, from holding a session to having the outputs copied out.",
+                "Time of one ONNX Runtime call (one per request without batching, one per merged batch with it), successful or not: from the call starting to its outputs copied out.",
                 INFERENCE_BUCKETS,
                 MODEL,
             ),
             inference_batch_rows: histogram_vec(
                 "ferrum_inference_batch_rows",
-                "Rows in one inference call (the batch size).",
+                "Rows in one ONNX Runtime call, successful or not: a request's rows without batching, the total rows of every request merged into the call with it.",
                 BATCH_BUCKETS,
                 MODEL,
             ),
             inference_queue_wait: histogram_vec(
                 "ferrum_inference_queue_wait_seconds",
-                "Time an inference call waits from submission until it runs: a blocking thread and a free session of the model.",
+                "Per request: time from submitting its rows to the executor until the ONNX Runtime call computing them started (waiting for a blocking thread, or in the batcher's queue and for its batch).",
                 INFERENCE_BUCKETS,
                 MODEL,
             ),
             inference_queue_depth: int_gauge_vec(
                 "ferrum_inference_queue_depth",
-                "Inference calls submitted and not yet running (waiting for a thread or a session).",
+                "Requests submitted to the model's executor and not yet answered by it (queued or being computed).",
                 MODEL,
             ),
             inference_success: counter_vec(
                 "ferrum_inference_success_total",
-                "Inference calls that produced predictions.",
+                "ONNX Runtime calls that produced outputs (one per merged batch with batching, not one per request).",
                 MODEL,
             ),
             inference_failures: counter_vec(
                 "ferrum_inference_failures_total",
-                "Requests for a model that produced no predictions, by reason: an API error code for rejected input (e.g. missing_feature, non_finite_value), or runtime_error, output_error, task_failed for a failed inference call.",
+                "ONNX Runtime calls that failed (one per merged batch with batching), by reason: runtime_error (ONNX Runtime failed or panicked) or output_error (outputs of the wrong shape).",
+                &["model", "version", "reason"],
+            ),
+            inference_requests: counter_vec(
+                "ferrum_inference_requests_total",
+                "Requests for a model answered with predictions (each counted once, however many requests its ONNX Runtime call merged).",
+                MODEL,
+            ),
+            inference_request_failures: counter_vec(
+                "ferrum_inference_request_failures_total",
+                "Requests for a model that got no predictions, by reason: an API error code for rejected input (e.g. missing_feature, non_finite_value), overloaded when load was shed, or inference_failed when their ONNX Runtime call failed.",
                 &["model", "version", "reason"],
             ),
             explain_duration: histogram_vec(
@@ -301,6 +313,8 @@ impl Metrics {
             Box::new(m.inference_queue_depth.clone()),
             Box::new(m.inference_success.clone()),
             Box::new(m.inference_failures.clone()),
+            Box::new(m.inference_requests.clone()),
+            Box::new(m.inference_request_failures.clone()),
             Box::new(m.explain_duration.clone()),
             Box::new(m.feature_store_duration.clone()),
             Box::new(m.feature_store_errors.clone()),
@@ -405,13 +419,13 @@ pub fn record_http_request(route: &str, method: &Method, status: u16, elapsed: D
 
 // ------------------------------------------------------------------------------- inference
 
-/// An inference call counted in the queue depth from submission until [`Queued::started`] (or
-/// until dropped, if it never starts).
+/// A request counted in the queue depth from submission until [`Queued::started`] (or until
+/// dropped, if it is never answered).
 pub struct Queued {
     gauge: Option<IntGauge>,
 }
 
-/// Counts an inference call of `model`/`version` as queued.
+/// Counts a request for `model`/`version` as submitted to its executor.
 pub fn inference_queued(model: &str, version: &str) -> Queued {
     let gauge = metrics()
         .inference_queue_depth
@@ -421,7 +435,7 @@ pub fn inference_queued(model: &str, version: &str) -> Queued {
 }
 
 impl Queued {
-    /// The call holds a session now: it leaves the queue.
+    /// The executor answered the request: it leaves the queue.
     pub fn started(&mut self) {
         if let Some(gauge) = self.gauge.take() {
             gauge.dec();
@@ -435,36 +449,74 @@ impl Drop for Queued {
     }
 }
 
-/// Records a successful inference call: its rows, queue wait and compute time.
+/// Records a request answered with predictions: counts it and observes its queue wait. The
+/// ONNX Runtime call that computed it is recorded once, by the executor, through
+/// [`InferenceCalls`]; `_rows` and `_compute` (that call's rows and time, shared with every
+/// request merged into it) are not observed here, so a merged call is not counted once per
+/// request.
 pub fn record_inference(
     model: &str,
     version: &str,
-    rows: usize,
+    _rows: usize,
     queue_wait: Duration,
-    compute: Duration,
+    _compute: Duration,
 ) {
     let m = metrics();
     let labels = [model, version];
-    m.inference_batch_rows
-        .with_label_values(&labels)
-        .observe(rows as f64);
     m.inference_queue_wait
         .with_label_values(&labels)
         .observe(queue_wait.as_secs_f64());
-    m.inference_duration
-        .with_label_values(&labels)
-        .observe(compute.as_secs_f64());
-    m.inference_success.with_label_values(&labels).inc();
+    m.inference_requests.with_label_values(&labels).inc();
 }
 
-/// Records a request for `model`/`version` that produced no predictions. `reason` is a bounded
-/// code: an [`crate::api::ApiError::code`] for rejected input, or `runtime_error`,
-/// `output_error`, `task_failed` for a failed inference call.
+/// Records a request for `model`/`version` that got no predictions. `reason` is a bounded code:
+/// an [`crate::api::ApiError::code`] (`inference_failed` when its ONNX Runtime call failed).
 pub fn record_inference_failure(model: &str, version: &str, reason: &'static str) {
     metrics()
-        .inference_failures
+        .inference_request_failures
         .with_label_values(&[model, version, reason])
         .inc();
+}
+
+/// The per-call inference metrics of one model version, with its labels resolved once (an
+/// executor records every ONNX Runtime call it makes, so the lookup is not paid per call).
+#[derive(Clone)]
+pub struct InferenceCalls {
+    model: String,
+    version: String,
+    duration: Histogram,
+    rows: Histogram,
+    success: IntCounter,
+}
+
+impl InferenceCalls {
+    /// The call metrics of `model`/`version`.
+    pub fn new(model: &str, version: &str) -> InferenceCalls {
+        let m = metrics();
+        let labels = [model, version];
+        InferenceCalls {
+            model: model.to_string(),
+            version: version.to_string(),
+            duration: m.inference_duration.with_label_values(&labels),
+            rows: m.inference_batch_rows.with_label_values(&labels),
+            success: m.inference_success.with_label_values(&labels),
+        }
+    }
+
+    /// Records one ONNX Runtime call of `rows` rows (all the requests it merged) that took
+    /// `elapsed`: its duration and rows, and a success, or a failure with `failure` as the
+    /// bounded reason (`runtime_error`, `output_error`).
+    pub fn record(&self, rows: usize, elapsed: Duration, failure: Option<&'static str>) {
+        self.duration.observe(elapsed.as_secs_f64());
+        self.rows.observe(rows as f64);
+        match failure {
+            None => self.success.inc(),
+            Some(reason) => metrics()
+                .inference_failures
+                .with_label_values(&[self.model.as_str(), self.version.as_str(), reason])
+                .inc(),
+        }
+    }
 }
 
 // ----------------------------------------------------------------- explain, feature store
@@ -685,6 +737,9 @@ mod tests {
         record_http_request("/t/{x}", &Method::GET, 200, Duration::from_millis(3));
         record_http_request("/t/{x}", &Method::GET, 200, Duration::from_millis(30));
         record_inference("unit-m", "7", 5, Duration::ZERO, Duration::from_micros(40));
+        let calls = InferenceCalls::new("unit-m", "7");
+        calls.record(5, Duration::from_micros(40), None);
+        calls.record(3, Duration::from_micros(40), Some("runtime_error"));
         record_inference_failure("unit-m", "7", "missing_feature");
         record_explain("unit-m", "7", "exact", Duration::from_millis(2));
         record_feature_store_call(Duration::from_millis(4), Some("timeout"));
@@ -703,11 +758,33 @@ mod tests {
         );
         assert_eq!(
             at(r#"ferrum_inference_batch_rows_sum{model="unit-m",version="7"}"#),
-            5.0
+            8.0
+        );
+        assert_eq!(
+            at(r#"ferrum_inference_duration_seconds_count{model="unit-m",version="7"}"#),
+            2.0
+        );
+        assert_eq!(
+            at(r#"ferrum_inference_success_total{model="unit-m",version="7"}"#),
+            1.0
         );
         assert_eq!(
             at(
-                r#"ferrum_inference_failures_total{model="unit-m",reason="missing_feature",version="7"}"#
+                r#"ferrum_inference_failures_total{model="unit-m",reason="runtime_error",version="7"}"#
+            ),
+            1.0
+        );
+        assert_eq!(
+            at(r#"ferrum_inference_requests_total{model="unit-m",version="7"}"#),
+            1.0
+        );
+        assert_eq!(
+            at(r#"ferrum_inference_queue_wait_seconds_count{model="unit-m",version="7"}"#),
+            1.0
+        );
+        assert_eq!(
+            at(
+                r#"ferrum_inference_request_failures_total{model="unit-m",reason="missing_feature",version="7"}"#
             ),
             1.0
         );
