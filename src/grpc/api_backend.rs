@@ -14,9 +14,9 @@ use axum::http::StatusCode;
 use super::backend::{
     Backend, BackendError, ErrorKind, InferCall, Inferred, ModelMetadata, TensorMetadata,
 };
-use crate::input::{InputSpec, RequestedOutput};
 use crate::api::v2::response::{outputs_of, select, shape_of, Role};
 use crate::api::{ApiError, AppState};
+use crate::input::{InputSpec, RequestedOutput};
 use crate::model::infer::NamedTensor;
 use crate::model::tensor::{ElementType, TensorData, TypedTensor};
 use crate::model::{LoadedModel, ModelOutput, Rows};
