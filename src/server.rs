@@ -204,24 +204,26 @@ fn spawn_model_load(
             batching_config,
         ) {
             Ok(repository) => {
-                let drift =
-                    crate::monitor::observe_models(&repository.manifest, &models_dir, drift);
-                if let Some(drift) = drift {
-                    let explained = repository
-                        .models
-                        .values()
-                        .flat_map(|versions| versions.versions.values())
-                        .filter_map(|m| Some((m.model.clone(), m.explain.clone()?)))
-                        .collect();
+                if let Some(drift) =
+                    crate::monitor::observe_models(&repository.manifest, &models_dir, drift)
+                {
+                    state.set_drift(drift);
+                }
+                let explained = repository
+                    .models
+                    .values()
+                    .flat_map(|versions| versions.versions.values())
+                    .filter_map(|m| Some((m.model.clone(), m.explain.clone()?)))
+                    .collect();
+                state.set_repository(repository);
+                if let Some(drift) = state.drift() {
                     crate::monitor::explain_drift::spawn(
                         explained,
                         drift.clone(),
                         explain_limits,
                         explain_drift,
                     );
-                    state.set_drift(drift);
                 }
-                state.set_repository(repository);
                 tracing::info!("all models loaded and warmed up; ready");
             }
             Err(error) => {
