@@ -11,8 +11,10 @@
 //! requests merged into one call on a scheduler thread) → `model` (ONNX Runtime, one pooled
 //! session per call) → `api` (shape the response). `/explain` takes the same path, then
 //! `explain` (SHAP over the model's background set, on a blocking thread) instead of a single
-//! inference. `telemetry` watches at the edges (a log line, metrics and a span per request);
-//! served rows are handed to `monitor` (drift against the training baseline) after the answer.
+//! inference. The model a route names is looked up as a `serving::ServedModel`: the loaded
+//! model with its executor and explanation assets, put together once at load time. `telemetry`
+//! watches at the edges (a log line, metrics and a span per request); served rows are handed
+//! to `monitor` (drift against the training baseline) after the answer.
 //!
 //! ## Layout
 //! A module may import only the modules listed before it (`tests/module_graph.rs` checks this
@@ -30,6 +32,7 @@
 //! | [`batching`] | the executors and the dynamic batcher; `InferError` | `model`, `telemetry` |
 //! | [`features`] | entity ids → rows: the Feast client, the snapshot store, the cache; `FeatureError` | `model`, `telemetry`, `input` |
 //! | [`monitor`] | drift of served rows, predictions and explanations; the baselines | `model`, `explain`, `telemetry` |
+//! | [`serving`] | `ServedModel` {model, executor, explanation assets}, assembled at load time | all of the above |
 //! | [`api`] | the axum router, extract → call → shape; `ApiError` wraps the layers' errors | all of the above |
 //! | [`grpc`] | the Open Inference Protocol over gRPC (`--grpc-port`) and gRPC health, on the same state and inference path as the HTTP API | `api` and all below it |
 //!
@@ -42,9 +45,6 @@
 //! code lives in its own module tree under `src/bin/`). Domain enums (`ExecutionProviderChoice`,
 //! `BatchingChoice`, `LogFormat`, `DataFormat`) carry their `clap::ValueEnum` derive in their
 //! own module, so `config` names them without owning them.
-//!
-//! Still against the graph (listed in `tests/module_graph.rs` as known debt): `model` holds
-//! each version's explanation assets and executor (`LoadedModel::explain`, `executor`).
 
 pub mod api;
 pub mod batching;
@@ -60,6 +60,7 @@ pub mod listener;
 pub mod model;
 pub mod monitor;
 pub mod server;
+pub mod serving;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;

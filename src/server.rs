@@ -15,7 +15,7 @@ use crate::config::ServeArgs;
 use crate::features::FeatureStore;
 use crate::grpc;
 use crate::listener::{self, ConnectionLimits};
-use crate::model::{LoadError, LoadOptions, Manifest, Repository, Runtime};
+use crate::model::{LoadError, LoadOptions, Manifest, Runtime};
 use crate::storage::{self, RemoteRepository, StorageError};
 use crate::telemetry;
 
@@ -241,17 +241,30 @@ fn spawn_model_load(
     let (batching, batching_config) = (args.batching, args.batching_config());
     let (explain_limits, explain_drift) = (args.explain_limits(), args.explain_drift_config());
     tokio::task::spawn_blocking(move || {
-        match Repository::load(manifest, &models_dir, &runtime, options) {
+        match crate::serving::load(
+            manifest,
+            &models_dir,
+            &runtime,
+            options,
+            batching,
+            batching_config,
+        ) {
             Ok(repository) => {
-                crate::batching::attach(&repository, batching, batching_config);
-                if let Some(drift) = crate::monitor::observe_models(&repository, &models_dir, drift)
+                if let Some(drift) =
+                    crate::monitor::observe_models(&repository.manifest, &models_dir, drift)
                 {
                     state.set_drift(drift);
                 }
+                let explained = repository
+                    .models
+                    .values()
+                    .flat_map(|versions| versions.versions.values())
+                    .filter_map(|m| Some((m.model.clone(), m.explain.clone()?)))
+                    .collect();
                 state.set_repository(repository);
-                if let (Ok(repository), Some(drift)) = (state.repository(), state.drift()) {
+                if let Some(drift) = state.drift() {
                     crate::monitor::explain_drift::spawn(
-                        repository.clone(),
+                        explained,
                         drift.clone(),
                         explain_limits,
                         explain_drift,

@@ -11,10 +11,11 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use ferrum_serve::api::{self, Admission, AppState, Limits};
-use ferrum_serve::batching::{self, BatchingChoice, BatchingConfig};
+use ferrum_serve::batching::{BatchingChoice, BatchingConfig};
 use ferrum_serve::explain::ExplainLimits;
 use ferrum_serve::model::runtime::ExecutionProviderChoice;
-use ferrum_serve::model::{LoadOptions, Manifest, Repository, Runtime};
+use ferrum_serve::model::{LoadOptions, Manifest, Runtime};
+use ferrum_serve::serving;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -47,20 +48,21 @@ fn loaded_state() -> AppState {
         execution_provider: ExecutionProviderChoice::Cpu,
         warmup_runs: 1,
     };
-    let repository = Repository::load(
-        state.manifest.clone(),
-        &repo_root().join("models"),
-        &runtime,
-        options,
-    )
-    .unwrap();
     let config = BatchingConfig {
         max_batch_rows: 64,
         max_queue_delay: Duration::from_micros(200),
         max_queue_depth: 64,
         threads: 1,
     };
-    batching::attach(&repository, BatchingChoice::On, config);
+    let repository = serving::load(
+        state.manifest.clone(),
+        &repo_root().join("models"),
+        &runtime,
+        options,
+        BatchingChoice::On,
+        config,
+    )
+    .unwrap();
     state.set_repository(repository);
     state
 }

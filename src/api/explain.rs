@@ -124,7 +124,7 @@ async fn explain(
         }),
     };
     // Checked before any lookup: a refused explanation costs the feature store nothing.
-    let plan = explain::plan(&model, &query, n_rows, &limits)?;
+    let plan = explain::plan(&model, model.explain.as_deref(), &query, n_rows, &limits)?;
     let admitted = state.explain_slots.admit()?;
     // Entity ids become rows exactly as for /predict (the same function, the same errors).
     let store = state.feature_store();
@@ -149,7 +149,8 @@ async fn explain(
         // The slot lives as long as the work, even if the client has gone.
         let _slot = (permit, admitted);
         let started = Instant::now();
-        let result = explain::explain(&task_model, &rows, &plan, &limits, &cancel);
+        let assets = task_model.explain.as_deref();
+        let result = explain::explain(&task_model, assets, &rows, &plan, &limits, &cancel);
         let timing = InferenceTiming {
             queue: started - queued_at,
             inference: started.elapsed(),

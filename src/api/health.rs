@@ -71,7 +71,7 @@ pub async fn summary(State(state): State<AppState>) -> Json<Value> {
                             "features": m.entry.feature_names.len(),
                             "execution_provider": m.provider,
                             "sessions": m.concurrency(),
-                            "inference": m.executor().map(|e| e.mode()),
+                            "inference": m.executor.mode(),
                         })
                     })
                 })

@@ -29,8 +29,9 @@ pub use predict::infer;
 
 use crate::explain::ExplainLimits;
 use crate::features::FeatureStore;
-use crate::model::{Manifest, Repository};
+use crate::model::Manifest;
 use crate::monitor::drift::DriftHandle;
+use crate::serving::ServedRepository;
 use crate::telemetry;
 
 /// Request-size limits, from the configuration.
@@ -59,7 +60,7 @@ pub struct Inner {
     /// The manifest as read at start (served even while models load).
     pub manifest: Manifest,
     /// Set once every model is loaded and warmed up; until then the server is not ready.
-    repository: OnceLock<Arc<Repository>>,
+    repository: OnceLock<Arc<ServedRepository>>,
     /// Set on SIGTERM/SIGINT so readiness fails before connections close.
     shutting_down: AtomicBool,
     /// For `/health`'s uptime.
@@ -118,7 +119,7 @@ impl AppState {
     }
 
     /// Publishes the loaded models: from here on the server is ready.
-    pub fn set_repository(&self, repository: Repository) {
+    pub fn set_repository(&self, repository: ServedRepository) {
         if self.repository.set(Arc::new(repository)).is_err() {
             tracing::warn!("models were already loaded; ignoring a second load");
         }
@@ -145,7 +146,7 @@ impl AppState {
     }
 
     /// The models, or `not_ready` while they load or the server drains.
-    pub fn repository(&self) -> Result<&Arc<Repository>, ApiError> {
+    pub fn repository(&self) -> Result<&Arc<ServedRepository>, ApiError> {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Err(ApiError::NotReady("the server is shutting down"));
         }

@@ -16,6 +16,7 @@ use super::AppState;
 use crate::features::{rows_for, TraceContext};
 use crate::input::{parse_request, InferenceRequest, InputError, RequestInput};
 use crate::model::{LoadedModel, ModelOutput, Predictions, Rows};
+use crate::serving::ServedModel;
 use crate::telemetry::metrics;
 use crate::telemetry::otel::{feature_lookup_span, inference_span, traceparent_of};
 use crate::telemetry::timing::InferenceTiming;
@@ -108,7 +109,7 @@ async fn predict(
 
 async fn predict_with(
     state: &AppState,
-    model: Arc<LoadedModel>,
+    model: Arc<ServedModel>,
     headers: &HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
@@ -167,7 +168,7 @@ const INLINE_PARSE_BYTES: usize = 64 * 1024;
 /// Parses a request body for `model`, off the async workers when it is large.
 pub async fn parse_off_runtime(
     body: axum::body::Bytes,
-    model: Arc<LoadedModel>,
+    model: Arc<ServedModel>,
     max_rows: usize,
 ) -> Result<InferenceRequest, ApiError> {
     if body.len() <= INLINE_PARSE_BYTES {
@@ -183,7 +184,7 @@ pub async fn parse_off_runtime(
 /// with concurrent requests by the dynamic batcher), so a slow model never stalls the async
 /// workers that answer health probes and parse other requests. Records the same metrics as
 /// [`infer_timed`]; for callers that need neither the timing nor the rows back.
-pub async fn infer(model: Arc<LoadedModel>, rows: Rows) -> Result<ModelOutput, ApiError> {
+pub async fn infer(model: Arc<ServedModel>, rows: Rows) -> Result<ModelOutput, ApiError> {
     infer_timed(model, rows, false)
         .await
         .map(|inferred| inferred.output)
@@ -204,7 +205,7 @@ pub struct Inferred {
 /// the inference metrics (queue depth and wait, duration, batch rows, success or failure) and
 /// runs in an `inference` span, a child of the request's.
 pub async fn infer_timed(
-    model: Arc<LoadedModel>,
+    model: Arc<ServedModel>,
     rows: Rows,
     keep_rows: bool,
 ) -> Result<Inferred, ApiError> {
@@ -213,7 +214,7 @@ pub async fn infer_timed(
     // The batcher takes the rows into its merged buffer; a copy is kept only for drift.
     let kept = keep_rows.then(|| rows.clone());
     let mut queued = metrics::inference_queued(name, version);
-    let result = crate::batching::infer(model.clone(), rows)
+    let result = crate::batching::infer(&model.executor, &model.model, rows)
         .instrument(span.clone())
         .await
         .map_err(ApiError::from);

@@ -30,7 +30,7 @@ use super::openapi::{
 };
 use super::AppState;
 use crate::input::{header_length, parse_infer, InputSpec};
-use crate::model::LoadedModel;
+use crate::serving::ServedModel;
 use response::Header as V2InferResponse;
 use response::{infer_response, outputs_of, select, shape_of};
 
@@ -119,7 +119,7 @@ fn lookup(
     state: &AppState,
     name: &str,
     version: Option<&str>,
-) -> Result<std::sync::Arc<LoadedModel>, ApiError> {
+) -> Result<std::sync::Arc<ServedModel>, ApiError> {
     Ok(state.repository()?.get(Some(name), version)?.clone())
 }
 

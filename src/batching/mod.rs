@@ -10,6 +10,9 @@
 //! The executors record the per-call inference metrics (duration, rows, success or failure)
 //! through [`record_call`], once per ONNX Runtime call: here, not in the API, is the only
 //! place that knows how many requests one call merged.
+//!
+//! May import `model` and `telemetry`; never `serving` or `api` (errors are its own
+//! [`InferError`] / [`SubmitError`], mapped to statuses above).
 
 pub mod scheduler;
 
@@ -19,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::model::{InferenceError, LoadedModel, ModelOutput, Repository, Rows};
+use crate::model::{InferenceError, LoadedModel, ModelOutput, Rows};
 use crate::telemetry::metrics::InferenceCalls;
 pub use scheduler::{Scheduler, SchedulerConfig, SubmitError};
 
@@ -98,7 +101,8 @@ pub struct Inferred {
     pub batch_rows: usize,
 }
 
-/// How one model version executes; attached once, after the model has loaded.
+/// How one model version executes; built once at load time (see [`executor_for`]) and held
+/// beside the model by the serving layer.
 pub enum Executor {
     /// Per-request inference on the blocking pool, at most `max_queue_depth` waiting or running.
     Direct {
@@ -152,26 +156,26 @@ impl Executor {
     }
 }
 
-/// Runs `model` on `rows` through the model's executor (direct when none is attached). Returns
-/// this request's outputs, in its row order, with queue and inference times.
-pub async fn infer(model: Arc<LoadedModel>, rows: Rows) -> Result<Inferred, InferError> {
+/// Runs `model` on `rows` through `executor`, the one built for it. Returns this request's
+/// outputs, in its row order, with queue and inference times.
+pub async fn infer(
+    executor: &Executor,
+    model: &Arc<LoadedModel>,
+    rows: Rows,
+) -> Result<Inferred, InferError> {
     let submitted = Instant::now();
-    match model.executor() {
-        Some(Executor::Batched(scheduler)) => match scheduler.submit(rows)?.await {
+    match executor {
+        Executor::Batched(scheduler) => match scheduler.submit(rows)?.await {
             Ok(result) => Ok(result?),
             Err(_) => Err(InferError::Lost("the batcher stopped")),
         },
-        Some(Executor::Direct {
+        Executor::Direct {
             in_flight,
             max_queue_depth,
             calls,
-        }) => {
+        } => {
             let _slot = Slot::take(in_flight, *max_queue_depth).ok_or(InferError::QueueFull)?;
             run_blocking(model.clone(), rows, submitted, calls.clone()).await
-        }
-        None => {
-            let calls = model_calls(&model);
-            run_blocking(model, rows, submitted, calls).await
         }
     }
 }
@@ -281,30 +285,31 @@ pub fn slice_output(output: &ModelOutput, start: usize, end: usize) -> ModelOutp
     }
 }
 
-/// Attaches an executor to every model version: the mode `choice` asks for, or for `auto` the
-/// one [`auto_mode`] picks for the model. Blocking (auto measures): call it while loading.
-pub fn attach(repository: &Repository, choice: BatchingChoice, config: BatchingConfig) {
-    for versions in repository.models.values() {
-        for model in versions.versions.values() {
-            let (mode, why) = match choice {
-                BatchingChoice::On => (Mode::Batched, "--batching on".to_string()),
-                BatchingChoice::Off => (Mode::Direct, "--batching off".to_string()),
-                BatchingChoice::Auto => auto_mode(model),
-            };
-            model.attach_executor(Executor::new(model, mode, config));
-            tracing::info!(
-                model = %model.entry.name,
-                version = %model.entry.version,
-                mode = ?mode,
-                why = %why,
-                max_batch_rows = config.max_batch_rows,
-                max_queue_delay_us = config.max_queue_delay.as_micros() as u64,
-                max_queue_depth = config.max_queue_depth,
-                threads = config.threads,
-                "inference executor attached"
-            );
-        }
-    }
+/// The executor for one model version: the mode `choice` asks for, or for `auto` the one
+/// [`auto_mode`] picks for the model. Blocking (auto measures): call it while loading.
+pub fn executor_for(
+    model: &Arc<LoadedModel>,
+    choice: BatchingChoice,
+    config: BatchingConfig,
+) -> Executor {
+    let (mode, why) = match choice {
+        BatchingChoice::On => (Mode::Batched, "--batching on".to_string()),
+        BatchingChoice::Off => (Mode::Direct, "--batching off".to_string()),
+        BatchingChoice::Auto => auto_mode(model),
+    };
+    let executor = Executor::new(model, mode, config);
+    tracing::info!(
+        model = %model.entry.name,
+        version = %model.entry.version,
+        mode = ?mode,
+        why = %why,
+        max_batch_rows = config.max_batch_rows,
+        max_queue_delay_us = config.max_queue_delay.as_micros() as u64,
+        max_queue_depth = config.max_queue_depth,
+        threads = config.threads,
+        "inference executor attached"
+    );
+    executor
 }
 
 /// Merging pays when an ONNX Runtime call costs much more than the rows in it: then `k`

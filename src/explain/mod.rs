@@ -414,15 +414,17 @@ pub struct Plan {
 }
 
 /// Chooses the method and output space for `query` on `model` and checks the cost of
-/// `n_rows` rows against the limits. Cheap: call it before spawning the work.
+/// `n_rows` rows against the limits. `assets` are the model's, `None` when it has no
+/// background set (then it cannot be explained). Cheap: call it before spawning the work.
 pub fn plan(
     model: &LoadedModel,
+    assets: Option<&ExplainAssets>,
     query: &ExplainQuery,
     n_rows: usize,
     limits: &ExplainLimits,
 ) -> Result<Plan, ExplainError> {
     let entry = &model.entry;
-    let assets = model.explain.as_ref().ok_or_else(|| {
+    let assets = assets.ok_or_else(|| {
         ExplainError::Unavailable(format!(
             "model '{}' version '{}' has no background set (artifacts.background in the manifest), so it cannot be explained",
             entry.name, entry.version
@@ -501,15 +503,13 @@ fn class_index(entry: &ModelEntry, name: &str) -> Result<usize, ExplainError> {
 /// set.
 pub fn explain(
     model: &LoadedModel,
+    assets: Option<&ExplainAssets>,
     rows: &Rows,
     plan: &Plan,
     limits: &ExplainLimits,
     cancel: &Cancel,
 ) -> Result<Vec<Explanation>, ExplainError> {
-    let assets = model
-        .explain
-        .as_ref()
-        .ok_or_else(|| ExplainError::Unavailable("no background set".into()))?;
+    let assets = assets.ok_or_else(|| ExplainError::Unavailable("no background set".into()))?;
     let background = &assets.background;
     let outputs = model.infer(rows)?;
     let reported = output_columns(&outputs);

@@ -20,6 +20,7 @@ use crate::input::{InputSpec, RequestedOutput};
 use crate::model::infer::NamedTensor;
 use crate::model::tensor::{ElementType, TensorData, TypedTensor};
 use crate::model::{LoadedModel, ModelOutput, Rows};
+use crate::serving::ServedModel;
 
 /// The HTTP API's models and pipeline, served over gRPC.
 pub struct ApiBackend {
@@ -32,7 +33,7 @@ impl ApiBackend {
         ApiBackend { state }
     }
 
-    fn lookup(&self, name: &str, version: Option<&str>) -> Result<Arc<LoadedModel>, ApiError> {
+    fn lookup(&self, name: &str, version: Option<&str>) -> Result<Arc<ServedModel>, ApiError> {
         Ok(self.state.repository()?.get(Some(name), version)?.clone())
     }
 

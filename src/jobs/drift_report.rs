@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::args::DriftReportArgs;
 use super::input::RowReader;
 use super::{format_of, is_std, load_model, progress_bar, JobError};
-use crate::explain::ExplainLimits;
+use crate::explain::{ExplainAssets, ExplainLimits};
 use crate::model::{LoadedModel, Rows};
 use crate::monitor::baseline::{shares, Baseline, PredictionDrift, PredictionPoint, BIN_RULE};
 use crate::monitor::explain_drift::mean_abs_attributions;
@@ -63,8 +63,12 @@ pub struct ExplanationEntry {
 const EXPLAIN_SAMPLE_ROWS: usize = 32;
 
 /// Mean |attribution| per feature on the background's first rows and on `sample`.
-fn explanation_drift(model: &LoadedModel, sample: Rows) -> Vec<ExplanationEntry> {
-    let Some(assets) = &model.explain else {
+fn explanation_drift(
+    model: &LoadedModel,
+    assets: Option<&ExplainAssets>,
+    sample: Rows,
+) -> Vec<ExplanationEntry> {
+    let Some(assets) = assets else {
         return Vec::new();
     };
     let limits = ExplainLimits::default();
@@ -75,8 +79,8 @@ fn explanation_drift(model: &LoadedModel, sample: Rows) -> Vec<ExplanationEntry>
         background.n_cols,
     );
     match (
-        mean_abs_attributions(model, &training, &limits),
-        mean_abs_attributions(model, &sample, &limits),
+        mean_abs_attributions(model, assets, &training, &limits),
+        mean_abs_attributions(model, assets, &sample, &limits),
     ) {
         (Some(training), Some(batch)) => model
             .entry
@@ -246,7 +250,11 @@ pub fn run(args: &DriftReportArgs) -> Result<DriftReport, JobError> {
         drifted,
         features,
         predictions,
-        explanations: explanation_drift(model, Rows::new(sample, model.n_features())),
+        explanations: explanation_drift(
+            model,
+            job.explain.as_deref(),
+            Rows::new(sample, model.n_features()),
+        ),
     };
     write_report(args, &report)?;
     tracing::info!(

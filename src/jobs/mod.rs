@@ -20,10 +20,12 @@ use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::explain::ExplainAssets;
 use crate::model::{
     InferenceError, LoadError, LoadOptions, LoadedModel, LookupError, Manifest, Repository, Runtime,
 };
 use crate::monitor::baseline::{Baseline, BaselineError};
+use crate::serving::load_explain;
 use args::JobModelArgs;
 
 /// A data file's format.
@@ -60,6 +62,8 @@ pub enum JobError {
 pub struct JobModel {
     /// The loaded model (one session: jobs run one inference at a time).
     pub model: Arc<LoadedModel>,
+    /// What explaining it needs, when the manifest lists a background set (drift reports).
+    pub explain: Option<Arc<ExplainAssets>>,
     /// The manifest it came from (`raw` holds the artifact names).
     pub manifest: Manifest,
 }
@@ -133,9 +137,17 @@ pub fn load_model(args: &JobModelArgs) -> Result<JobModel, JobError> {
         execution_provider: args.execution_provider,
         warmup_runs: 1,
     };
-    let repository = Repository::load(one, &args.models_dir, &runtime, options)?;
-    let model = repository.get(None, None)?.clone();
-    Ok(JobModel { model, manifest })
+    let repository =
+        Repository::load_with(one, &args.models_dir, &runtime, options, |model, bytes| {
+            let explain = load_explain(&model, bytes, &args.models_dir, &runtime, options)?;
+            Ok((Arc::new(model), explain.map(Arc::new)))
+        })?;
+    let (model, explain) = repository.get(None, None)?.as_ref().clone();
+    Ok(JobModel {
+        model,
+        explain,
+        manifest,
+    })
 }
 
 /// The format of `path` when not given: `.csv` is CSV, anything else JSON lines.

@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::OnceLock;
 
 use ort::session::{Session, SessionInputValue};
 use ort::value::TensorRef;
@@ -12,7 +11,6 @@ use super::manifest::{ModelEntry, Task};
 use super::output::ModelOutput;
 use super::runtime::{ProviderName, SessionPool};
 use super::{InferenceError, LoadError, Rows};
-use crate::explain::ExplainAssets;
 
 /// A model version ready to serve.
 pub struct LoadedModel {
@@ -23,11 +21,6 @@ pub struct LoadedModel {
     /// The execution provider that actually serves it.
     pub provider: ProviderName,
     sessions: SessionPool,
-    /// What `/explain` needs: the background rows and, when the graph is a tree ensemble, the
-    /// parsed trees. `None` when the manifest lists no background for this version.
-    pub explain: Option<ExplainAssets>,
-    /// How requests reach the sessions (direct or the dynamic batcher); attached after load.
-    executor: OnceLock<crate::batching::Executor>,
 }
 
 impl LoadedModel {
@@ -50,19 +43,7 @@ impl LoadedModel {
             feature_index,
             provider,
             sessions: pool,
-            explain: None,
-            executor: OnceLock::new(),
         })
-    }
-
-    /// The executor requests go through, once attached (see [`crate::batching`]).
-    pub fn executor(&self) -> Option<&crate::batching::Executor> {
-        self.executor.get()
-    }
-
-    /// Attaches the executor; a second attach is ignored (returns false).
-    pub fn attach_executor(&self, executor: crate::batching::Executor) -> bool {
-        self.executor.set(executor).is_ok()
     }
 
     /// Number of input features.

@@ -1,5 +1,9 @@
 //! Models: what the manifest promises, what ONNX Runtime loads, and how raw outputs become
 //! predictions. Plain functions and types, no HTTP, so the math is tested directly.
+//!
+//! The bottom layer: imports nothing of ours. What the layers above build per version (the
+//! executor, the explanation assets) is attached by them at load time through
+//! [`Repository::load_with`], so a [`LoadedModel`] holds only the model itself.
 
 pub mod infer;
 mod loaded;

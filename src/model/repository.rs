@@ -9,9 +9,8 @@ use sha2::{Digest, Sha256};
 
 use super::manifest::{Manifest, ModelEntry};
 use super::runtime::ExecutionProviderChoice;
-use super::runtime::{Runtime, SessionPool};
+use super::runtime::Runtime;
 use super::{LoadError, LoadedModel, LookupError, Rows};
-use crate::explain::{self, onnx::PostTransform, ExplainAssets};
 
 /// How to build sessions; from the server configuration.
 #[derive(Debug, Clone, Copy)]
@@ -22,14 +21,17 @@ pub struct LoadOptions {
     pub warmup_runs: usize,
 }
 
-/// All versions of one model; the highest version answers when none is named.
-pub struct ModelVersions {
-    pub versions: BTreeMap<u64, Arc<LoadedModel>>,
+/// All versions of one model; the highest version answers when none is named. `M` is what a
+/// version is served as: the bare [`LoadedModel`], or what the layers above assemble around it
+/// at load time (the serving layer's `ServedModel`), so the model layer owns the lookup without
+/// knowing what is built on it.
+pub struct ModelVersions<M = LoadedModel> {
+    pub versions: BTreeMap<u64, Arc<M>>,
 }
 
-impl ModelVersions {
+impl<M> ModelVersions<M> {
     /// The highest version.
-    pub fn default_version(&self) -> &Arc<LoadedModel> {
+    pub fn default_version(&self) -> &Arc<M> {
         self.versions
             .values()
             .next_back()
@@ -37,10 +39,10 @@ impl ModelVersions {
     }
 }
 
-/// Every model the server serves.
-pub struct Repository {
+/// Every model the server serves, each version as an `M` (see [`ModelVersions`]).
+pub struct Repository<M = LoadedModel> {
     pub manifest: Manifest,
-    pub models: BTreeMap<String, ModelVersions>,
+    pub models: BTreeMap<String, ModelVersions<M>>,
     /// Where the versions' folders are, for artifacts served as files (training logs).
     pub models_dir: PathBuf,
 }
@@ -54,10 +56,25 @@ impl Repository {
         runtime: &Runtime,
         options: LoadOptions,
     ) -> Result<Repository, LoadError> {
-        let mut models: BTreeMap<String, ModelVersions> = BTreeMap::new();
+        Repository::load_with(manifest, models_dir, runtime, options, |model, _| Ok(model))
+    }
+}
+
+impl<M> Repository<M> {
+    /// [`Repository::load`], each version then handed with its model bytes to `prepare`, which
+    /// builds what it is served as (the layers above attach their explanation assets and
+    /// executor here, so the model layer never imports them).
+    pub fn load_with(
+        manifest: Manifest,
+        models_dir: &Path,
+        runtime: &Runtime,
+        options: LoadOptions,
+        mut prepare: impl FnMut(LoadedModel, &[u8]) -> Result<M, LoadError>,
+    ) -> Result<Repository<M>, LoadError> {
+        let mut models: BTreeMap<String, ModelVersions<M>> = BTreeMap::new();
         for entry in &manifest.models {
             let started = std::time::Instant::now();
-            let model = load_version(entry.clone(), models_dir, runtime, options)?;
+            let (model, bytes) = load_version(entry.clone(), models_dir, runtime, options)?;
             tracing::info!(
                 model = %entry.name,
                 version = %entry.version,
@@ -67,6 +84,7 @@ impl Repository {
                 load_ms = started.elapsed().as_millis() as u64,
                 "model loaded and warmed up"
             );
+            let model = prepare(model, &bytes)?;
             let version: u64 = entry.version.parse().expect("checked by the manifest");
             let versions = &mut models
                 .entry(entry.name.clone())
@@ -91,11 +109,7 @@ impl Repository {
 
     /// The model version a request names: `name` defaults to the manifest's default model,
     /// `version` to the model's highest.
-    pub fn get(
-        &self,
-        name: Option<&str>,
-        version: Option<&str>,
-    ) -> Result<&Arc<LoadedModel>, LookupError> {
+    pub fn get(&self, name: Option<&str>, version: Option<&str>) -> Result<&Arc<M>, LookupError> {
         let name = name.unwrap_or(&self.manifest.default_model);
         let versions = self
             .models
@@ -134,7 +148,7 @@ fn load_version(
     models_dir: &Path,
     runtime: &Runtime,
     options: LoadOptions,
-) -> Result<LoadedModel, LoadError> {
+) -> Result<(LoadedModel, Vec<u8>), LoadError> {
     let path = models_dir.join(&entry.path).join(&entry.onnx.file);
     let bytes = std::fs::read(&path).map_err(|source| LoadError::Io {
         path: path.clone(),
@@ -174,83 +188,9 @@ fn load_version(
         sessions.push(session);
         provider = used.name;
     }
-    let mut model = LoadedModel::new(entry, sessions, provider)?;
+    let model = LoadedModel::new(entry, sessions, provider)?;
     warm_up(&model, options.warmup_runs)?;
-    model.explain = load_explain(&model, &bytes, models_dir, runtime, options)?;
-    Ok(model)
-}
-
-/// Prepares `/explain` for a version: its background set (a broken one stops the start, as
-/// any artifact the manifest promises) and, when the graph is a tree ensemble, the trees read
-/// from the model bytes, with a margin session if the model post-transforms its margins. Trees
-/// that cannot be read only cost Tree SHAP: the model-agnostic methods still explain.
-fn load_explain(
-    model: &LoadedModel,
-    bytes: &[u8],
-    models_dir: &Path,
-    runtime: &Runtime,
-    options: LoadOptions,
-) -> Result<Option<ExplainAssets>, LoadError> {
-    let entry = &model.entry;
-    let Some(file) = &entry.artifacts.background else {
-        return Ok(None);
-    };
-    let path = models_dir.join(&entry.path).join(file);
-    let background = explain::read_background(&path, &entry.feature_names).map_err(|reason| {
-        LoadError::Artifact {
-            model: entry.name.clone(),
-            version: entry.version.clone(),
-            path: path.clone(),
-            reason,
-        }
-    })?;
-    let trees = explain::onnx::read_trees(bytes, entry).and_then(|trees| {
-        let Some(trees) = trees else {
-            return Ok(None);
-        };
-        if trees.transform == PostTransform::None {
-            return Ok(Some((trees, None)));
-        }
-        // Tree ensembles run on the CPU whatever the provider: so does their margin session.
-        let margin_bytes = explain::onnx::margin_model(bytes)?;
-        let (session, _) = runtime
-            .session(
-                &margin_bytes,
-                options.intra_op_threads,
-                ExecutionProviderChoice::Cpu,
-            )
-            .map_err(|e| format!("cannot load the margin model: {e}"))?;
-        Ok(Some((trees, Some(SessionPool::new(vec![session])))))
-    });
-    let (trees, margin_session) = match trees {
-        Ok(Some((trees, margin))) => (Some(trees), margin),
-        Ok(None) => (None, None),
-        Err(reason) => {
-            tracing::warn!(
-                model = %entry.name,
-                version = %entry.version,
-                reason = %reason,
-                "cannot read the tree ensemble from the ONNX graph; /explain uses the model-agnostic methods"
-            );
-            (None, None)
-        }
-    };
-    let assets =
-        ExplainAssets::prepare(model, background, trees, margin_session).map_err(|source| {
-            LoadError::Warmup {
-                model: entry.name.clone(),
-                version: entry.version.clone(),
-                source,
-            }
-        })?;
-    tracing::info!(
-        model = %entry.name,
-        version = %entry.version,
-        background_rows = assets.background.n_rows,
-        tree_shap = assets.trees.is_some(),
-        "explanations ready"
-    );
-    Ok(Some(assets))
+    Ok((model, bytes))
 }
 
 /// Runs the model on a row of zeros (and checks the output's shape): the first inference pays

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::drift::DriftHandle;
-use crate::explain::{self, Cancel, ExplainLimits, ExplainQuery};
-use crate::model::{LoadedModel, Repository, Rows};
+use crate::explain::{self, Cancel, ExplainAssets, ExplainLimits, ExplainQuery};
+use crate::model::{LoadedModel, Rows};
 use crate::telemetry::metrics;
 
 /// How explanation drift is sampled; from the server flags.
@@ -25,6 +25,7 @@ pub struct ExplainDriftConfig {
 /// (no background set) or the sample is too expensive for the limits.
 pub fn mean_abs_attributions(
     model: &LoadedModel,
+    assets: &ExplainAssets,
     rows: &Rows,
     limits: &ExplainLimits,
 ) -> Option<Vec<f64>> {
@@ -35,8 +36,9 @@ pub fn mean_abs_attributions(
         class: None,
         output: None,
     };
-    let plan = explain::plan(model, &query, rows.n_rows, limits).ok()?;
-    let explanations = explain::explain(model, rows, &plan, limits, &Cancel::default()).ok()?;
+    let plan = explain::plan(model, Some(assets), &query, rows.n_rows, limits).ok()?;
+    let explanations =
+        explain::explain(model, Some(assets), rows, &plan, limits, &Cancel::default()).ok()?;
     let mut sums = vec![0.0; model.n_features()];
     for explanation in &explanations {
         for (sum, phi) in sums.iter_mut().zip(&explanation.attributions) {
@@ -60,9 +62,10 @@ fn publish(model: &LoadedModel, population: &str, means: &[f64]) {
 }
 
 /// Starts the background thread: the training gauges once, then the served gauges every
-/// `interval` from the drift window. Does nothing when the interval is zero.
+/// `interval` from the drift window, for each model version with explanation assets. Does
+/// nothing when the interval is zero.
 pub fn spawn(
-    repository: Arc<Repository>,
+    models: Vec<(Arc<LoadedModel>, Arc<ExplainAssets>)>,
     drift: DriftHandle,
     limits: ExplainLimits,
     config: ExplainDriftConfig,
@@ -70,29 +73,23 @@ pub fn spawn(
     if config.interval.is_zero() || config.sample_rows == 0 {
         return;
     }
-    let models: Vec<Arc<LoadedModel>> = repository
-        .models
-        .values()
-        .flat_map(|versions| versions.versions.values().cloned())
-        .filter(|m| m.explain.is_some())
-        .collect();
     let spawned = std::thread::Builder::new()
         .name("explain-drift".into())
         .spawn(move || {
-            for model in &models {
-                let background = &model.explain.as_ref().expect("filtered").background;
+            for (model, assets) in &models {
+                let background = &assets.background;
                 let n = background.n_rows.min(config.sample_rows);
                 let sample = Rows::new(
                     background.data[..n * background.n_cols].to_vec(),
                     background.n_cols,
                 );
-                if let Some(means) = mean_abs_attributions(model, &sample, &limits) {
+                if let Some(means) = mean_abs_attributions(model, assets, &sample, &limits) {
                     publish(model, "training", &means);
                 }
             }
             loop {
                 std::thread::sleep(config.interval);
-                for model in &models {
+                for (model, assets) in &models {
                     let (name, version) = (&model.entry.name, &model.entry.version);
                     let Some(rows) = drift.sample_served_rows(
                         name,
@@ -102,7 +99,7 @@ pub fn spawn(
                     ) else {
                         continue;
                     };
-                    if let Some(means) = mean_abs_attributions(model, &rows, &limits) {
+                    if let Some(means) = mean_abs_attributions(model, assets, &rows, &limits) {
                         publish(model, "served", &means);
                     }
                 }

@@ -12,7 +12,7 @@ pub mod explain_drift;
 
 use std::path::Path;
 
-use crate::model::Repository;
+use crate::model::Manifest;
 use crate::telemetry::metrics;
 use baseline::Baseline;
 use drift::{DriftConfig, DriftHandle};
@@ -22,15 +22,15 @@ use drift::{DriftConfig, DriftHandle};
 /// loads. A missing or invalid baseline is logged and that model is served unmonitored.
 /// Returns the drift handle, if monitoring runs. Reads files: call off the async workers.
 pub fn observe_models(
-    repository: &Repository,
+    manifest: &Manifest,
     models_dir: &Path,
     drift: DriftConfig,
 ) -> Option<DriftHandle> {
     let mut baselines = Vec::new();
     let mut buckets = Vec::new();
-    for (i, entry) in repository.manifest.models.iter().enumerate() {
+    for (i, entry) in manifest.models.iter().enumerate() {
         metrics::set_model_info(entry);
-        let raw = repository.manifest.raw["models"].get(i);
+        let raw = manifest.raw["models"].get(i);
         match Baseline::read(models_dir, entry, raw) {
             Ok(baseline) => {
                 buckets.extend(baseline.value_buckets().unwrap_or_default());

@@ -1,0 +1,138 @@
+//! The served model and the load that assembles it. A [`ServedModel`] is one model version as
+//! the server serves it: the loaded model (`model`), the executor its requests go through
+//! (`batching`) and, when the manifest lists a background set, what `/explain` needs
+//! (`explain`). It is put together here, at load time, so the model layer knows nothing of
+//! explanations or queues.
+//!
+//! May import `model`, `telemetry`, `input`, `explain`, `batching`, `features` and `monitor`;
+//! never `api`, `config`, `server` or `jobs` (the edges call it, not the other way round).
+
+use std::ops::Deref;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::batching::{self, BatchingChoice, BatchingConfig, Executor};
+use crate::explain::{self, onnx::PostTransform, ExplainAssets};
+use crate::model::runtime::{ExecutionProviderChoice, SessionPool};
+use crate::model::{LoadError, LoadOptions, LoadedModel, Manifest, Repository, Runtime};
+
+/// One model version ready to serve: the model with what the layers above built for it.
+pub struct ServedModel {
+    /// The loaded, checked and warmed-up model.
+    pub model: Arc<LoadedModel>,
+    /// How requests reach the sessions: per request on the blocking pool, or the dynamic
+    /// batcher.
+    pub executor: Executor,
+    /// What `/explain` needs: the background rows and, when the graph is a tree ensemble, the
+    /// parsed trees. `None` when the manifest lists no background for this version.
+    pub explain: Option<Arc<ExplainAssets>>,
+}
+
+/// A served model reads as its model (entry, features, inference), so code that only needs the
+/// model takes `&LoadedModel` and is handed a served one unchanged.
+impl Deref for ServedModel {
+    type Target = LoadedModel;
+
+    fn deref(&self) -> &LoadedModel {
+        &self.model
+    }
+}
+
+/// Every model version the server serves.
+pub type ServedRepository = Repository<ServedModel>;
+
+/// Loads every version in the manifest (see [`Repository::load`]) and assembles each into a
+/// [`ServedModel`]: its explanation assets, then its executor (`batching` picks the mode).
+/// Blocking (reads files, warms up, `auto` measures): call it off the async workers.
+pub fn load(
+    manifest: Manifest,
+    models_dir: &Path,
+    runtime: &Runtime,
+    options: LoadOptions,
+    batching: BatchingChoice,
+    config: BatchingConfig,
+) -> Result<ServedRepository, LoadError> {
+    Repository::load_with(manifest, models_dir, runtime, options, |model, bytes| {
+        let explain = load_explain(&model, bytes, models_dir, runtime, options)?.map(Arc::new);
+        let model = Arc::new(model);
+        let executor = batching::executor_for(&model, batching, config);
+        Ok(ServedModel {
+            model,
+            executor,
+            explain,
+        })
+    })
+}
+
+/// Prepares `/explain` for a version: its background set (a broken one stops the start, as
+/// any artifact the manifest promises) and, when the graph is a tree ensemble, the trees read
+/// from the model bytes, with a margin session if the model post-transforms its margins. Trees
+/// that cannot be read only cost Tree SHAP: the model-agnostic methods still explain.
+pub fn load_explain(
+    model: &LoadedModel,
+    bytes: &[u8],
+    models_dir: &Path,
+    runtime: &Runtime,
+    options: LoadOptions,
+) -> Result<Option<ExplainAssets>, LoadError> {
+    let entry = &model.entry;
+    let Some(file) = &entry.artifacts.background else {
+        return Ok(None);
+    };
+    let path = models_dir.join(&entry.path).join(file);
+    let background = explain::read_background(&path, &entry.feature_names).map_err(|reason| {
+        LoadError::Artifact {
+            model: entry.name.clone(),
+            version: entry.version.clone(),
+            path: path.clone(),
+            reason,
+        }
+    })?;
+    let trees = explain::onnx::read_trees(bytes, entry).and_then(|trees| {
+        let Some(trees) = trees else {
+            return Ok(None);
+        };
+        if trees.transform == PostTransform::None {
+            return Ok(Some((trees, None)));
+        }
+        // Tree ensembles run on the CPU whatever the provider: so does their margin session.
+        let margin_bytes = explain::onnx::margin_model(bytes)?;
+        let (session, _) = runtime
+            .session(
+                &margin_bytes,
+                options.intra_op_threads,
+                ExecutionProviderChoice::Cpu,
+            )
+            .map_err(|e| format!("cannot load the margin model: {e}"))?;
+        Ok(Some((trees, Some(SessionPool::new(vec![session])))))
+    });
+    let (trees, margin_session) = match trees {
+        Ok(Some((trees, margin))) => (Some(trees), margin),
+        Ok(None) => (None, None),
+        Err(reason) => {
+            tracing::warn!(
+                model = %entry.name,
+                version = %entry.version,
+                reason = %reason,
+                "cannot read the tree ensemble from the ONNX graph; /explain uses the model-agnostic methods"
+            );
+            (None, None)
+        }
+    };
+    let assets =
+        ExplainAssets::prepare(model, background, trees, margin_session).map_err(|source| {
+            LoadError::Warmup {
+                model: entry.name.clone(),
+                version: entry.version.clone(),
+                source,
+            }
+        })?;
+    tracing::info!(
+        model = %entry.name,
+        version = %entry.version,
+        background_rows = assets.background.n_rows,
+        tree_shap = assets.trees.is_some(),
+        "explanations ready"
+    );
+    Ok(Some(assets))
+}
