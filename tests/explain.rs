@@ -648,14 +648,7 @@ async fn explanations_carry_timing_headers_and_are_counted_by_method() {
             assert!(ms >= 0.0, "{header}: {ms}");
         }
     }
-    let scrape = common::client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = server.scrape().await;
     let line = scrape
         .lines()
         .find(|l| {

@@ -799,14 +799,7 @@ async fn explanation_drift_gauges_are_mean_absolute_attributions() {
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let scrape = common::client()
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let scrape = server.scrape().await;
         if let (Some(served), Some(training)) =
             (gauge(&scrape, "served"), gauge(&scrape, "training"))
         {

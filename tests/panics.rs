@@ -17,17 +17,6 @@ fn sample(scrape: &str, name: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
-async fn scrape(server: &Server) -> String {
-    client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_panicking_handler_gets_a_json_500_is_counted_and_the_server_goes_on() {
     let server = Server::start_ready(&[
@@ -38,7 +27,7 @@ async fn a_panicking_handler_gets_a_json_500_is_counted_and_the_server_goes_on()
         "0",
     ])
     .await;
-    let before = scrape(&server).await;
+    let before = server.scrape().await;
     assert!(
         before.contains("# HELP ferrum_http_panics_total Requests whose handler panicked; each was answered 500 internal_error and logged with the panic message.\n"),
         "{before}"
@@ -70,7 +59,7 @@ async fn a_panicking_handler_gets_a_json_500_is_counted_and_the_server_goes_on()
         assert_eq!(prediction["predictions"][0], row["prediction"]);
     }
 
-    let after = scrape(&server).await;
+    let after = server.scrape().await;
     assert_eq!(
         sample(&after, "ferrum_http_panics_total"),
         Some(PANICS as f64)

@@ -11,9 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::s3::{repository_files, Helper, BUCKET, MODELS, PREFIX, S3};
-use common::{
-    assert_json_close, client, repo_root, run_to_exit, server_command, training_log, Server,
-};
+use common::{assert_json_close, repo_root, run_to_exit, server_command, training_log, Server};
 use serde_json::{json, Value};
 
 fn server_for(s3: &S3, cache: &Path) -> Command {
@@ -50,14 +48,7 @@ async fn assert_training_logs_reproduce(server: &Server) {
 
 /// A counter's value on `/metrics`.
 async fn counter(server: &Server, name: &str) -> f64 {
-    let text = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.scrape().await;
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .unwrap_or_else(|| panic!("{name} not on /metrics"))

@@ -185,6 +185,18 @@ impl Server {
         parse(client().get(self.url(path)).send().await.unwrap()).await
     }
 
+    /// The `/metrics` scrape, as text.
+    pub async fn scrape(&self) -> String {
+        client()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// All log lines so far, joined.
     pub fn log_text(&self) -> String {
         self.logs.lock().unwrap().join("\n")
