@@ -226,13 +226,7 @@ pub async fn infer_timed(
         queue: inferred.queue_time,
         inference: inferred.inference_time,
     };
-    metrics::record_inference(
-        name,
-        version,
-        inferred.batch_rows,
-        timing.queue,
-        timing.inference,
-    );
+    metrics::record_inference(name, version, timing.queue);
     span.record("queue_ms", timing.queue.as_secs_f64() * 1000.0);
     span.record("inference_ms", timing.inference.as_secs_f64() * 1000.0);
     Ok(Inferred {

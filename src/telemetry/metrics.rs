@@ -451,16 +451,8 @@ impl Drop for Queued {
 
 /// Records a request answered with predictions: counts it and observes its queue wait. The
 /// ONNX Runtime call that computed it is recorded once, by the executor, through
-/// [`InferenceCalls`]; `_rows` and `_compute` (that call's rows and time, shared with every
-/// request merged into it) are not observed here, so a merged call is not counted once per
-/// request.
-pub fn record_inference(
-    model: &str,
-    version: &str,
-    _rows: usize,
-    queue_wait: Duration,
-    _compute: Duration,
-) {
+/// [`InferenceCalls`], so a merged call is not counted once per request.
+pub fn record_inference(model: &str, version: &str, queue_wait: Duration) {
     let m = metrics();
     let labels = [model, version];
     m.inference_queue_wait
@@ -736,7 +728,7 @@ mod tests {
     fn recording_functions_write_exact_values() {
         record_http_request("/t/{x}", &Method::GET, 200, Duration::from_millis(3));
         record_http_request("/t/{x}", &Method::GET, 200, Duration::from_millis(30));
-        record_inference("unit-m", "7", 5, Duration::ZERO, Duration::from_micros(40));
+        record_inference("unit-m", "7", Duration::ZERO);
         let calls = InferenceCalls::new("unit-m", "7");
         calls.record(5, Duration::from_micros(40), None);
         calls.record(3, Duration::from_micros(40), Some("runtime_error"));
