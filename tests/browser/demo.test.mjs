@@ -113,7 +113,9 @@ test("API errors are shown in words", async () => {
 test("keyboard only: tab to the submit button and press Enter", async () => {
   const page = await browser.newPage();
   await page.goto(base + "/");
-  await page.waitForSelector("#features input");
+  // The inputs appear before the training log arrives and fills them: wait for the filled
+  // row (what a keyboard user sees), or the browser's `required` check blocks the submit.
+  await page.waitForFunction(() => document.querySelector("#f-0")?.value !== "");
   await page.focus("#submit");
   await page.keyboard.press("Enter");
   await page.waitForSelector("#predicted");
