@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make bench`: installs what the benchmark needs (wrk from Debian, ONNX Runtime from the pinned
+# `make bench`: installs what the benchmark needs (wrk and h2load from Debian, ONNX Runtime from the pinned
 # wheel, the hash-locked FastAPI venv), builds the release server and the floor examples, then
 # runs bench/run.py (every server and load in one run, one table with the ratios). Never part of
 # the test command: numbers on shared 2-core machines are noisy; compare ratios from one run.
@@ -11,10 +11,11 @@ export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$PWD/.ort/libonnxruntime.so}
 cargo=${CARGO:-cargo}
 target_dir=${CARGO_TARGET_DIR:-target}
 
-if ! command -v wrk >/dev/null; then
-  echo "bench: installing wrk (Debian package)" >&2
+# wrk for HTTP/1.1 loads; h2load (nghttp2-client) for gRPC and the same REST body over h2c.
+if ! command -v wrk >/dev/null || ! command -v h2load >/dev/null; then
+  echo "bench: installing wrk and h2load (Debian packages)" >&2
   if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
-  $sudo apt-get update -qq && $sudo apt-get install -y -qq wrk >&2
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq wrk nghttp2-client >&2
 fi
 scripts/fetch-onnxruntime.sh .ort
 venv=$(scripts/python-env.sh bench/requirements.lock)

@@ -72,10 +72,18 @@ pub async fn serve<B: Backend>(
     let served = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(inference)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await;
     health_task.abort();
     served
+}
+
+/// Accepted connections with TCP_NODELAY, as the HTTP listener's. tonic's `Server::tcp_nodelay`
+/// does not apply to a listener passed in, and without it a response of more than one segment
+/// waits for the client's delayed ACK: `make bench` measured 256-row ModelInfer at ~180 req/s
+/// (40 ms a call) against ~3,300 for the same body over REST.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// Keeps the health statuses equal to the backend's readiness.
