@@ -12,6 +12,7 @@ use crate::explain::ExplainError;
 use crate::features::FeatureError;
 use crate::input::InputError;
 use crate::model::LookupError;
+use crate::serving::ServingError;
 
 /// Everything a request can fail with. The layers' own errors are wrapped whole
 /// ([`InputError`], [`LookupError`], [`FeatureError`]); the rest are the API's own: the HTTP
@@ -216,6 +217,25 @@ impl From<ExplainError> for ApiError {
             ExplainError::TooExpensive { .. } => ApiError::ExplanationTooExpensive(e.to_string()),
             ExplainError::Unavailable(reason) => ApiError::ExplanationUnavailable(reason),
             ExplainError::Cancelled | ExplainError::Model(_) => ApiError::Inference(e.to_string()),
+        }
+    }
+}
+
+impl From<ServingError> for ApiError {
+    fn from(e: ServingError) -> Self {
+        match e {
+            ServingError::Input(e) => ApiError::Input(e),
+            ServingError::Feature(e) => ApiError::Feature(e),
+            ServingError::Infer(e) => e.into(),
+            ServingError::Explain(e) => e.into(),
+            ServingError::ExplainTooManyRows { .. } => {
+                ApiError::ExplanationTooExpensive(e.to_string())
+            }
+            ServingError::ExplainOverloaded { running, queued } => {
+                ApiError::ExplainOverloaded { running, queued }
+            }
+            ServingError::ShuttingDown => ApiError::NotReady("the server is shutting down"),
+            ServingError::TaskFailed(what) => ApiError::Inference(what),
         }
     }
 }

@@ -1,5 +1,9 @@
 //! The HTTP API: the router, shared state, and one file per route family. Handlers are thin:
-//! they parse, call plain functions in [`crate::model`], and shape the response.
+//! they take the model selector ([`select`]) and the body, call a pipeline of
+//! [`crate::serving`], and shape the response; [`ApiError`] maps every failure to a status and
+//! a stable code.
+//!
+//! May import `serving` and the layers below it; never `config`, `server` or `jobs`.
 
 mod body;
 pub mod error;
@@ -11,6 +15,7 @@ pub mod openapi;
 mod page;
 pub mod panics;
 mod predict;
+mod select;
 pub mod v2;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,13 +29,15 @@ use axum::Router;
 
 pub use error::ApiError;
 pub use guard::{Admission, ApiKey};
-/// The one inference entry point (batcher, metrics, span), for the gRPC service's adapter.
-pub use predict::infer;
+/// How the gRPC adapter counts failed requests exactly as the HTTP routes do.
+pub use predict::counted_against;
+pub use select::ModelSelector;
 
 use crate::explain::ExplainLimits;
 use crate::features::FeatureStore;
 use crate::model::Manifest;
 use crate::monitor::drift::DriftHandle;
+use crate::serving::explanation::ExplainSlots;
 use crate::serving::ServedRepository;
 use crate::telemetry;
 
@@ -68,7 +75,7 @@ pub struct Inner {
     /// Drift monitoring of served rows, once models are loaded (absent when turned off).
     drift: OnceLock<DriftHandle>,
     /// Explanations running and waiting, both bounded (`limits.explain`).
-    explain_slots: explain::ExplainSlots,
+    explain_slots: ExplainSlots,
     /// Where `entity_ids` are looked up; set once at start (unset: lookups are off).
     feature_store: OnceLock<Arc<FeatureStore>>,
 }
@@ -97,7 +104,7 @@ impl AppState {
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
             drift: OnceLock::new(),
-            explain_slots: explain::ExplainSlots::new(&limits.explain),
+            explain_slots: ExplainSlots::new(&limits.explain),
             feature_store: OnceLock::new(),
         }))
     }
@@ -168,17 +175,17 @@ pub fn router(state: AppState) -> Router {
 /// how the test-only [`panics::fault_routes`] are served.
 pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     let inference = Router::new()
-        .route("/predict", post(predict::predict_default))
-        .route("/models/{name}/predict", post(predict::predict_model))
+        .route("/predict", post(predict::predict))
+        .route("/models/{name}/predict", post(predict::predict))
         .route(
             "/models/{name}/versions/{version}/predict",
-            post(predict::predict_version),
+            post(predict::predict),
         )
-        .route("/explain", post(explain::explain_default))
-        .route("/models/{name}/explain", post(explain::explain_model))
+        .route("/explain", post(explain::explain))
+        .route("/models/{name}/explain", post(explain::explain))
         .route(
             "/models/{name}/versions/{version}/explain",
-            post(explain::explain_version),
+            post(explain::explain),
         )
         .merge(v2::inference_routes())
         .merge(extra)

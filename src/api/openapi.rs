@@ -25,12 +25,8 @@ use super::error::ErrorBody;
         description = "Predictions and SHAP explanations from ONNX models, with the exact artifact that answered. Every error is JSON {\"error\", \"code\"}."
     ),
     paths(
-        super::predict::predict_default,
-        super::predict::predict_model,
-        super::predict::predict_version,
-        super::explain::explain_default,
-        super::explain::explain_model,
-        super::explain::explain_version,
+        super::predict::predict,
+        super::explain::explain,
         super::health::summary,
         super::health::live,
         super::health::ready,
@@ -43,12 +39,10 @@ use super::error::ErrorBody;
         super::v2::live,
         super::v2::ready,
         super::v2::model_metadata,
-        super::v2::model_metadata_version,
         super::v2::model_ready,
-        super::v2::model_ready_version,
         super::v2::infer,
-        super::v2::infer_version,
     ),
+    modifiers(&ModelForms),
     components(schemas(ErrorBody, Instance)),
     tags(
         (name = "inference", description = "Predictions and explanations (API key and admission control apply)"),
@@ -57,6 +51,192 @@ use super::error::ErrorBody;
     )
 )]
 pub struct ApiDoc;
+
+/// One form of a route family. Each family's one handler (see [`super::select`]) is annotated
+/// with its exact-version path; the other forms are derived from that operation, so the
+/// document lists every route with its own operation id, summary, parameters and example.
+struct Form {
+    /// The annotated path the form is derived from.
+    from: &'static str,
+    path: &'static str,
+    operation_id: &'static str,
+    summary: Option<&'static str>,
+    /// The 200 answer's description, when it is not the annotated one.
+    ok: Option<&'static str>,
+    /// How many of the annotated path parameters (`name`, `version`) the form has.
+    params: usize,
+    /// The request example, when it is not the annotated one.
+    example: Option<fn() -> serde_json::Value>,
+}
+
+/// Every route family's forms, in the order the document lists them.
+const FORMS: &[Form] = &[
+    Form {
+        from: "/models/{name}/versions/{version}/predict",
+        path: "/predict",
+        operation_id: "predict_default",
+        summary: Some("`POST /predict`: the manifest's default model, its highest version."),
+        ok: None,
+        params: 0,
+        example: Some(default_model_example),
+    },
+    Form {
+        from: "/models/{name}/versions/{version}/predict",
+        path: "/models/{name}/predict",
+        operation_id: "predict_model",
+        summary: Some("`POST /models/{name}/predict`: the named model, its highest version."),
+        ok: None,
+        params: 1,
+        example: None,
+    },
+    Form {
+        from: "/models/{name}/versions/{version}/predict",
+        path: "/models/{name}/versions/{version}/predict",
+        operation_id: "predict_version",
+        summary: Some("`POST /models/{name}/versions/{version}/predict`: one exact version."),
+        ok: None,
+        params: 2,
+        example: None,
+    },
+    Form {
+        from: "/models/{name}/versions/{version}/explain",
+        path: "/explain",
+        operation_id: "explain_default",
+        summary: Some("`POST /explain`: the manifest's default model, its highest version."),
+        ok: None,
+        params: 0,
+        example: Some(default_model_example),
+    },
+    Form {
+        from: "/models/{name}/versions/{version}/explain",
+        path: "/models/{name}/explain",
+        operation_id: "explain_model",
+        summary: Some("`POST /models/{name}/explain`: the named model, its highest version."),
+        ok: None,
+        params: 1,
+        example: None,
+    },
+    Form {
+        from: "/models/{name}/versions/{version}/explain",
+        path: "/models/{name}/versions/{version}/explain",
+        operation_id: "explain_version",
+        summary: Some("`POST /models/{name}/versions/{version}/explain`: one exact version."),
+        ok: None,
+        params: 2,
+        example: None,
+    },
+    Form {
+        from: "/v2/models/{name}/versions/{version}",
+        path: "/v2/models/{name}",
+        operation_id: "model_metadata",
+        summary: None,
+        ok: Some("The model's input and outputs (datatype, shape with -1 for the batch) and versions"),
+        params: 1,
+        example: None,
+    },
+    Form {
+        from: "/v2/models/{name}/versions/{version}",
+        path: "/v2/models/{name}/versions/{version}",
+        operation_id: "model_metadata_version",
+        summary: None,
+        ok: None,
+        params: 2,
+        example: None,
+    },
+    Form {
+        from: "/v2/models/{name}/versions/{version}/ready",
+        path: "/v2/models/{name}/ready",
+        operation_id: "model_ready",
+        summary: None,
+        ok: Some("The model is loaded and serves"),
+        params: 1,
+        example: None,
+    },
+    Form {
+        from: "/v2/models/{name}/versions/{version}/ready",
+        path: "/v2/models/{name}/versions/{version}/ready",
+        operation_id: "model_ready_version",
+        summary: None,
+        ok: None,
+        params: 2,
+        example: None,
+    },
+    Form {
+        from: "/v2/models/{name}/versions/{version}/infer",
+        path: "/v2/models/{name}/infer",
+        operation_id: "infer",
+        summary: None,
+        ok: Some("The requested outputs (all by default), as JSON or, when any output is binary, a JSON header then binary tensors"),
+        params: 1,
+        example: None,
+    },
+    Form {
+        from: "/v2/models/{name}/versions/{version}/infer",
+        path: "/v2/models/{name}/versions/{version}/infer",
+        operation_id: "infer_version",
+        summary: None,
+        ok: None,
+        params: 2,
+        example: None,
+    },
+];
+
+/// Replaces each annotated exact-version path by its family's [`FORMS`], in place.
+struct ModelForms;
+
+impl utoipa::Modify for ModelForms {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let annotated = std::mem::take(&mut openapi.paths.paths);
+        for (path, item) in annotated {
+            let forms: Vec<&Form> = FORMS.iter().filter(|f| f.from == path).collect();
+            if forms.is_empty() {
+                openapi.paths.paths.insert(path, item);
+                continue;
+            }
+            for form in forms {
+                openapi
+                    .paths
+                    .paths
+                    .insert(form.path.to_owned(), form.derive(&item));
+            }
+        }
+    }
+}
+
+impl Form {
+    /// This form's path item: the annotated one with its own id, summary, parameters, 200
+    /// description and example.
+    fn derive(&self, annotated: &utoipa::openapi::PathItem) -> utoipa::openapi::PathItem {
+        let mut item = annotated.clone();
+        for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+            operation.operation_id = Some(self.operation_id.to_owned());
+            operation.summary = self.summary.map(str::to_owned);
+            operation.description = None;
+            operation.parameters = match operation.parameters.take() {
+                Some(mut params) if self.params > 0 => {
+                    params.truncate(self.params);
+                    Some(params)
+                }
+                _ => None,
+            };
+            if let (Some(ok), Some(RefOr::T(response))) =
+                (self.ok, operation.responses.responses.get_mut("200"))
+            {
+                response.description = ok.to_owned();
+            }
+            if let (Some(example), Some(RefOr::T(body))) =
+                (self.example, operation.request_body.as_mut())
+            {
+                for content in body.content.values_mut() {
+                    if let RefOr::T(content) = content {
+                        content.example = Some(example());
+                    }
+                }
+            }
+        }
+        item
+    }
+}
 
 /// The document as pretty JSON, built once.
 pub fn spec_json() -> &'static str {
@@ -444,5 +624,53 @@ mod tests {
         for status in ["200", "400", "413", "415", "422", "503", "504"] {
             assert!(predict.get(status).is_some(), "/predict lacks {status}");
         }
+    }
+}
+
+/// The path parameters of an exact-version route, `{name}` then `{version}` (the other forms
+/// of a route family keep a prefix of them; see [`Form`]).
+pub struct ModelVersionPath;
+
+impl utoipa::IntoParams for ModelVersionPath {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::Required;
+        [
+            ("name", "A model in the manifest", "diabetes"),
+            ("version", "One of its versions", "1"),
+        ]
+        .into_iter()
+        .map(|(name, description, example)| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Path)
+                .description(Some(description))
+                .required(Required::True)
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                .example(Some(serde_json::json!(example)))
+                .build()
+        })
+        .collect()
+    }
+}
+
+/// The error statuses of a route that only looks a model version up.
+pub struct ModelLookupErrors;
+
+impl IntoResponses for ModelLookupErrors {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::response::Response>> {
+        [
+            ("404", "model_not_found or version_not_found"),
+            (
+                "503",
+                "not_ready: models loading or the server draining (with Retry-After)",
+            ),
+        ]
+        .into_iter()
+        .map(|(status, description)| (status.to_string(), error_response(description)))
+        .collect()
     }
 }

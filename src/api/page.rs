@@ -6,6 +6,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{Html, IntoResponse, Response};
 
 use super::error::{ApiError, ErrorBody};
+use super::openapi::ModelVersionPath;
 use super::AppState;
 
 /// The page, embedded at compile time.
@@ -28,10 +29,7 @@ pub async fn index() -> Html<&'static str> {
     get,
     path = "/models/{name}/versions/{version}/training-log",
     tag = "operations",
-    params(
-        ("name" = String, Path, description = "A model in the manifest", example = "diabetes"),
-        ("version" = String, Path, description = "One of its versions", example = "1"),
-    ),
+    params(ModelVersionPath),
     responses(
         (status = 200, description = "training_log.json: the rows training recorded with their predictions", body = Object),
         (status = 404, description = "model_not_found, version_not_found, or no training log", body = ErrorBody),

@@ -9,13 +9,16 @@
 //! | `GET /v2/models/{name}[/versions/{v}]/ready` | model readiness |
 //! | `POST /v2/models/{name}[/versions/{v}]/infer` | inference on tensors (JSON or binary) |
 //!
-//! Handlers are thin: [`crate::input::tensors`] parses, [`crate::api::predict::infer`] runs the model (the same
-//! path `/predict` takes, batcher included), [`response`] shapes the answer. Errors are the API's
+//! Handlers are thin: [`crate::input::tensors`] parses, [`crate::serving::pipeline::infer`] runs
+//! the model (the same step `/predict` takes, batcher included), [`response`] shapes the answer. Errors are the API's
 //! usual `{"error": "...", "code": "..."}` with a 4xx status, which V2 clients read by `error`.
 
 pub mod response;
 
-use axum::extract::{Path, State};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -25,12 +28,14 @@ use serde_json::{json, Value};
 use super::body::RawBody;
 use super::error::{ApiError, ErrorBody};
 use super::openapi::{
-    InferenceErrors, V2InferRequest, V2Live, V2ModelMetadata, V2ModelReady, V2Ready,
-    V2ServerMetadata,
+    InferenceErrors, ModelLookupErrors, ModelVersionPath, V2InferRequest, V2Live, V2ModelMetadata,
+    V2ModelReady, V2Ready, V2ServerMetadata,
 };
+use super::predict::counted_against;
+use super::select::ModelSelector;
 use super::AppState;
 use crate::input::{header_length, parse_infer, InputSpec};
-use crate::serving::ServedModel;
+use crate::serving::{pipeline, ServedModel};
 use response::Header as V2InferResponse;
 use response::{infer_response, outputs_of, select, shape_of};
 
@@ -47,14 +52,11 @@ pub fn routes() -> Router<AppState> {
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
         .route("/v2/models/{name}", get(model_metadata))
-        .route(
-            "/v2/models/{name}/versions/{version}",
-            get(model_metadata_version),
-        )
+        .route("/v2/models/{name}/versions/{version}", get(model_metadata))
         .route("/v2/models/{name}/ready", get(model_ready))
         .route(
             "/v2/models/{name}/versions/{version}/ready",
-            get(model_ready_version),
+            get(model_ready),
         )
 }
 
@@ -63,10 +65,7 @@ pub fn routes() -> Router<AppState> {
 pub fn inference_routes() -> Router<AppState> {
     Router::new()
         .route("/v2/models/{name}/infer", post(infer))
-        .route(
-            "/v2/models/{name}/versions/{version}/infer",
-            post(infer_version),
-        )
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer))
 }
 
 /// `GET /v2`: who serves, and which protocol extensions it speaks.
@@ -115,71 +114,38 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({"ready": true})))
 }
 
-fn lookup(
-    state: &AppState,
-    name: &str,
-    version: Option<&str>,
-) -> Result<std::sync::Arc<ServedModel>, ApiError> {
-    Ok(state.repository()?.get(Some(name), version)?.clone())
-}
-
+/// `GET /v2/models/{name}[/versions/{version}]`: the input and outputs with datatype and shape
+/// (`-1` for the batch dimension), every version served, and in `parameters` what turns
+/// outputs into predictions. The OpenAPI document lists both forms (see [`super::openapi`]).
 #[utoipa::path(
     get,
-    path = "/v2/models/{name}",
+    path = "/v2/models/{name}/versions/{version}",
+    operation_id = "model_metadata_version",
     tag = "v2",
-    params(("name" = String, Path, description = "A model in the manifest", example = "diabetes")),
+    params(ModelVersionPath),
     responses(
-        (status = 200, description = "The model's input and outputs (datatype, shape with -1 for the batch) and versions", body = V2ModelMetadata),
-        (status = 404, description = "model_not_found or version_not_found", body = ErrorBody),
-        (status = 503, description = "not_ready: models loading or the server draining (with Retry-After)", body = ErrorBody),
+        (status = 200, description = "The version's input and outputs", body = V2ModelMetadata),
+        ModelLookupErrors,
     )
 )]
 async fn model_metadata(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    selector: ModelSelector,
 ) -> Result<Json<Value>, ApiError> {
-    metadata(&state, &name, None)
-}
-
-#[utoipa::path(
-    get,
-    path = "/v2/models/{name}/versions/{version}",
-    tag = "v2",
-    params(
-        ("name" = String, Path, description = "A model in the manifest", example = "diabetes"),
-        ("version" = String, Path, description = "One of its versions", example = "1"),
-    ),
-    responses(
-        (status = 200, description = "The version's input and outputs", body = V2ModelMetadata),
-        (status = 404, description = "model_not_found or version_not_found", body = ErrorBody),
-        (status = 503, description = "not_ready: models loading or the server draining (with Retry-After)", body = ErrorBody),
-    )
-)]
-async fn model_metadata_version(
-    State(state): State<AppState>,
-    Path((name, version)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    metadata(&state, &name, Some(&version))
-}
-
-/// Model metadata: the input and outputs with datatype and shape (`-1` for the batch
-/// dimension), every version served, and in `parameters` what turns outputs into predictions.
-fn metadata(state: &AppState, name: &str, version: Option<&str>) -> Result<Json<Value>, ApiError> {
-    let repository = state.repository()?;
-    let model = repository.get(Some(name), version)?;
-    let versions: Vec<String> = repository.models[name]
+    let model = state.served(&selector)?;
+    let entry = &model.entry;
+    let versions: Vec<String> = state.repository()?.models[&entry.name]
         .versions
         .keys()
         .map(u64::to_string)
         .collect();
-    let entry = &model.entry;
-    let outputs: Vec<Value> = outputs_of(model)
+    let outputs: Vec<Value> = outputs_of(&model)
         .into_iter()
         .map(|(role, tensor)| {
             json!({
                 "name": tensor,
                 "datatype": role.datatype(),
-                "shape": shape_of(model, role, -1),
+                "shape": shape_of(&model, role, -1),
             })
         })
         .collect();
@@ -203,104 +169,61 @@ fn metadata(state: &AppState, name: &str, version: Option<&str>) -> Result<Json<
     })))
 }
 
+/// `GET /v2/models/{name}[/versions/{version}]/ready`: the version is loaded and serves.
 #[utoipa::path(
     get,
-    path = "/v2/models/{name}/ready",
+    path = "/v2/models/{name}/versions/{version}/ready",
+    operation_id = "model_ready_version",
     tag = "v2",
-    params(("name" = String, Path, description = "A model in the manifest", example = "diabetes")),
+    params(ModelVersionPath),
     responses(
-        (status = 200, description = "The model is loaded and serves", body = V2ModelReady),
-        (status = 404, description = "model_not_found or version_not_found", body = ErrorBody),
-        (status = 503, description = "not_ready: models loading or the server draining (with Retry-After)", body = ErrorBody),
+        (status = 200, description = "The version is loaded and serves", body = V2ModelReady),
+        ModelLookupErrors,
     )
 )]
 async fn model_ready(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    selector: ModelSelector,
 ) -> Result<Json<Value>, ApiError> {
-    let model = lookup(&state, &name, None)?;
+    let model = state.served(&selector)?;
     Ok(Json(
-        json!({"name": name, "version": model.entry.version, "ready": true}),
+        json!({"name": model.entry.name, "version": model.entry.version, "ready": true}),
     ))
 }
 
-#[utoipa::path(
-    get,
-    path = "/v2/models/{name}/versions/{version}/ready",
-    tag = "v2",
-    params(
-        ("name" = String, Path, description = "A model in the manifest", example = "diabetes"),
-        ("version" = String, Path, description = "One of its versions", example = "1"),
-    ),
-    responses(
-        (status = 200, description = "The version is loaded and serves", body = V2ModelReady),
-        (status = 404, description = "model_not_found or version_not_found", body = ErrorBody),
-        (status = 503, description = "not_ready: models loading or the server draining (with Retry-After)", body = ErrorBody),
-    )
-)]
-async fn model_ready_version(
-    State(state): State<AppState>,
-    Path((name, version)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    let model = lookup(&state, &name, Some(&version))?;
-    Ok(Json(
-        json!({"name": name, "version": model.entry.version, "ready": true}),
-    ))
-}
-
-#[utoipa::path(
-    post,
-    path = "/v2/models/{name}/infer",
-    tag = "v2",
-    params(("name" = String, Path, description = "A model in the manifest", example = "diabetes")),
-    request_body(content = V2InferRequest, description = "JSON; or, with Inference-Header-Content-Length, that many bytes of JSON header followed by the binary input tensors (any content type)", example = super::openapi::v2_infer_example),
-    responses(
-        (status = 200, description = "The requested outputs (all by default), as JSON or, when any output is binary, a JSON header then binary tensors", body = V2InferResponse),
-        InferenceErrors,
-    )
-)]
-async fn infer(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: RawBody,
-) -> Result<Response, ApiError> {
-    run(&state, &name, None, &headers, body).await
-}
-
+/// `POST /v2/models/{name}[/versions/{version}]/infer`: parse (JSON, or JSON header + binary
+/// tensors, off the async workers when large), check the requested outputs, run the model
+/// through the shared inference step, answer in the requested encoding.
 #[utoipa::path(
     post,
     path = "/v2/models/{name}/versions/{version}/infer",
+    operation_id = "infer_version",
     tag = "v2",
-    params(
-        ("name" = String, Path, description = "A model in the manifest", example = "diabetes"),
-        ("version" = String, Path, description = "One of its versions", example = "1"),
-    ),
+    params(ModelVersionPath),
     request_body(content = V2InferRequest, description = "JSON; or, with Inference-Header-Content-Length, that many bytes of JSON header followed by the binary input tensors (any content type)", example = super::openapi::v2_infer_example),
     responses(
         (status = 200, description = "The requested outputs of this version", body = V2InferResponse),
         InferenceErrors,
     )
 )]
-async fn infer_version(
+async fn infer(
     State(state): State<AppState>,
-    Path((name, version)): Path<(String, String)>,
+    selector: ModelSelector,
     headers: HeaderMap,
-    body: RawBody,
-) -> Result<Response, ApiError> {
-    run(&state, &name, Some(&version), &headers, body).await
-}
-
-/// `POST .../infer`: parse (JSON, or JSON header + binary tensors), check the requested outputs,
-/// run the model through the shared inference path, answer in the requested encoding.
-async fn run(
-    state: &AppState,
-    name: &str,
-    version: Option<&str>,
-    headers: &HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let model = lookup(state, name, version)?;
+    let model = state.served(&selector)?;
+    infer_tensors(&state, &model, &headers, body)
+        .await
+        .map_err(counted_against(&model))
+}
+
+async fn infer_tensors(
+    state: &AppState,
+    model: &Arc<ServedModel>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     if let Some(encoding) = headers.get(axum::http::header::CONTENT_ENCODING) {
         if encoding.as_bytes() != b"identity" {
             return Err(ApiError::UnsupportedMediaType(format!(
@@ -313,18 +236,18 @@ async fn run(
         headers.get(HEADER_LENGTH).and_then(|v| v.to_str().ok()),
         body.len(),
     )?;
-    let request = parse_infer(
-        &body,
-        header_len,
-        &InputSpec::of(&model, state.limits.max_request_rows),
-    )?;
-    drop(body);
-    let selection = select(&model, &request.outputs, request.binary_data_output)?;
-    let output = super::predict::infer(model.clone(), request.rows).await?;
+    let max_rows = state.limits.max_request_rows;
+    let parsing = model.clone();
+    let request = pipeline::parse_off_runtime(body.len(), move || {
+        parse_infer(&body, header_len, &InputSpec::of(&parsing, max_rows))
+    })
+    .await?;
+    let selection = select(model, &request.outputs, request.binary_data_output)?;
+    let inferred = pipeline::infer(model, request.rows, false).await?;
     Ok(infer_response(
-        &model,
+        model,
         request.id.as_deref(),
-        &output,
+        &inferred.output,
         &selection,
     ))
 }

@@ -1,10 +1,9 @@
-//! The gRPC [`Backend`] over the HTTP API's state and inference path ([`AppState`],
-//! [`crate::api::infer`]): one repository, one batcher, one set of limits, one API key and one
+//! The gRPC [`Backend`] over the HTTP API's state and the serving pipeline ([`AppState`],
+//! [`pipeline::infer`]): one repository, one batcher, one set of limits, one API key and one
 //! admission control for both protocols, and the V2 REST routes' checks
 //! ([`InputSpec::check`], [`select`]) so a bad request gets the same words on both.
 //!
-//! This is the only gRPC file that knows the HTTP side; it is the adapter to re-point when the
-//! serving pipeline moves (issue #12). Today's models take one FP32 `[rows, features]` input and
+//! This is the only gRPC file that knows the HTTP side. Today's models take one FP32 `[rows, features]` input and
 //! give the roles of [`Role`]; the typed tensors the service decodes are narrowed to that here.
 
 use std::sync::Arc;
@@ -15,12 +14,12 @@ use super::backend::{
     Backend, BackendError, ErrorKind, InferCall, Inferred, ModelMetadata, TensorMetadata,
 };
 use crate::api::v2::response::{outputs_of, select, shape_of, Role};
-use crate::api::{ApiError, AppState};
+use crate::api::{counted_against, ApiError, AppState};
 use crate::input::{InputSpec, RequestedOutput};
 use crate::model::infer::NamedTensor;
 use crate::model::tensor::{ElementType, TensorData, TypedTensor};
 use crate::model::{LoadedModel, ModelOutput, Rows};
-use crate::serving::ServedModel;
+use crate::serving::{pipeline, ServedModel};
 
 /// The HTTP API's models and pipeline, served over gRPC.
 pub struct ApiBackend {
@@ -38,10 +37,20 @@ impl ApiBackend {
     }
 
     /// The V2 inference route's steps on typed tensors: check the input, select the outputs,
-    /// run the shared inference path.
+    /// run the shared inference step; a failure is counted as the HTTP routes count it.
     async fn run(&self, call: InferCall) -> Result<Inferred, ApiError> {
         let model = self.lookup(&call.model, call.version.as_deref())?;
-        let spec = InputSpec::of(&model, self.state.limits.max_request_rows);
+        self.run_on(&model, call)
+            .await
+            .map_err(counted_against(&model))
+    }
+
+    async fn run_on(
+        &self,
+        model: &Arc<ServedModel>,
+        call: InferCall,
+    ) -> Result<Inferred, ApiError> {
+        let spec = InputSpec::of(model, self.state.limits.max_request_rows);
         let mut inputs = call.inputs.into_iter();
         let (Some(input), None) = (inputs.next(), inputs.next()) else {
             return Err(spec.not_one_input().into());
@@ -64,15 +73,15 @@ impl ApiBackend {
                 parameters: Default::default(),
             })
             .collect();
-        let selection = select(&model, &requested, true)?;
+        let selection = select(model, &requested, true)?;
         let rows = Rows::new(data, model.n_features());
-        let output = crate::api::infer(model.clone(), rows).await?;
+        let output = pipeline::infer(model, rows, false).await?.output;
         let outputs = selection
             .iter()
             .map(|s| {
                 Ok(NamedTensor {
                     name: s.name.to_owned(),
-                    tensor: output_tensor(&model, &output, s.role)?,
+                    tensor: output_tensor(model, &output, s.role)?,
                 })
             })
             .collect::<Result<_, ApiError>>()?;

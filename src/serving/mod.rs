@@ -1,11 +1,19 @@
-//! The served model and the load that assembles it. A [`ServedModel`] is one model version as
-//! the server serves it: the loaded model (`model`), the executor its requests go through
-//! (`batching`) and, when the manifest lists a background set, what `/explain` needs
-//! (`explain`). It is put together here, at load time, so the model layer knows nothing of
-//! explanations or queues.
+//! The served model, the load that assembles it, and the pipelines every route calls. A
+//! [`ServedModel`] is one model version as the server serves it: the loaded model (`model`),
+//! the executor its requests go through (`batching`) and, when the manifest lists a background
+//! set, what `/explain` needs (`explain`). It is put together here, at load time, so the model
+//! layer knows nothing of explanations or queues. One pipeline per kind of call —
+//! [`pipeline::predict`] (with [`pipeline::infer`], the inference step of `/v2` and gRPC too)
+//! and [`explanation::explain`] — owns its spans, metrics and timing, so every route gets the same.
 //!
 //! May import `model`, `telemetry`, `input`, `explain`, `batching`, `features` and `monitor`;
 //! never `api`, `config`, `server` or `jobs` (the edges call it, not the other way round).
+
+pub mod error;
+pub mod explanation;
+pub mod pipeline;
+
+pub use error::ServingError;
 
 use std::ops::Deref;
 use std::path::Path;
