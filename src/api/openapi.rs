@@ -594,39 +594,6 @@ pub fn error_response(description: &str) -> RefOr<utoipa::openapi::response::Res
         .into()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_route_is_documented() {
-        let spec: serde_json::Value = serde_json::from_str(spec_json()).unwrap();
-        let paths = spec["paths"].as_object().unwrap();
-        for path in [
-            "/predict",
-            "/models/{name}/predict",
-            "/models/{name}/versions/{version}/predict",
-            "/explain",
-            "/models/{name}/explain",
-            "/models/{name}/versions/{version}/explain",
-            "/health",
-            "/health/live",
-            "/health/ready",
-            "/manifest",
-            "/metrics",
-            "/openapi.json",
-        ] {
-            assert!(paths.contains_key(path), "{path} is not in the document");
-        }
-        let error = &spec["components"]["schemas"]["ErrorBody"];
-        assert_eq!(error["required"], serde_json::json!(["error", "code"]));
-        let predict = &paths["/predict"]["post"]["responses"];
-        for status in ["200", "400", "413", "415", "422", "503", "504"] {
-            assert!(predict.get(status).is_some(), "/predict lacks {status}");
-        }
-    }
-}
-
 /// The path parameters of an exact-version route, `{name}` then `{version}` (the other forms
 /// of a route family keep a prefix of them; see [`Form`]).
 pub struct ModelVersionPath;
@@ -672,5 +639,38 @@ impl IntoResponses for ModelLookupErrors {
         .into_iter()
         .map(|(status, description)| (status.to_string(), error_response(description)))
         .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_documented() {
+        let spec: serde_json::Value = serde_json::from_str(spec_json()).unwrap();
+        let paths = spec["paths"].as_object().unwrap();
+        for path in [
+            "/predict",
+            "/models/{name}/predict",
+            "/models/{name}/versions/{version}/predict",
+            "/explain",
+            "/models/{name}/explain",
+            "/models/{name}/versions/{version}/explain",
+            "/health",
+            "/health/live",
+            "/health/ready",
+            "/manifest",
+            "/metrics",
+            "/openapi.json",
+        ] {
+            assert!(paths.contains_key(path), "{path} is not in the document");
+        }
+        let error = &spec["components"]["schemas"]["ErrorBody"];
+        assert_eq!(error["required"], serde_json::json!(["error", "code"]));
+        let predict = &paths["/predict"]["post"]["responses"];
+        for status in ["200", "400", "413", "415", "422", "503", "504"] {
+            assert!(predict.get(status).is_some(), "/predict lacks {status}");
+        }
     }
 }
