@@ -23,6 +23,8 @@ pub mod error;
 pub mod protocol;
 pub mod snapshot;
 pub mod store;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 pub mod trace;
 pub mod uri;
 

@@ -621,60 +621,14 @@ fn load_snapshots(
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
 
+    use super::super::test_support::{manifest, root, store_config, training_log};
     use super::*;
-
-    fn root() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-    }
-
-    fn manifest() -> Manifest {
-        Manifest::read(&root().join("manifest.json")).unwrap()
-    }
-
-    fn args(uri: Option<&str>) -> StoreConfig {
-        StoreConfig {
-            uri: uri.map(str::to_owned),
-            timeout_ms: 2000,
-            connect_timeout_ms: 500,
-            retries: 1,
-            backoff_ms: 5,
-            cache_ttl_ms: 0,
-            cache_entries: 1000,
-            check_interval_ms: 10_000,
-            require_snapshot_match: false,
-        }
-    }
-
-    /// Each model's training log: entity ids and their features in model order.
-    fn training_log(entry: &ModelEntry) -> (Vec<String>, Vec<f32>) {
-        let path = root()
-            .join("models")
-            .join(&entry.path)
-            .join("training_log.json");
-        let log: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-        let rows = log["rows"].as_array().unwrap();
-        let ids = rows
-            .iter()
-            .map(|r| r["entity_id"].as_str().unwrap().to_owned())
-            .collect();
-        let data = rows
-            .iter()
-            .flat_map(|r| {
-                entry
-                    .feature_names
-                    .iter()
-                    .map(move |f| r["features"][f].as_f64().unwrap() as f32)
-            })
-            .collect();
-        (ids, data)
-    }
 
     #[tokio::test]
     async fn embedded_store_gives_the_training_log_features() {
         let manifest = manifest();
-        let store = FeatureStore::open(&args(None), &manifest, &root().join("models"))
+        let store = FeatureStore::open(&store_config(None), &manifest, &root().join("models"))
             .await
             .unwrap();
         for entry in &manifest.models {
@@ -729,7 +683,7 @@ mod tests {
         let file = dir.path().join("diabetes.csv");
         std::fs::copy(root().join("models/diabetes/1/snapshot.csv"), &file).unwrap();
         let uri = format!("file://{}", file.display());
-        let store = FeatureStore::open(&args(Some(&uri)), &manifest, Path::new("unused"))
+        let store = FeatureStore::open(&store_config(Some(&uri)), &manifest, Path::new("unused"))
             .await
             .unwrap();
         let diabetes = manifest
@@ -757,13 +711,13 @@ mod tests {
         // The breast-cancer snapshot is not the file the manifest names.
         assert_eq!(store.health()["snapshot_match"], false);
         let tree = format!("file://{}", root().join("models").display());
-        let store = FeatureStore::open(&args(Some(&tree)), &manifest, Path::new("unused"))
+        let store = FeatureStore::open(&store_config(Some(&tree)), &manifest, Path::new("unused"))
             .await
             .unwrap();
         assert_eq!(store.health()["snapshot_match"], true);
         for bad in ["file:///no/such/dir", "gopher://x"] {
             assert!(
-                FeatureStore::open(&args(Some(bad)), &manifest, Path::new("models"))
+                FeatureStore::open(&store_config(Some(bad)), &manifest, Path::new("models"))
                     .await
                     .is_err(),
                 "{bad}"

@@ -921,56 +921,10 @@ mod tests {
 mod client_tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use ferrum_serve::features::{FeatureStore, StoreConfig, TraceContext};
-    use ferrum_serve::model::ModelEntry;
+    use ferrum_serve::features::{FeatureStore, TraceContext};
 
     use super::*;
-
-    fn root() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-    }
-
-    fn manifest() -> Manifest {
-        Manifest::read(&root().join("manifest.json")).unwrap()
-    }
-
-    fn args(uri: Option<&str>) -> StoreConfig {
-        StoreConfig {
-            uri: uri.map(str::to_owned),
-            timeout_ms: 2000,
-            connect_timeout_ms: 500,
-            retries: 1,
-            backoff_ms: 5,
-            cache_ttl_ms: 0,
-            cache_entries: 1000,
-            check_interval_ms: 10_000,
-            require_snapshot_match: false,
-        }
-    }
-
-    /// Each model's training log: entity ids and their features in model order.
-    fn training_log(entry: &ModelEntry) -> (Vec<String>, Vec<f32>) {
-        let path = root()
-            .join("models")
-            .join(&entry.path)
-            .join("training_log.json");
-        let log: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-        let rows = log["rows"].as_array().unwrap();
-        let ids = rows
-            .iter()
-            .map(|r| r["entity_id"].as_str().unwrap().to_owned())
-            .collect();
-        let data = rows
-            .iter()
-            .flat_map(|r| {
-                entry
-                    .feature_names
-                    .iter()
-                    .map(move |f| r["features"][f].as_f64().unwrap() as f32)
-            })
-            .collect();
-        (ids, data)
-    }
+    use ferrum_serve::features::test_support::{manifest, root, store_config, training_log};
 
     /// The mock on loopback, counting the lookups it answers.
     async fn counted_mock() -> (String, Arc<AtomicUsize>) {
@@ -1007,7 +961,7 @@ mod client_tests {
     async fn remote_lookups_batch_dedupe_and_cache() {
         let (base, calls) = counted_mock().await;
         let manifest = manifest();
-        let mut with_cache = args(Some(&base));
+        let mut with_cache = store_config(Some(&base));
         with_cache.cache_ttl_ms = 60_000;
         let store = FeatureStore::open(&with_cache, &manifest, Path::new("unused"))
             .await
@@ -1039,7 +993,7 @@ mod client_tests {
         assert_eq!(store.health()["cache"]["entries"], ids.len());
 
         // Without a cache, a batch with repeats is still one call for distinct ids.
-        let store = FeatureStore::open(&args(Some(&base)), &manifest, Path::new("unused"))
+        let store = FeatureStore::open(&store_config(Some(&base)), &manifest, Path::new("unused"))
             .await
             .unwrap();
         let rows = store
@@ -1061,7 +1015,7 @@ mod client_tests {
     #[tokio::test]
     async fn snapshot_checks_drive_readiness_only_when_required() {
         let (base, _) = counted_mock().await;
-        let mut strict = args(Some(&base));
+        let mut strict = store_config(Some(&base));
         strict.require_snapshot_match = true;
         let manifest = manifest();
         let store = FeatureStore::open(&strict, &manifest, Path::new("unused"))
@@ -1087,7 +1041,7 @@ mod client_tests {
         assert_eq!(health["snapshot_match"], false);
         assert_eq!(health["snapshots"][0]["match"], false);
         assert_eq!(health["snapshots"][1]["match"], true);
-        let lenient = FeatureStore::open(&args(Some(&base)), &other, Path::new("unused"))
+        let lenient = FeatureStore::open(&store_config(Some(&base)), &other, Path::new("unused"))
             .await
             .unwrap();
         lenient.check().await;
@@ -1099,7 +1053,7 @@ mod client_tests {
             listener.local_addr().unwrap().port()
         };
         let store = FeatureStore::open(
-            &args(Some(&format!("http://127.0.0.1:{gone}"))),
+            &store_config(Some(&format!("http://127.0.0.1:{gone}"))),
             &manifest,
             Path::new("unused"),
         )
