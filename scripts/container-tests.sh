@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The container stage of the test suite (scripts/test.sh calls it): builds the image and the
 # training image with a real Docker engine and checks them, the compose stack and the
-# Kubernetes manifests (tests/python/containers/: test_containers.py, test_stack.py, test_k8s.py).
+# Kubernetes and KServe manifests (tests/python/containers/: test_containers.py, test_stack.py,
+# test_k8s.py, test_kserve.py).
 #
 # It installs what it needs (docker.io, docker-compose, debootstrap, iptables) when missing,
 # starts dockerd when none runs (and stops it at the end only then), makes local stand-ins for

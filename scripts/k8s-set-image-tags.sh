@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Points the Kubernetes manifests at an image tag: the stable track (the API, the feature store
-# and the drift-report CronJob, which all run the same image) or, with --canary, the canary
-# Deployment only. Tags are commits (`make image` tags ferrum-serve:<short commit>), never
-# `latest`: anything else is refused.
+# and the drift-report CronJob, which all run the same image, and the KServe runtime in
+# kserve/) or, with --canary, the canary Deployment only. Tags are commits (`make image` tags
+# ferrum-serve:<short commit>), never `latest`: anything else is refused.
 #
 # Usage: scripts/k8s-set-image-tags.sh [--canary] TAG [K8S_DIR]   (default TAG dir: k8s)
 #   make k8s-image-tags            # stable = this commit
@@ -23,8 +23,8 @@ if [ "$track" = canary ]; then
   files=("$canary_file")
 else
   files=()
-  for f in "$dir"/*.yaml; do
-    [ "$f" = "$canary_file" ] || files+=("$f")
+  for f in "$dir"/*.yaml "$dir"/kserve/*.yaml; do
+    if [ -f "$f" ] && [ "$f" != "$canary_file" ]; then files+=("$f"); fi
   done
 fi
 changed=0
