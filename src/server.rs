@@ -15,7 +15,7 @@ use crate::config::ServeArgs;
 use crate::features::FeatureStore;
 use crate::grpc;
 use crate::listener::{self, ConnectionLimits};
-use crate::model::{LoadError, LoadOptions, Manifest, Runtime};
+use crate::model::{discover, LoadError, LoadOptions, Manifest, Runtime};
 use crate::storage::{self, RemoteRepository, StorageError};
 use crate::telemetry;
 
@@ -52,8 +52,8 @@ pub async fn run(
     tracing::info!(config = %serde_json::to_string(&args).unwrap_or_default(), "effective configuration");
     telemetry::metrics::set_build_info(std::env::var("IMAGE_TAG").ok().as_deref());
     let args = mirror_remote_repository(args).await?;
-    let manifest = Manifest::read(&args.manifest)?;
     let runtime = Runtime::load(&args.ort_dylib_path)?;
+    let manifest = discover::manifest_for(&args.manifest, &args.models_dir, &runtime)?;
     // Before binding: a bad FEATURE_STORE_URI or unreadable snapshot stops the start with a
     // clear message. A remote store is only checked in the background: being down is not
     // a start-up error, it is a 503 per entity-id request until it is back.
@@ -141,6 +141,12 @@ async fn mirror_remote_repository(mut args: ServeArgs) -> Result<ServeArgs, Serv
         .model_cache_dir
         .clone()
         .unwrap_or_else(storage::default_cache_dir);
+    // The default manifest path is read inside the repository (not checked locally).
+    if args.manifest == std::path::Path::new(discover::NO_MANIFEST) {
+        return Err(ServeError::Config(format!(
+            "a remote --models-dir ({uri}) needs a manifest; serve without one from a local directory"
+        )));
+    }
     let repository = RemoteRepository::open(&uri, &cache)?;
     args.manifest = repository.resolve_manifest(&args.manifest).await?;
     let report = repository.sync(&Manifest::read(&args.manifest)?).await?;

@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 
-use ort::session::{Session, SessionInputValue};
+use ort::session::{Session, SessionInputValue, SessionOutputs};
 use ort::value::{DynMapValueType, DynValue};
 
 use super::signature::{ClassLabels, OutputSpec, Signature, TensorSpec, ZipMapSpec};
@@ -87,28 +87,32 @@ pub fn run(
         .outputs
         .iter()
         .map(|spec| {
-            let name = spec.name();
-            let output_error = |reason: String| RunError::Output {
-                name: name.to_owned(),
-                reason,
-            };
-            let value = outputs
-                .get(name)
-                .ok_or_else(|| output_error("ONNX Runtime did not return it".into()))?;
-            let tensor = match spec {
-                OutputSpec::Tensor(_) => {
-                    TypedTensor::from_ort_value(value).map_err(|e| output_error(e.to_string()))?
-                }
-                OutputSpec::ZipMap(zipmap) => {
-                    zipmap_probabilities(value, zipmap).map_err(output_error)?
-                }
-            };
             Ok(NamedTensor {
-                name: name.to_owned(),
-                tensor,
+                name: spec.name().to_owned(),
+                tensor: output(spec, &outputs)?,
             })
         })
         .collect()
+}
+
+/// Copies the output `spec` describes out of a run's `outputs` as a typed tensor, a ZipMap as
+/// its probabilities `[rows, classes]`. Public so a caller that builds its own inputs (the
+/// `f32` rows path of [`super::LoadedModel`]) reads outputs exactly as [`run`] does.
+pub fn output(spec: &OutputSpec, outputs: &SessionOutputs<'_>) -> Result<TypedTensor, RunError> {
+    let name = spec.name();
+    let output_error = |reason: String| RunError::Output {
+        name: name.to_owned(),
+        reason,
+    };
+    let value = outputs
+        .get(name)
+        .ok_or_else(|| output_error("ONNX Runtime did not return it".into()))?;
+    match spec {
+        OutputSpec::Tensor(_) => {
+            TypedTensor::from_ort_value(value).map_err(|e| output_error(e.to_string()))
+        }
+        OutputSpec::ZipMap(zipmap) => zipmap_probabilities(value, zipmap).map_err(output_error),
+    }
 }
 
 /// Pairs each model input with the one tensor given for it, checking type, shape and that

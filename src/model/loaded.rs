@@ -1,5 +1,5 @@
-//! One model version, loaded: its manifest entry, its session pool, and the checks that it is
-//! the model the manifest describes.
+//! One model version, loaded: its manifest entry, its signature as the file declares it, its
+//! session pool, and the checks that it is the model the manifest describes.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -7,9 +7,13 @@ use std::collections::HashMap;
 use ort::session::{Session, SessionInputValue};
 use ort::value::TensorRef;
 
+use super::infer::{self, RunError};
 use super::manifest::{ModelEntry, Task};
 use super::output::ModelOutput;
 use super::runtime::{ProviderName, SessionPool};
+use super::signature::{ClassLabels, Signature};
+use super::tabular;
+use super::tensor::{TensorData, TypedTensor};
 use super::{InferenceError, LoadError, Rows};
 
 /// A model version ready to serve.
@@ -20,18 +24,32 @@ pub struct LoadedModel {
     pub feature_index: HashMap<String, usize>,
     /// The execution provider that actually serves it.
     pub provider: ProviderName,
+    /// Its inputs and outputs as the ONNX file declares them (ZipMap outputs recognised).
+    pub signature: Signature,
+    /// The graph's class labels in probability-column order, when it states them: a label
+    /// output's value is looked up here to give its class index. `None`: the value is the index.
+    graph_labels: Option<ClassLabels>,
     sessions: SessionPool,
 }
 
 impl LoadedModel {
-    /// Wraps sessions after checking their inputs and outputs against the manifest entry.
+    /// Wraps sessions after reading the signature of `model_bytes` (the file they were built
+    /// from) and checking it against the manifest entry.
     pub fn new(
         entry: ModelEntry,
         sessions: Vec<Session>,
         provider: ProviderName,
+        model_bytes: &[u8],
     ) -> Result<LoadedModel, LoadError> {
         let pool = SessionPool::new(sessions);
-        check_signature(&entry, &pool.first())?;
+        let signature =
+            Signature::read(&pool.first(), model_bytes).map_err(|e| LoadError::Session {
+                model: entry.name.clone(),
+                version: entry.version.clone(),
+                reason: e.to_string(),
+            })?;
+        let graph_labels = tabular::check_entry(&entry, &signature)
+            .map_err(|e| e.into_load_error(&entry.name, &entry.version))?;
         let feature_index = entry
             .feature_names
             .iter()
@@ -42,6 +60,8 @@ impl LoadedModel {
             entry,
             feature_index,
             provider,
+            signature,
+            graph_labels,
             sessions: pool,
         })
     }
@@ -83,24 +103,21 @@ impl LoadedModel {
         let mut session = self.sessions.acquire();
         on_session();
         let outputs = session.run(inputs)?;
-        let tensor_f32 = |role: &str| -> Result<Vec<f32>, InferenceError> {
-            let name = &onnx.outputs[role];
-            let value = outputs
-                .get(name)
-                .ok_or_else(|| InferenceError::Output(format!("no output '{name}'")))?;
-            Ok(value.try_extract_tensor::<f32>()?.1.to_vec())
+        let output = |role: &str| -> Result<TypedTensor, InferenceError> {
+            let spec = self
+                .signature
+                .output(&onnx.outputs[role])
+                .expect("checked at load");
+            infer::output(spec, &outputs).map_err(|e| match e {
+                RunError::Runtime(reason) => InferenceError::Runtime(reason),
+                other => InferenceError::Output(other.to_string()),
+            })
         };
         let n = rows.n_rows;
         match self.entry.task {
             Task::Classification => {
-                let name = &onnx.outputs["label"];
-                let labels = outputs
-                    .get(name)
-                    .ok_or_else(|| InferenceError::Output(format!("no output '{name}'")))?
-                    .try_extract_tensor::<i64>()?
-                    .1
-                    .to_vec();
-                let probabilities = tensor_f32("probabilities")?;
+                let labels = self.class_indices(output("label")?)?;
+                let probabilities = float32(output("probabilities")?)?;
                 let n_classes = self.entry.class_labels.len();
                 if labels.len() != n || probabilities.len() != n * n_classes {
                     return Err(InferenceError::Output(format!(
@@ -121,7 +138,7 @@ impl LoadedModel {
                 })
             }
             Task::Regression => {
-                let values = tensor_f32("value")?;
+                let values = float32(output("value")?)?;
                 if values.len() != n {
                     return Err(InferenceError::Output(format!(
                         "{n} rows gave {} values",
@@ -132,47 +149,50 @@ impl LoadedModel {
             }
         }
     }
+
+    /// A label output as class indices: through the graph's labels when it states them (a
+    /// label not among them is an error), else the int64 value itself.
+    fn class_indices(&self, labels: TypedTensor) -> Result<Vec<i64>, InferenceError> {
+        fn index_of<T: PartialEq + std::fmt::Debug>(
+            values: &[T],
+            labels: &[T],
+        ) -> Result<Vec<i64>, InferenceError> {
+            values
+                .iter()
+                .map(|v| {
+                    labels
+                        .iter()
+                        .position(|l| l == v)
+                        .map(|i| i as i64)
+                        .ok_or_else(|| {
+                            InferenceError::Output(format!("label {v:?} is not a class label"))
+                        })
+                })
+                .collect()
+        }
+        match (labels.into_data(), &self.graph_labels) {
+            (TensorData::Int64(values), None) => Ok(values),
+            (TensorData::Int64(values), Some(ClassLabels::Int64(labels))) => {
+                index_of(&values, labels)
+            }
+            (TensorData::String(values), Some(ClassLabels::String(labels))) => {
+                index_of(&values, labels)
+            }
+            (data, _) => Err(InferenceError::Output(format!(
+                "the label output is {}, which the graph's class labels do not match",
+                data.element_type()
+            ))),
+        }
+    }
 }
 
-/// The session must take one float32 `[batch, n_features]` input under the manifest's name and
-/// produce every output the manifest names: a mismatch means the file and the manifest are not
-/// from the same training run.
-fn check_signature(entry: &ModelEntry, session: &Session) -> Result<(), LoadError> {
-    let mismatch = |reason: String| LoadError::Mismatch {
-        model: entry.name.clone(),
-        version: entry.version.clone(),
-        reason,
-    };
-    let inputs = session.inputs();
-    let [input] = inputs else {
-        return Err(mismatch(format!(
-            "the ONNX model has {} inputs, expected 1",
-            inputs.len()
-        )));
-    };
-    if input.name() != entry.onnx.input {
-        return Err(mismatch(format!(
-            "the ONNX input is '{}', the manifest says '{}'",
-            input.name(),
-            entry.onnx.input
-        )));
+/// The elements of a float32 output (its type is checked at load).
+fn float32(tensor: TypedTensor) -> Result<Vec<f32>, InferenceError> {
+    match tensor.into_data() {
+        TensorData::Float32(values) => Ok(values),
+        other => Err(InferenceError::Output(format!(
+            "expected float values, got {}",
+            other.element_type()
+        ))),
     }
-    if let Some(shape) = input.dtype().tensor_shape() {
-        let width = shape.last().copied().unwrap_or(-1);
-        if width >= 0 && width as usize != entry.feature_names.len() {
-            return Err(mismatch(format!(
-                "the ONNX input takes {width} features, the manifest lists {}",
-                entry.feature_names.len()
-            )));
-        }
-    }
-    for (role, name) in &entry.onnx.outputs {
-        if !session.outputs().iter().any(|o| o.name() == name) {
-            let have: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
-            return Err(mismatch(format!(
-                "output '{name}' ({role}) is not in the ONNX model (it has {have:?})"
-            )));
-        }
-    }
-    Ok(())
 }

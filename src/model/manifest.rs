@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::LoadError;
 
@@ -21,7 +21,7 @@ pub struct Manifest {
 }
 
 /// What a model is for; decides the shape of its predictions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Task {
     /// Outputs a label and class probabilities.
@@ -31,7 +31,7 @@ pub enum Task {
 }
 
 /// One model version as the manifest describes it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ModelEntry {
     pub name: String,
     pub version: String,
@@ -50,24 +50,24 @@ pub struct ModelEntry {
     pub artifacts: Artifacts,
     /// Where this model's features are looked up by entity id (the data contract with the
     /// feature store); `None` means the model only takes inline `instances`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feature_store: Option<FeatureStoreSpec>,
 }
 
 /// The `feature_store` block of a model entry: which Feast feature service or view, which join
 /// key, and which documented defaults stand in for a missing value. Kept in the manifest, not in
 /// code, so retraining against a new feature set changes data, not the server.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct FeatureStoreSpec {
     /// The Feast entity (informational: the join key is what goes on the wire).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entity: Option<String>,
     /// The feature service to ask for; preferred over `feature_view` when both are given.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feature_service: Option<String>,
     /// The feature view holding the model's features (`<view>:<feature>` references); also how
     /// `<view>__<feature>` column names are recognised.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feature_view: Option<String>,
     /// The entity key column, e.g. `entity_id`.
     pub join_key: String,
@@ -78,7 +78,7 @@ pub struct FeatureStoreSpec {
 }
 
 /// The ONNX file and the tensor names the server reads and writes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct OnnxEntry {
     pub file: String,
     pub sha256: String,
@@ -89,25 +89,25 @@ pub struct OnnxEntry {
 }
 
 /// Where the training data came from; reported so every prediction can be traced to it.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct DatasetEntry {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub snapshot_id: String,
     /// sha256 of the feature snapshot (`snapshot.csv`) exported with the model: the feature
     /// store must serve this snapshot for entity-id predictions to match the training log.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub feature_snapshot_id: String,
 }
 
 /// Files training wrote beside the model, relative to the version's folder.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct Artifacts {
     /// The background rows `/explain` integrates over (CSV with a feature-name header).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub background: Option<String>,
     /// Held-out rows with the prediction training recorded for each (served to the demo page
     /// and to anyone checking reproducibility).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training_log: Option<String>,
 }
 

@@ -5,6 +5,7 @@
 //! executor, the explanation assets) is attached by them at load time through
 //! [`Repository::load_with`], so a [`LoadedModel`] holds only the model itself.
 
+pub mod discover;
 pub mod infer;
 mod loaded;
 pub mod manifest;
@@ -13,7 +14,9 @@ pub mod output;
 pub mod repository;
 pub mod runtime;
 pub mod signature;
+pub mod tabular;
 pub mod tensor;
+pub mod training_log;
 
 use std::path::PathBuf;
 
@@ -44,6 +47,12 @@ pub enum LoadError {
     },
     #[error("model '{model}' version '{version}' does not match the manifest: {reason}")]
     Mismatch {
+        model: String,
+        version: String,
+        reason: String,
+    },
+    #[error("model '{model}' version '{version}': {reason}")]
+    Unsupported {
         model: String,
         version: String,
         reason: String,

@@ -49,7 +49,7 @@ pub struct Repository<M = LoadedModel> {
 
 impl Repository {
     /// Loads every version in the manifest from `models_dir`: sha256 checked against the
-    /// manifest, sessions built, signature checked, warm-up run. Any failure stops the start.
+    /// manifest, sessions built, signature checked, warm-up run, training log reproduced. Any failure stops the start.
     pub fn load(
         manifest: Manifest,
         models_dir: &Path,
@@ -188,8 +188,12 @@ fn load_version(
         sessions.push(session);
         provider = used.name;
     }
-    let model = LoadedModel::new(entry, sessions, provider)?;
+    let model = LoadedModel::new(entry, sessions, provider, &bytes)?;
     warm_up(&model, options.warmup_runs)?;
+    let rows = super::training_log::check(&model, models_dir)?;
+    if rows > 0 {
+        tracing::info!(model = %model.entry.name, version = %model.entry.version, rows, "training log reproduced exactly");
+    }
     Ok((model, bytes))
 }
 

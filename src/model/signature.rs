@@ -342,6 +342,46 @@ impl Signature {
     pub fn output(&self, name: &str) -> Option<&OutputSpec> {
         self.outputs.iter().find(|o| o.name() == name)
     }
+
+    /// The inputs and outputs as JSON in ONNX's notation, each `{name, type, shape}` with
+    /// `type` as `tensor(float)` or `seq(map(int64,tensor(float)))` and `shape` holding sizes,
+    /// dimension names, and `null` for an unnamed dynamic dimension (a ZipMap has no shape).
+    /// What `/manifest` and `models list` show and `models add` records, so users see the
+    /// signature as onnx.helper and Netron print it.
+    pub fn describe(&self) -> serde_json::Value {
+        let tensor = |t: &TensorSpec| {
+            let shape: Vec<serde_json::Value> = t
+                .shape
+                .iter()
+                .map(|d| match d {
+                    Dim::Fixed(n) => serde_json::json!(n),
+                    Dim::Dynamic(Some(name)) => serde_json::json!(name),
+                    Dim::Dynamic(None) => serde_json::Value::Null,
+                })
+                .collect();
+            serde_json::json!({
+                "name": t.name,
+                "type": format!("tensor({})", t.element_type),
+                "shape": shape,
+            })
+        };
+        let outputs: Vec<serde_json::Value> = self
+            .outputs
+            .iter()
+            .map(|o| match o {
+                OutputSpec::Tensor(t) => tensor(t),
+                OutputSpec::ZipMap(z) => serde_json::json!({
+                    "name": z.name,
+                    "type": format!("seq(map({},tensor(float)))", z.labels.element_type()),
+                    "shape": null,
+                }),
+            })
+            .collect();
+        serde_json::json!({
+            "inputs": self.inputs.iter().map(tensor).collect::<Vec<_>>(),
+            "outputs": outputs,
+        })
+    }
 }
 
 /// A tensor's spec from ONNX Runtime's description of it (`ty` must be a tensor).

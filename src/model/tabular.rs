@@ -1,0 +1,457 @@
+//! What the serving path serves today: one float `[N, F]` input (the row-major matrix
+//! [`super::Rows`]), and as outputs a classifier's label and probabilities (a float tensor or a
+//! ZipMap) or a regressor's one float value per row. Typed multi-input tensors (issue #13's
+//! next step) are not served yet, so a model outside this is refused at load with its input or
+//! output named, instead of failing at its first request.
+//!
+//! Two uses, one set of rules: [`entry_from_signature`] writes the manifest entry of a model
+//! served without a manifest (`--manifest none`, `models add`), and [`check_entry`] checks a
+//! manifest's entry against the file, which is what catches a manifest and a model from
+//! different training runs.
+
+use std::collections::BTreeMap;
+
+use super::manifest::{ModelEntry, OnnxEntry, Task};
+use super::signature::{ClassLabels, Dim, GraphTask, OutputSpec, Signature, TensorSpec};
+use super::tensor::ElementType;
+use super::LoadError;
+
+/// The file name of a model in a repository version folder (Triton's layout).
+pub const MODEL_FILE: &str = "model.onnx";
+
+/// What is served now, said at the end of every refusal so the log reads as a limit of this
+/// version, not as a broken model.
+const SERVED_NOW: &str = "one float (FP32) input [N, F] and a classifier's label and probabilities or one float regression value per row; see docs/your-models.md";
+
+/// Why an entry and a file do not go together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    /// The file is a valid model this version cannot serve yet.
+    #[error("{0} (served now: {SERVED_NOW})")]
+    Unsupported(String),
+    /// The manifest says something the file contradicts.
+    #[error("{0}")]
+    Mismatch(String),
+}
+
+impl EntryError {
+    /// The load error for model `name` version `version`.
+    pub fn into_load_error(self, name: &str, version: &str) -> LoadError {
+        let (model, version) = (name.to_owned(), version.to_owned());
+        match self {
+            EntryError::Unsupported(_) => LoadError::Unsupported {
+                model,
+                version,
+                reason: self.to_string(),
+            },
+            EntryError::Mismatch(reason) => LoadError::Mismatch {
+                model,
+                version,
+                reason,
+            },
+        }
+    }
+}
+
+/// The feature names of a model served without a manifest: `f0`, `f1`, ... in input column
+/// order, the names XGBoost and onnxmltools give unnamed columns.
+pub fn default_feature_names(n_features: usize) -> Vec<String> {
+    (0..n_features).map(|i| format!("f{i}")).collect()
+}
+
+/// The one float `[N, F]` input and its `F`, or why the model does not have one.
+pub fn rows_input(signature: &Signature) -> Result<(&TensorSpec, usize), EntryError> {
+    let unsupported = |reason: String| Err(EntryError::Unsupported(reason));
+    let [input] = signature.inputs.as_slice() else {
+        let inputs: Vec<String> = signature
+            .inputs
+            .iter()
+            .map(|i| format!("'{}' {}", i.name, tensor_text(i)))
+            .collect();
+        return unsupported(format!(
+            "the model has {} inputs ({}): models with several inputs are not served yet",
+            signature.inputs.len(),
+            inputs.join(", ")
+        ));
+    };
+    let what = || format!("input '{}' is {}", input.name, tensor_text(input));
+    if input.element_type != ElementType::Float32 {
+        return unsupported(format!(
+            "{}: {} inputs are not served yet",
+            what(),
+            input.element_type
+        ));
+    }
+    match input.shape.as_slice() {
+        [Dim::Dynamic(_), Dim::Fixed(f)] if *f > 0 => Ok((input, *f)),
+        [Dim::Fixed(_), _] => unsupported(format!(
+            "{}: a fixed first dimension (no batch dimension) is not served yet",
+            what()
+        )),
+        [_, _] => unsupported(format!(
+            "{}: a dynamic number of features (second dimension) is not served yet",
+            what()
+        )),
+        shape => unsupported(format!(
+            "{}: inputs of rank {} are not served yet",
+            what(),
+            shape.len()
+        )),
+    }
+}
+
+/// The manifest entry of a model served from its file alone: the ONNX input and outputs,
+/// the task and class labels the graph states, feature names `f0..` (see
+/// [`default_feature_names`]), and the file's sha256.
+pub fn entry_from_signature(
+    name: &str,
+    version: &str,
+    sha256: &str,
+    signature: &Signature,
+) -> Result<ModelEntry, EntryError> {
+    let (input, n_features) = rows_input(signature)?;
+    let (task, outputs, class_labels) = match &signature.task {
+        GraphTask::Classifier {
+            label_output,
+            probabilities_output,
+            labels,
+        } => {
+            probabilities(signature, probabilities_output)?;
+            let outputs = [
+                ("label", label_output),
+                ("probabilities", probabilities_output),
+            ];
+            (Task::Classification, roles(&outputs), labels.names())
+        }
+        GraphTask::Regressor { output } => {
+            regression_value(signature, output)?;
+            (Task::Regression, roles(&[("value", output)]), Vec::new())
+        }
+        GraphTask::Tensors => {
+            let outputs: Vec<String> = signature
+                .outputs
+                .iter()
+                .map(|o| format!("'{}' {}", o.name(), output_text(o)))
+                .collect();
+            return Err(EntryError::Unsupported(format!(
+                "its outputs ({}) are neither a classifier's label and probabilities (with class labels in the graph) nor one regression value per row: named tensor outputs are not served yet",
+                outputs.join(", ")
+            )));
+        }
+    };
+    Ok(ModelEntry {
+        name: name.to_owned(),
+        version: version.to_owned(),
+        task,
+        path: format!("{name}/{version}"),
+        feature_names: default_feature_names(n_features),
+        class_labels,
+        onnx: OnnxEntry {
+            file: MODEL_FILE.to_owned(),
+            sha256: sha256.to_owned(),
+            input: input.name.clone(),
+            outputs,
+        },
+        dataset: Default::default(),
+        artifacts: Default::default(),
+        feature_store: None,
+    })
+}
+
+/// Checks a manifest entry against the file's signature: the same input, as many features,
+/// every named output present with the type its role needs, and as many class labels as the
+/// graph has. Returns the graph's class labels in probability-column order when the graph
+/// states them, so label outputs can be turned into columns; `None` means the label value is
+/// the column (the manifest's promise: label `i` is class `i`).
+pub fn check_entry(
+    entry: &ModelEntry,
+    signature: &Signature,
+) -> Result<Option<ClassLabels>, EntryError> {
+    let mismatch = |reason: String| Err(EntryError::Mismatch(reason));
+    let (input, n_features) = rows_input(signature)?;
+    if input.name != entry.onnx.input {
+        return mismatch(format!(
+            "the ONNX input is '{}', the manifest says '{}'",
+            input.name, entry.onnx.input
+        ));
+    }
+    if n_features != entry.feature_names.len() {
+        return mismatch(format!(
+            "the ONNX input takes {n_features} features, the manifest lists {}",
+            entry.feature_names.len()
+        ));
+    }
+    for (role, name) in &entry.onnx.outputs {
+        if signature.output(name).is_none() {
+            let have: Vec<&str> = signature.outputs.iter().map(OutputSpec::name).collect();
+            return mismatch(format!(
+                "output '{name}' ({role}) is not in the ONNX model (it has {have:?})"
+            ));
+        }
+    }
+    match entry.task {
+        Task::Regression => {
+            regression_value(signature, &entry.onnx.outputs["value"])?;
+            Ok(None)
+        }
+        Task::Classification => {
+            let label_name = &entry.onnx.outputs["label"];
+            let probabilities_name = &entry.onnx.outputs["probabilities"];
+            let label_type = label(signature, label_name)?;
+            probabilities(signature, probabilities_name)?;
+            let graph_labels = match &signature.task {
+                GraphTask::Classifier {
+                    label_output,
+                    probabilities_output,
+                    labels,
+                } if label_output == label_name && probabilities_output == probabilities_name => {
+                    Some(labels)
+                }
+                _ => None,
+            };
+            let Some(labels) = graph_labels else {
+                if label_type == ElementType::String {
+                    return mismatch(format!(
+                        "output '{label_name}' (label) holds strings, but the graph names no class labels to put them in columns"
+                    ));
+                }
+                return Ok(None);
+            };
+            if labels.len() != entry.class_labels.len() {
+                return mismatch(format!(
+                    "the graph has {} class labels ({}), the manifest lists {}",
+                    labels.len(),
+                    labels.names().join(", "),
+                    entry.class_labels.len()
+                ));
+            }
+            Ok(Some(labels.clone()))
+        }
+    }
+}
+
+fn roles(outputs: &[(&str, &String)]) -> BTreeMap<String, String> {
+    outputs
+        .iter()
+        .map(|(role, name)| (role.to_string(), name.to_string()))
+        .collect()
+}
+
+/// The label output must be an int64 or string tensor of rank 1 (onnxmltools declares
+/// LightGBM's `[1]`, though it has one label per row); returns its element type.
+fn label(signature: &Signature, name: &str) -> Result<ElementType, EntryError> {
+    match signature.output(name) {
+        Some(OutputSpec::Tensor(t))
+            if t.shape.len() == 1
+                && matches!(t.element_type, ElementType::Int64 | ElementType::String) =>
+        {
+            Ok(t.element_type)
+        }
+        other => Err(role_error(
+            name,
+            "label",
+            other,
+            "an int64 or string tensor [N]",
+        )),
+    }
+}
+
+/// Probabilities: a ZipMap, or a float32 tensor `[N, classes]`.
+fn probabilities(signature: &Signature, name: &str) -> Result<(), EntryError> {
+    match signature.output(name) {
+        Some(OutputSpec::ZipMap(_)) => Ok(()),
+        Some(OutputSpec::Tensor(t))
+            if t.element_type == ElementType::Float32 && t.shape.len() == 2 =>
+        {
+            Ok(())
+        }
+        other => Err(role_error(
+            name,
+            "probabilities",
+            other,
+            "a float (FP32) tensor [N, classes] or a ZipMap",
+        )),
+    }
+}
+
+/// A regression value: a float32 tensor `[N]` or `[N, 1]`.
+fn regression_value(signature: &Signature, name: &str) -> Result<(), EntryError> {
+    match signature.output(name) {
+        Some(OutputSpec::Tensor(t))
+            if t.element_type == ElementType::Float32
+                && matches!(t.shape.as_slice(), [_] | [_, Dim::Fixed(1)]) =>
+        {
+            Ok(())
+        }
+        other => Err(role_error(
+            name,
+            "value",
+            other,
+            "a float (FP32) tensor [N] or [N, 1]",
+        )),
+    }
+}
+
+/// An output of the wrong type for its role: unsupported when it is another float width (the
+/// model is fine, this version cannot serve it), a mismatch otherwise.
+fn role_error(name: &str, role: &str, found: Option<&OutputSpec>, needed: &str) -> EntryError {
+    let found = found.map_or_else(|| "missing".to_owned(), output_text);
+    let reason = format!("output '{name}' ({role}) is {found}: {role} is served as {needed}");
+    let other_float = found.starts_with("double") || found.starts_with("float16");
+    if other_float {
+        EntryError::Unsupported(reason)
+    } else {
+        EntryError::Mismatch(reason)
+    }
+}
+
+/// A tensor as messages write it: `float[?, 4]`.
+fn tensor_text(t: &TensorSpec) -> String {
+    format!("{}{}", t.element_type, t.shape_text())
+}
+
+fn output_text(o: &OutputSpec) -> String {
+    match o {
+        OutputSpec::Tensor(t) => tensor_text(t),
+        OutputSpec::ZipMap(z) => format!("a ZipMap of {} labels", z.labels.element_type()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(name: &str, element_type: ElementType, shape: Vec<Dim>) -> TensorSpec {
+        TensorSpec {
+            name: name.into(),
+            element_type,
+            shape,
+        }
+    }
+
+    fn batch() -> Dim {
+        Dim::Dynamic(None)
+    }
+
+    fn regressor(input: TensorSpec, value: TensorSpec) -> Signature {
+        Signature {
+            task: GraphTask::Regressor {
+                output: value.name.clone(),
+            },
+            inputs: vec![input],
+            outputs: vec![OutputSpec::Tensor(value)],
+            batched: true,
+        }
+    }
+
+    fn rows(n: usize) -> TensorSpec {
+        tensor("input", ElementType::Float32, vec![batch(), Dim::Fixed(n)])
+    }
+
+    fn value(ty: ElementType) -> TensorSpec {
+        tensor("variable", ty, vec![batch(), Dim::Fixed(1)])
+    }
+
+    #[test]
+    fn a_regressor_gets_an_entry_with_default_feature_names() {
+        let sig = regressor(rows(3), value(ElementType::Float32));
+        let entry = entry_from_signature("xgb", "2", "ab", &sig).unwrap();
+        assert_eq!(entry.feature_names, ["f0", "f1", "f2"]);
+        assert_eq!(entry.task, Task::Regression);
+        assert_eq!(entry.path, "xgb/2");
+        assert_eq!(entry.onnx.input, "input");
+        assert_eq!(entry.onnx.outputs["value"], "variable");
+        assert_eq!(check_entry(&entry, &sig), Ok(None));
+    }
+
+    #[test]
+    fn what_is_not_served_yet_is_named() {
+        let unsupported = |sig: &Signature| match entry_from_signature("m", "1", "", sig) {
+            Err(EntryError::Unsupported(reason)) => reason,
+            other => panic!("{other:?}"),
+        };
+        let f64_input = tensor("x", ElementType::Float64, vec![batch(), Dim::Fixed(2)]);
+        assert_eq!(
+            unsupported(&regressor(f64_input, value(ElementType::Float32))),
+            "input 'x' is double[?, 2]: double inputs are not served yet"
+        );
+        let image = tensor(
+            "pixels",
+            ElementType::Float32,
+            vec![Dim::Dynamic(Some("N".into())), Dim::Fixed(1), Dim::Fixed(8)],
+        );
+        assert_eq!(
+            unsupported(&regressor(image, value(ElementType::Float32))),
+            "input 'pixels' is float[N, 1, 8]: inputs of rank 3 are not served yet"
+        );
+        let fixed = tensor(
+            "x",
+            ElementType::Float32,
+            vec![Dim::Fixed(1), Dim::Fixed(2)],
+        );
+        assert!(unsupported(&regressor(fixed, value(ElementType::Float32)))
+            .ends_with("a fixed first dimension (no batch dimension) is not served yet"));
+        let mut two = regressor(rows(1), value(ElementType::Float32));
+        two.inputs.push(tensor(
+            "city",
+            ElementType::String,
+            vec![batch(), Dim::Fixed(1)],
+        ));
+        assert_eq!(
+            unsupported(&two),
+            "the model has 2 inputs ('input' float[?, 1], 'city' string[?, 1]): models with several inputs are not served yet"
+        );
+        assert_eq!(
+            unsupported(&regressor(rows(2), value(ElementType::Float64))),
+            "output 'variable' (value) is double[?, 1]: value is served as a float (FP32) tensor [N] or [N, 1]"
+        );
+        let mut tensors = regressor(rows(2), value(ElementType::Float32));
+        tensors.task = GraphTask::Tensors;
+        assert!(unsupported(&tensors).starts_with("its outputs ('variable' float[?, 1])"));
+        let message = EntryError::Unsupported("x".into()).to_string();
+        assert!(message.starts_with("x (served now: one float (FP32) input [N, F]"));
+    }
+
+    #[test]
+    fn a_classifier_maps_labels_through_the_graph() {
+        let labels = ClassLabels::Int64(vec![3, 7]);
+        let sig = Signature {
+            inputs: vec![rows(2)],
+            outputs: vec![
+                OutputSpec::Tensor(tensor("label", ElementType::Int64, vec![Dim::Fixed(1)])),
+                OutputSpec::Tensor(tensor(
+                    "probabilities",
+                    ElementType::Float32,
+                    vec![batch(), Dim::Fixed(2)],
+                )),
+            ],
+            task: GraphTask::Classifier {
+                label_output: "label".into(),
+                probabilities_output: "probabilities".into(),
+                labels: labels.clone(),
+            },
+            batched: false,
+        };
+        let mut entry = entry_from_signature("m", "1", "", &sig).unwrap();
+        assert_eq!(entry.class_labels, ["3", "7"]);
+        assert_eq!(check_entry(&entry, &sig), Ok(Some(labels)));
+        entry.class_labels.push("9".into());
+        assert_eq!(
+            check_entry(&entry, &sig),
+            Err(EntryError::Mismatch(
+                "the graph has 2 class labels (3, 7), the manifest lists 3".into()
+            ))
+        );
+        entry
+            .onnx
+            .outputs
+            .insert("label".into(), "probabilities".into());
+        assert_eq!(
+            check_entry(&entry, &sig),
+            Err(EntryError::Mismatch(
+                "output 'probabilities' (label) is float[?, 2]: label is served as an int64 or string tensor [N]"
+                    .into()
+            ))
+        );
+    }
+}
