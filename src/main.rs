@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ferrum_serve::config::{Cli, Command, JobModelArgs, ServeArgs};
+use ferrum_serve::config::{Cli, Command, LogFormat, ServeArgs};
 use ferrum_serve::jobs::{self, drift_report::DRIFT_EXIT_CODE};
 use ferrum_serve::telemetry::{self, LogTarget};
 use ferrum_serve::{healthcheck, server, shutdown};
@@ -16,9 +16,14 @@ fn main() -> ExitCode {
     }
     match cli.into_command() {
         Command::Serve(args) => serve(args),
-        Command::Predict(args) => job(&args.model, || jobs::predict::run(&args).map(|_| true)),
-        Command::DriftReport(args) => job(&args.model, || {
+        Command::Predict(args) => job(args.model.log_format, || {
+            jobs::predict::run(&args).map(|_| true)
+        }),
+        Command::DriftReport(args) => job(args.model.log_format, || {
             jobs::drift_report::run(&args).map(|report| report.drifted.is_empty())
+        }),
+        Command::Models(args) => job(args.command.repository().log_format, || {
+            jobs::models::run(&args.command, &mut std::io::stdout().lock()).map(|_| true)
         }),
     }
 }
@@ -53,8 +58,8 @@ fn serve(args: ServeArgs) -> ExitCode {
 }
 
 /// Runs a job: exit 0 when it succeeded (and found no drift), 3 for drift, 1 on an error.
-fn job(args: &JobModelArgs, run: impl FnOnce() -> Result<bool, jobs::JobError>) -> ExitCode {
-    let telemetry = telemetry::init(args.log_format, LogTarget::Stderr, false);
+fn job(log_format: LogFormat, run: impl FnOnce() -> Result<bool, jobs::JobError>) -> ExitCode {
+    let telemetry = telemetry::init(log_format, LogTarget::Stderr, false);
     let code = match run() {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(DRIFT_EXIT_CODE),

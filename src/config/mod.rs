@@ -11,7 +11,9 @@ use serde::Serialize;
 pub use crate::batching::BatchingChoice;
 use crate::explain::ExplainLimits;
 pub use crate::features::StoreConfig;
-pub use crate::jobs::args::{DriftReportArgs, JobModelArgs, PredictArgs};
+pub use crate::jobs::args::{
+    DriftReportArgs, JobModelArgs, ModelsArgs, ModelsCommand, PredictArgs,
+};
 pub use crate::jobs::DataFormat;
 pub use crate::model::runtime::ExecutionProviderChoice;
 use crate::monitor::drift::DriftConfig;
@@ -19,7 +21,8 @@ use crate::monitor::explain_drift::ExplainDriftConfig;
 pub use crate::telemetry::LogFormat;
 
 /// The `ferrum-serve` command line: no subcommand serves (with the serve flags); `predict` and
-/// `drift-report` are offline jobs over files, with the same model code.
+/// `drift-report` are offline jobs over files, with the same model code; `models` manages the
+/// model repository.
 #[derive(Debug, Parser)]
 #[command(
     name = "ferrum-serve",
@@ -59,6 +62,9 @@ pub enum Command {
     /// Feature and prediction drift (PSI) of a file of rows against the training baseline, as a
     /// JSON report; exits with status 3 when any PSI exceeds the threshold.
     DriftReport(DriftReportArgs),
+    /// The model repository: `add` an ONNX file (copied in and recorded in the manifest),
+    /// `list` what would be served, `check` every version as the server loads it.
+    Models(ModelsArgs),
 }
 
 /// Everything the HTTP server needs to start.
@@ -83,7 +89,9 @@ pub struct ServeArgs {
     #[arg(long, env = "MODELS_DIR", default_value = "models")]
     pub models_dir: PathBuf,
 
-    /// The manifest that names every model version, its features and its sha256. With a
+    /// The manifest that names every model version, its features and its sha256; `none` (or
+    /// no file at the default path) serves every `<name>/<version>/model.onnx` of a local
+    /// --models-dir with the signature its file declares (docs/your-models.md). With a
     /// remote --models-dir, a relative path is read inside the repository (the default is
     /// `<prefix>/manifest.json`) and an `s3://`-style URI from its store.
     #[arg(long, env = "MANIFEST_PATH", default_value = "manifest.json")]

@@ -3,6 +3,7 @@
 //! - [`predict`]: batch inference from CSV or JSON lines to CSV or JSON lines.
 //! - [`drift_report`]: feature and prediction drift of a file of rows as a JSON report, with an
 //!   exit status a Kubernetes CronJob can alert on.
+//! - [`models`]: `models add | list | check`, the model repository as the server reads it.
 //!
 //! Both stream their input in chunks of `--chunk-rows` rows ([`input`]), so memory stays flat
 //! whatever the file size, and validate every row as `/predict` does: each feature present once
@@ -12,6 +13,7 @@
 pub mod args;
 pub mod drift_report;
 pub mod input;
+pub mod models;
 pub mod predict;
 
 use std::io::IsTerminal;
@@ -22,7 +24,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::explain::ExplainAssets;
 use crate::model::{
-    InferenceError, LoadError, LoadOptions, LoadedModel, LookupError, Manifest, Repository, Runtime,
+    discover, InferenceError, LoadError, LoadOptions, LoadedModel, LookupError, Manifest,
+    Repository, Runtime,
 };
 use crate::monitor::baseline::{Baseline, BaselineError};
 use crate::serving::load_explain;
@@ -56,6 +59,8 @@ pub enum JobError {
     Input { path: PathBuf, message: String },
     #[error("inference failed: {0}")]
     Inference(#[from] InferenceError),
+    #[error("{failed} of {total} model versions failed their check")]
+    CheckFailed { failed: usize, total: usize },
 }
 
 /// A model version loaded for a job, with what the job needs to find its artifacts.
@@ -84,7 +89,8 @@ impl JobModel {
 /// Loads the one model version a job names (default: the manifest's default model, its
 /// highest version), as the server would.
 pub fn load_model(args: &JobModelArgs) -> Result<JobModel, JobError> {
-    let manifest = Manifest::read(&args.manifest)?;
+    let runtime = Runtime::load(&args.ort_dylib_path)?;
+    let manifest = discover::manifest_for(&args.manifest, &args.models_dir, &runtime)?;
     // Resolve the name and version against the whole manifest first, for the API's messages.
     let name = args
         .model
@@ -130,7 +136,6 @@ pub fn load_model(args: &JobModelArgs) -> Result<JobModel, JobError> {
         models: vec![entry],
         raw: manifest.raw.clone(),
     };
-    let runtime = Runtime::load(&args.ort_dylib_path)?;
     let options = LoadOptions {
         sessions_per_model: 1,
         intra_op_threads: args.intra_op_threads,
