@@ -1,0 +1,649 @@
+//! The ONNX models users bring (issue #13), served by the real server: exported with the
+//! pinned converters' defaults by tests/python/user_models/build.py, which also records what
+//! onnxruntime (Python) answers on each model's reference rows. Each model the serving path
+//! takes (one float [N, F] input) is served from a bare repository (`--manifest none`) and
+//! after `ferrum-serve models add`, and `/predict` and V2 JSON and binary must give
+//! onnxruntime's answers bit for bit; the others must be refused at load with the reason.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::{client, repo_root, run_to_exit, server_command, Server};
+use serde_json::{json, Value};
+
+/// The models the serving path takes: skl2onnx LogisticRegression (ZipMap), a
+/// StandardScaler→RandomForest pipeline (ZipMap), LightGBM and XGBoost through onnxmltools.
+const SERVED: [&str; 4] = ["logreg-zipmap", "scaled-forest", "lightgbm", "xgboost"];
+
+/// The ones it does not take yet, with the reason the load error gives.
+const REFUSED: [(&str, &str); 4] = [
+    (
+        "column-transformer",
+        "model 'column-transformer' version '1': the model has 4 inputs ('city' string[?, 1], 'x1' float[?, 1], 'x2' float[?, 1], 'x3' float[?, 1]): models with several inputs are not served yet",
+    ),
+    (
+        "float64",
+        "model 'float64' version '1': input 'double_input' is double[?, 10]: double inputs are not served yet",
+    ),
+    (
+        "int64",
+        "model 'int64' version '1': input 'counts' is int64[?, 4]: int64 inputs are not served yet",
+    ),
+    (
+        "cnn",
+        "model 'cnn' version '1': input 'pixels' is float[N, 1, 8, 8]: inputs of rank 4 are not served yet",
+    ),
+];
+
+/// The fixtures, built once into the shared cache (`build.py --cached`).
+fn fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let venv = Command::new(repo_root().join("scripts/python-env.sh"))
+            .arg("requirements/dev.lock")
+            .current_dir(repo_root())
+            .output()
+            .expect("run scripts/python-env.sh");
+        assert!(
+            venv.status.success(),
+            "python-env.sh failed: {}",
+            String::from_utf8_lossy(&venv.stderr)
+        );
+        let python =
+            PathBuf::from(String::from_utf8(venv.stdout).unwrap().trim()).join("bin/python");
+        let cache = std::env::var_os("FERRUM_CACHE").map_or_else(
+            || PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/ferrum-serve"),
+            PathBuf::from,
+        );
+        let built = Command::new(python)
+            .arg(repo_root().join("tests/python/user_models/build.py"))
+            .arg("--cached")
+            .arg(cache)
+            .output()
+            .expect("run build.py");
+        assert!(
+            built.status.success(),
+            "build.py failed: {}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        PathBuf::from(String::from_utf8(built.stdout).unwrap().trim())
+    })
+}
+
+/// What fixtures.json says of `name`.
+fn fixture(name: &str) -> Value {
+    let all = common::read_json(&fixtures().join("fixtures.json"));
+    all["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap()
+        .clone()
+}
+
+/// A repository holding only `names` (links to the fixtures' folders).
+fn repository_of(names: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for name in names {
+        std::os::unix::fs::symlink(fixtures().join(name), dir.path().join(name)).unwrap();
+    }
+    dir
+}
+
+/// The reference rows: header and values (parsed as float64, narrowed to float32).
+fn reference(name: &str) -> (Vec<String>, Vec<Vec<f32>>) {
+    let mut reader = csv::Reader::from_path(fixtures().join(name).join("reference.csv")).unwrap();
+    let header = reader.headers().unwrap().iter().map(String::from).collect();
+    let rows = reader
+        .records()
+        .map(|r| {
+            r.unwrap()
+                .iter()
+                .map(|v| v.parse::<f64>().unwrap() as f32)
+                .collect()
+        })
+        .collect();
+    (header, rows)
+}
+
+/// onnxruntime's answer on the 32 reference rows in one run, as a served model gives it: the
+/// label values, the probabilities `[rows, classes]` in the graph's label order (from the
+/// ZipMap's `[label, p]` pairs), or the regression values.
+struct Expected {
+    labels: Option<Vec<i64>>,
+    numbers: Vec<f64>,
+}
+
+fn expected(name: &str) -> Expected {
+    let outputs =
+        common::read_json(&fixtures().join(name).join("expected.json"))["outputs"].clone();
+    let fixture = fixture(name);
+    let output_names: Vec<&str> = fixture["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    let numbers = |v: &Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    if fixture["task"] == "regression" {
+        return Expected {
+            labels: None,
+            numbers: numbers(&outputs[output_names[0]]["values"]),
+        };
+    }
+    let graph_labels: Vec<i64> = fixture["class_labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_i64().unwrap())
+        .collect();
+    let (label, zipmap) = (&outputs[output_names[0]], &outputs[output_names[1]]);
+    assert_eq!(label["dtype"], "int64", "{name}");
+    assert_eq!(zipmap["type"], "seq(map(int64,tensor(float)))", "{name}");
+    let mut probabilities = Vec::new();
+    for row in zipmap["values"].as_array().unwrap() {
+        let mut cells = vec![f64::NAN; graph_labels.len()];
+        for pair in row.as_array().unwrap() {
+            let column = graph_labels
+                .iter()
+                .position(|&l| l == pair[0].as_i64().unwrap())
+                .unwrap();
+            cells[column] = pair[1].as_f64().unwrap();
+        }
+        probabilities.extend(cells);
+    }
+    let labels: Vec<i64> = label["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_i64().unwrap())
+        .collect();
+    // Labels 0..C-1: V2's label output (the class index) is the model's label value.
+    assert!(graph_labels.iter().enumerate().all(|(i, &l)| l == i as i64));
+    Expected {
+        labels: Some(labels),
+        numbers: probabilities,
+    }
+}
+
+/// `/predict`'s answer onnxruntime's outputs make, with `class_names` for the graph's labels.
+fn expected_predictions(name: &str, class_names: &[String]) -> Vec<Value> {
+    let expected = expected(name);
+    match &expected.labels {
+        None => expected
+            .numbers
+            .iter()
+            .map(|v| json!({"value": v}))
+            .collect(),
+        Some(labels) => labels
+            .iter()
+            .enumerate()
+            .map(|(r, &label)| {
+                let row = &expected.numbers[r * class_names.len()..(r + 1) * class_names.len()];
+                let probabilities: serde_json::Map<String, Value> = class_names
+                    .iter()
+                    .zip(row)
+                    .map(|(c, p)| (c.clone(), json!(p)))
+                    .collect();
+                json!({"label": class_names[label as usize], "probabilities": probabilities})
+            })
+            .collect(),
+    }
+}
+
+/// The graph's class labels as names (`"0"`, `"1"`, ...), what a bare repository serves.
+fn graph_label_names(name: &str) -> Vec<String> {
+    fixture(name)["class_labels"]
+        .as_array()
+        .map(|a| a.iter().map(|l| l.to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// The server's flags for a test: one session, one warm-up, one call per request (so a
+/// request's 32 rows run together, as onnxruntime Python ran them).
+fn serve_args<'a>(models_dir: &'a str, manifest: &'a str) -> Vec<&'a str> {
+    vec![
+        "--models-dir",
+        models_dir,
+        "--manifest",
+        manifest,
+        "--sessions-per-model",
+        "1",
+        "--warmup-runs",
+        "1",
+        "--batching",
+        "off",
+    ]
+}
+
+/// `/predict` on the reference rows (as arrays, or as objects by `feature_names`) gives
+/// exactly onnxruntime's answers.
+async fn check_predict(server: &Server, name: &str, feature_names: &[String], classes: &[String]) {
+    let (_, rows) = reference(name);
+    let want = expected_predictions(name, classes);
+    let arrays = json!(rows);
+    let objects: Vec<Value> = rows
+        .iter()
+        .map(|row| {
+            let object: serde_json::Map<String, Value> = feature_names
+                .iter()
+                .zip(row)
+                .map(|(n, v)| (n.clone(), json!(v)))
+                .collect();
+            Value::Object(object)
+        })
+        .collect();
+    for instances in [arrays, json!(objects)] {
+        let (status, body) = server
+            .post(
+                &format!("/models/{name}/predict"),
+                &json!({"instances": instances}),
+            )
+            .await;
+        assert_eq!(status, 200, "{name}: {body}");
+        assert_eq!(body["predictions"], json!(want), "{name}");
+    }
+}
+
+/// V2 inference, JSON and binary, gives exactly onnxruntime's outputs.
+async fn check_v2(server: &Server, name: &str) {
+    let (_, rows) = reference(name);
+    let fixture = fixture(name);
+    let input = fixture["inputs"][0]["name"].as_str().unwrap();
+    let (n, width) = (rows.len(), rows[0].len());
+    let want = expected(name);
+    let body = json!({
+        "inputs": [{"name": input, "shape": [n, width], "datatype": "FP32", "data": rows}]
+    });
+    let (status, response) = server
+        .post(&format!("/v2/models/{name}/infer"), &body)
+        .await;
+    assert_eq!(status, 200, "{name}: {response}");
+    let outputs = response["outputs"].as_array().unwrap();
+    let numbers = |v: &Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    match &want.labels {
+        Some(labels) => {
+            assert_eq!(outputs[0]["datatype"], "INT64", "{name}");
+            let got: Vec<i64> = outputs[0]["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l.as_i64().unwrap())
+                .collect();
+            assert_eq!(&got, labels, "{name}: V2 labels");
+            assert_eq!(
+                outputs[1]["shape"],
+                json!([n, want.numbers.len() / n]),
+                "{name}"
+            );
+            assert_eq!(numbers(&outputs[1]["data"]), want.numbers, "{name}: V2 P");
+        }
+        None => {
+            assert_eq!(outputs[0]["shape"], json!([n, 1]), "{name}");
+            assert_eq!(
+                numbers(&outputs[0]["data"]),
+                want.numbers,
+                "{name}: V2 value"
+            );
+        }
+    }
+
+    let header = json!({
+        "inputs": [{"name": input, "shape": [n, width], "datatype": "FP32",
+                    "parameters": {"binary_data_size": n * width * 4}}],
+        "parameters": {"binary_data_output": true}
+    })
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    for v in rows.iter().flatten() {
+        body.extend_from_slice(&v.to_le_bytes());
+    }
+    let response = client()
+        .post(server.url(&format!("/v2/models/{name}/infer")))
+        .header("inference-header-content-length", header.len())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{name}");
+    let json_len: usize = response.headers()["inference-header-content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let bytes = response.bytes().await.unwrap();
+    let head: Value = serde_json::from_slice(&bytes[..json_len]).unwrap();
+    let mut binary = &bytes[json_len..];
+    let mut float_bits = Vec::new();
+    for output in head["outputs"].as_array().unwrap() {
+        let size = output["parameters"]["binary_data_size"].as_u64().unwrap() as usize;
+        let (chunk, rest) = binary.split_at(size);
+        binary = rest;
+        match output["datatype"].as_str().unwrap() {
+            "INT64" => {
+                let got: Vec<i64> = chunk
+                    .chunks_exact(8)
+                    .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+                    .collect();
+                assert_eq!(Some(&got), want.labels.as_ref(), "{name}: binary labels");
+            }
+            "FP32" => float_bits.extend(
+                chunk
+                    .chunks_exact(4)
+                    .map(|b| u32::from_le_bytes(b.try_into().unwrap())),
+            ),
+            other => panic!("{name}: output datatype {other}"),
+        }
+    }
+    let want_bits: Vec<u32> = want.numbers.iter().map(|&v| (v as f32).to_bits()).collect();
+    assert_eq!(float_bits, want_bits, "{name}: binary outputs");
+}
+
+/// Served from a bare repository: the signature, task and class labels read from each file
+/// equal the builder's record, and predictions equal onnxruntime's bit for bit.
+#[tokio::test]
+async fn a_bare_repository_serves_each_model_from_its_file() {
+    let repo = repository_of(&SERVED);
+    let dir = repo.path().to_str().unwrap();
+    let server = Server::start_ready(&serve_args(dir, "none")).await;
+    let (_, manifest) = server.get("/manifest").await;
+    assert_eq!(manifest["default_model"], "lightgbm", "{manifest}");
+    for name in SERVED {
+        let fixture = fixture(name);
+        let entry = manifest["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not in {manifest}"));
+        assert_eq!(entry["signature"]["inputs"], fixture["inputs"], "{name}");
+        assert_eq!(entry["signature"]["outputs"], fixture["outputs"], "{name}");
+        assert_eq!(entry["task"], fixture["task"], "{name}");
+        assert_eq!(entry["onnx"]["sha256"], fixture["sha256"], "{name}");
+        let classes = graph_label_names(name);
+        assert_eq!(entry["class_labels"], json!(classes), "{name}");
+        let width = fixture["inputs"][0]["shape"][1].as_u64().unwrap();
+        let feature_names: Vec<String> = (0..width).map(|i| format!("f{i}")).collect();
+        assert_eq!(entry["feature_names"], json!(feature_names), "{name}");
+
+        let (status, meta) = server.get(&format!("/v2/models/{name}")).await;
+        assert_eq!(status, 200, "{meta}");
+        assert_eq!(
+            meta["inputs"],
+            json!([{"name": fixture["inputs"][0]["name"], "datatype": "FP32", "shape": [-1, width]}])
+        );
+        check_predict(&server, name, &feature_names, &classes).await;
+        check_v2(&server, name).await;
+    }
+}
+
+/// With no manifest file at the default path, the repository is served from its files.
+#[tokio::test]
+async fn no_manifest_file_at_the_default_path_means_a_bare_repository() {
+    let repo = repository_of(&["xgboost"]);
+    let cwd = tempfile::tempdir().unwrap();
+    let dir = repo.path().to_str().unwrap();
+    let mut command = server_command(&["--models-dir", dir, "--warmup-runs", "1"]);
+    command.current_dir(cwd.path());
+    let server = Server::spawn(command);
+    server.wait_ready(Duration::from_secs(60)).await;
+    let names: Vec<String> = (0..10).map(|i| format!("f{i}")).collect();
+    check_predict(&server, "xgboost", &names, &[]).await;
+
+    // A manifest named explicitly must exist: a typo does not fall back to the files.
+    let missing = cwd.path().join("manifest.json");
+    let mut command =
+        server_command(&["--models-dir", dir, "--manifest", missing.to_str().unwrap()]);
+    command.current_dir(cwd.path());
+    let (status, output) = run_to_exit(command, Duration::from_secs(30));
+    assert!(!status.success());
+    assert!(output.contains("error: cannot read"), "{output}");
+}
+
+fn ferrum(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_ferrum-serve"))
+        .current_dir(repo_root())
+        .env("ORT_DYLIB_PATH", common::ort_dylib())
+        .env("LOG_FORMAT", "text")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Class names `models add` is given for a classifier: not the graph's, to show the mapping.
+fn class_names(name: &str) -> Vec<String> {
+    graph_label_names(name)
+        .iter()
+        .map(|l| format!("class_{l}"))
+        .collect()
+}
+
+/// `models add` with the real feature names, class names, background and reference rows:
+/// the manifest records it, `models check` passes (the training log reproduces), and the
+/// server gives onnxruntime's answers under the given names.
+#[tokio::test]
+async fn models_add_then_serve_with_the_manifest() {
+    let root = tempfile::tempdir().unwrap();
+    let models = root.path().join("models");
+    let manifest = root.path().join("manifest.json");
+    let (models_s, manifest_s) = (models.to_str().unwrap(), manifest.to_str().unwrap());
+    for name in SERVED {
+        let dir = fixtures().join(name);
+        let (header, _) = reference(name);
+        let model = dir.join("1/model.onnx");
+        let (background, reference_csv) = (dir.join("background.csv"), dir.join("reference.csv"));
+        let features = header.join(",");
+        let classes = class_names(name).join(",");
+        let mut args = vec![
+            "models",
+            "add",
+            model.to_str().unwrap(),
+            "--models-dir",
+            models_s,
+            "--manifest",
+            manifest_s,
+            "--name",
+            name,
+            "--feature-names",
+            &features,
+            "--background",
+            background.to_str().unwrap(),
+            "--reference",
+            reference_csv.to_str().unwrap(),
+        ];
+        if !classes.is_empty() {
+            args.extend(["--class-labels", &classes]);
+        }
+        let (ok, stdout, stderr) = ferrum(&args);
+        assert!(ok, "{name}: {stderr}");
+        assert!(
+            stdout.starts_with(&format!("added {name} version 1 as ")),
+            "{stdout}"
+        );
+    }
+    let written = common::read_json(&manifest);
+    for name in SERVED {
+        let entry = written["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap();
+        let fixture = fixture(name);
+        assert_eq!(entry["onnx"]["sha256"], fixture["sha256"], "{name}");
+        assert_eq!(entry["signature"]["inputs"], fixture["inputs"], "{name}");
+        assert_eq!(entry["signature"]["outputs"], fixture["outputs"], "{name}");
+        assert_eq!(entry["feature_names"], fixture["feature_names"], "{name}");
+        assert_eq!(entry["path"], format!("{name}/1"));
+        let log = common::read_json(&models.join(name).join("1/training_log.json"));
+        assert_eq!(log["rows"].as_array().unwrap().len(), 32, "{name}");
+    }
+
+    let (ok, stdout, stderr) = ferrum(&[
+        "models",
+        "check",
+        "--models-dir",
+        models_s,
+        "--manifest",
+        manifest_s,
+    ]);
+    assert!(ok, "{stdout}{stderr}");
+    for name in SERVED {
+        assert!(
+            stdout.contains(&format!("ok {name} 1: training log ")),
+            "{stdout}"
+        );
+    }
+    let (ok, stdout, _) = ferrum(&[
+        "models",
+        "list",
+        "--models-dir",
+        models_s,
+        "--manifest",
+        manifest_s,
+    ]);
+    assert!(ok);
+    assert!(stdout.starts_with("4 model versions from "), "{stdout}");
+    assert!(
+        stdout.contains("logreg-zipmap 1 (default): classification, 4 features (sepal_length, sepal_width, petal_length, petal_width), classes class_0, class_1, class_2"),
+        "{stdout}"
+    );
+
+    let server = Server::start_ready(&serve_args(models_s, manifest_s)).await;
+    for name in SERVED {
+        let feature_names: Vec<String> = reference(name).0;
+        check_predict(&server, name, &feature_names, &class_names(name)).await;
+        check_v2(&server, name).await;
+    }
+
+    // A recorded prediction that no longer reproduces stops the start, naming the row.
+    let log_path = models.join("xgboost/1/training_log.json");
+    let mut log = common::read_json(&log_path);
+    log["rows"][3]["prediction"]["value"] = json!(1.5);
+    std::fs::write(&log_path, serde_json::to_vec(&log).unwrap()).unwrap();
+    let (ok, stdout, _) = ferrum(&[
+        "models",
+        "check",
+        "--models-dir",
+        models_s,
+        "--manifest",
+        manifest_s,
+    ]);
+    assert!(!ok);
+    assert!(
+        stdout.contains("FAILED xgboost 1: model 'xgboost' version '1': artifact ")
+            && stdout.contains("row 3: the model predicts {\"value\":"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ok lightgbm 1"), "{stdout}");
+}
+
+/// Expected outputs in the reference rows are checked; a wrong one adds nothing.
+#[test]
+fn models_add_refuses_a_reference_the_model_does_not_reproduce() {
+    let root = tempfile::tempdir().unwrap();
+    let models = root.path().join("models");
+    let manifest = root.path().join("manifest.json");
+    let dir = fixtures().join("logreg-zipmap");
+    let (header, rows) = reference("logreg-zipmap");
+    let labels = expected("logreg-zipmap").labels.unwrap();
+    let mut csv = format!("{},label\n", header.join(","));
+    for (r, row) in rows.iter().enumerate().take(3) {
+        let values: Vec<String> = row.iter().map(|v| f64::from(*v).to_string()).collect();
+        // Row 2 (line 4) expects the wrong class.
+        let label = if r == 2 { labels[r] + 1 } else { labels[r] };
+        csv.push_str(&format!("{},{label}\n", values.join(",")));
+    }
+    let reference_csv = root.path().join("reference.csv");
+    std::fs::write(&reference_csv, csv).unwrap();
+    let (ok, _, stderr) = ferrum(&[
+        "models",
+        "add",
+        dir.join("1/model.onnx").to_str().unwrap(),
+        "--models-dir",
+        models.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--name",
+        "iris",
+        "--feature-names",
+        &header.join(","),
+        "--reference",
+        reference_csv.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!(
+            "line 4: the model predicts label '{}', the file expects '{}'",
+            labels[2],
+            labels[2] + 1
+        )),
+        "{stderr}"
+    );
+    assert!(!manifest.exists());
+    assert!(!models.join("iris").exists());
+}
+
+/// Models outside the serving path are refused at load, served or added, with the model,
+/// the input and what is not served yet.
+#[test]
+fn other_models_are_refused_at_load_with_the_reason() {
+    for (name, reason) in REFUSED {
+        let repo = repository_of(&[name]);
+        let dir = repo.path().to_str().unwrap();
+        let (status, output) = run_to_exit(
+            server_command(&serve_args(dir, "none")),
+            Duration::from_secs(30),
+        );
+        assert!(!status.success(), "{name}");
+        assert!(
+            output.contains(&format!(
+                "error: {reason} (served now: one float (FP32) input [N, F]"
+            )),
+            "{name}: {output}"
+        );
+
+        let target = tempfile::tempdir().unwrap();
+        let models = target.path().join("models");
+        let manifest = target.path().join("manifest.json");
+        let (ok, _, stderr) = ferrum(&[
+            "models",
+            "add",
+            fixtures().join(name).join("1/model.onnx").to_str().unwrap(),
+            "--models-dir",
+            models.to_str().unwrap(),
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--name",
+            name,
+        ]);
+        assert!(!ok, "{name}");
+        assert!(
+            stderr.contains(&format!("error: {reason}")),
+            "{name}: {stderr}"
+        );
+        assert!(!manifest.exists() && !models.join(name).exists(), "{name}");
+    }
+}
