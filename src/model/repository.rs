@@ -190,9 +190,27 @@ fn load_version(
     }
     let model = LoadedModel::new(entry, sessions, provider, &bytes)?;
     warm_up(&model, options.warmup_runs)?;
-    let rows = super::training_log::check(&model, models_dir)?;
-    if rows > 0 {
-        tracing::info!(model = %model.entry.name, version = %model.entry.version, rows, "training log reproduced exactly");
+    // Bits are promised on the CPU with one intra-op thread (the training log's own session):
+    // other providers and thread counts may sum in another order, so there a difference is
+    // reported, not fatal.
+    let exact = model.provider == "cpu" && options.intra_op_threads == 1;
+    match super::training_log::check(&model, models_dir) {
+        Ok(0) => {}
+        Ok(rows) => tracing::info!(
+            model = %model.entry.name,
+            version = %model.entry.version,
+            rows,
+            "training log reproduced exactly"
+        ),
+        Err(error) if exact => return Err(error),
+        Err(error) => tracing::warn!(
+            model = %model.entry.name,
+            version = %model.entry.version,
+            provider = model.provider,
+            intra_op_threads = options.intra_op_threads,
+            error = %error,
+            "training log not reproduced bit for bit (promised on the CPU with one intra-op thread only)"
+        ),
     }
     Ok((model, bytes))
 }

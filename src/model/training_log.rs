@@ -1,7 +1,8 @@
 //! The training log (`training_log.json`): rows with the prediction recorded for each when the
 //! model was trained or added (`models add --reference`). At load every row is run again and
 //! must give exactly the recorded prediction, or the version is refused: the log is the
-//! proof that this file, on this runtime, answers as it did when it was recorded.
+//! proof that this file, on this runtime, answers as it did when it was recorded. (On the CPU
+//! with one intra-op thread, where bits are promised; elsewhere the repository only warns.)
 //!
 //! Format: `{"model", "version", "rows": [{"features": {name: value}, "prediction": P}]}`
 //! where `P` is one element of `/predict`'s `predictions` (rows may carry more keys, e.g.
