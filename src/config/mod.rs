@@ -13,6 +13,8 @@ use crate::explain::ExplainLimits;
 pub use crate::features::StoreConfig;
 pub use crate::jobs::args::{DriftReportArgs, JobModelArgs, PredictArgs};
 pub use crate::jobs::DataFormat;
+use crate::lifecycle::control::DEFAULT_POLL_SECS;
+pub use crate::lifecycle::{ModelControl, ModelControlMode};
 pub use crate::model::runtime::ExecutionProviderChoice;
 use crate::monitor::drift::DriftConfig;
 use crate::monitor::explain_drift::ExplainDriftConfig;
@@ -164,6 +166,17 @@ pub struct ServeArgs {
     /// After the drain, how long in-flight requests get to finish before the process exits.
     #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 30_000)]
     pub shutdown_grace_ms: u64,
+
+    /// Who changes what is loaded while the server runs (Triton's names): none (what loads at
+    /// start stays), poll (the manifest and repository are rescanned every
+    /// --repository-poll-secs and changes applied), or explicit (only the repository
+    /// extension's load/unload routes change it). SIGHUP rescans once in every mode.
+    #[arg(long, env = "MODEL_CONTROL_MODE", value_enum, default_value = "none")]
+    pub model_control_mode: ModelControlMode,
+
+    /// The rescan period in poll mode, in seconds (at least 1 there).
+    #[arg(long, env = "REPOSITORY_POLL_SECS", default_value_t = DEFAULT_POLL_SECS)]
+    pub repository_poll_secs: u64,
 
     /// Dynamic batching: on (merge concurrent requests for a model into one ONNX Runtime call),
     /// off (one call per request), or auto (per model, the mode measured faster for it).
@@ -419,6 +432,13 @@ impl ServeArgs {
             max_queue_depth: self.max_queue_depth,
             threads: self.sessions_per_model(),
         }
+    }
+
+    /// The model control settings, checked together (a 0 s poll period is refused in poll
+    /// mode).
+    pub fn model_control(&self) -> Result<ModelControl, String> {
+        ModelControl::new(self.model_control_mode, self.repository_poll_secs)
+            .map_err(|e| e.to_string())
     }
 }
 
