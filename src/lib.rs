@@ -23,16 +23,16 @@
 //! | module | owns | may import |
 //! |---|---|---|
 //! | [`model`] | `manifest.json`, the repository, ONNX Runtime sessions, raw outputs → predictions | nothing of ours |
-//! | [`shutdown`] | the SIGINT/SIGTERM wait, as a future | nothing of ours |
+//! | [`shutdown`] | the SIGINT/SIGTERM wait, as a future; SIGHUP (a rescan request) as a sequence of events | nothing of ours |
 //! | [`storage`] | model repositories in object storage (`s3://`, `gs://`, `az://`, `https://`) mirrored into a sha256-checked local cache | `model` |
-//! | [`lifecycle`] | version policies, traffic split and shadow, repository reconciliation (not yet wired into serving) | `model` |
+//! | [`lifecycle`] | the decisions of live rollouts: version policies, traffic split, shadow comparison, repository reconciliation and index states | `model` |
 //! | [`telemetry`] | logs, OpenTelemetry spans, Prometheus metrics, timing headers | `model` |
 //! | [`input`] | request rows and tensors → model input; `InputError` | `model` |
 //! | [`explain`] | SHAP: Tree SHAP on the ONNX trees, exact enumeration, permutation sampling | `model` |
 //! | [`batching`] | the executors and the dynamic batcher; `InferError` | `model`, `telemetry` |
 //! | [`features`] | entity ids → rows: the Feast client, the snapshot store, the cache; `FeatureError` | `model`, `telemetry`, `input` |
 //! | [`monitor`] | drift of served rows, predictions and explanations; the baselines | `model`, `explain`, `telemetry` |
-//! | [`serving`] | `ServedModel` {model, executor, explanation assets}, assembled at load time | all of the above |
+//! | [`serving`] | `ServedModel` {model, executor, explanation assets}, assembled at load time; the live snapshot of loaded versions, the model controller that swaps it, the shadow worker | all of the above |
 //! | [`api`] | the axum router, extract → call → shape; `ApiError` wraps the layers' errors | all of the above |
 //! | [`grpc`] | the Open Inference Protocol over gRPC (`--grpc-port`) and gRPC health, on the same state and inference path as the HTTP API | `api` and all below it |
 //!
