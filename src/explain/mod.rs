@@ -14,6 +14,9 @@
 //! Every explanation reports `value` (ONNX Runtime's own output for the row, in the explained
 //! space), `base_value`, the attributions and `residual = value - base_value - sum(phi)`: the
 //! additivity check against the model as served.
+//!
+//! May import `model` only; never `batching`, `serving`, `api` or anything that knows of HTTP
+//! or queues (the serving pipeline runs it on the blocking pool).
 
 pub mod exact;
 pub mod onnx;
