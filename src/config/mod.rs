@@ -1,5 +1,8 @@
 //! Command-line configuration. Every flag has an environment fallback so the same binary is
 //! configured by flags on a laptop and by env vars in a container or a Kubernetes ConfigMap.
+//!
+//! An edge: may import any module (it names the domain enums each module owns); no layer
+//! imports it, so clap types never reach the layers.
 
 use std::net::IpAddr;
 use std::path::PathBuf;

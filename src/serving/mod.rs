@@ -127,7 +127,7 @@ pub fn load_explain(
             return Ok(Some((trees, None)));
         }
         // Tree ensembles run on the CPU whatever the provider: so does their margin session.
-        let margin_bytes = explain::onnx::margin_model(bytes)?;
+        let margin_bytes = explain::onnx::margin_model(bytes, &trees.margin_output)?;
         let (session, _) = runtime
             .session(
                 &margin_bytes,
