@@ -10,7 +10,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 ORT_DIR := .ort
 export ORT_DYLIB_PATH ?= $(CURDIR)/$(ORT_DIR)/libonnxruntime.so
 
-.PHONY: demo deny help run test lint train retrain-clean ort venv fmt clippy image image-train stack-up stack-down k8s-image-tags bench bench-serving bench-explain openapi fuzz soak
+.PHONY: demo deny help run test lint train retrain-clean ort venv fmt clippy image image-train stack-up stack-down k8s-image-tags bench bench-serving bench-explain bench-rollout openapi fuzz soak
 
 # Container images (docs/containers.md): tagged with the commit they are built from. BuildKit is
 # required; Debian's docker client has it built in. CA_BUNDLE, when the file exists, is passed as
@@ -37,6 +37,7 @@ help:
 	@echo "make stack-up / stack-down   the local stack (docker-compose: api, feature-store, prometheus)"
 	@echo "make demo   image if missing, stack up, the README's entity-id curl vs the training log, stack down"
 	@echo "make bench  benchmarks (docs/benchmarks.md): bench-serving (vs FastAPI, HTTP and compute floors) and bench-explain (vs shap)"
+	@echo "make bench-rollout  a canary rollout under wrk load (docs/rollouts.md): 0 non-2xx, per-version shares"
 
 ort:
 	scripts/fetch-onnxruntime.sh $(ORT_DIR)
@@ -107,6 +108,13 @@ bench-explain: ort
 	trap 'kill $$server' EXIT; \
 	"$$venv/bin/python" bench/explain.py --url http://127.0.0.1:$(BENCH_PORT) \
 	  --json $(TARGET_DIR)/bench-explain.json
+
+# A rollout under wrk load at about half of peak, in poll then explicit mode (bench/rollout.py):
+# add version 2, 10% canary, promote, retire version 1; prints non-2xx, socket errors and the
+# per-version shares from x-ferrum-version. Not part of `make bench` (it measures no speed).
+bench-rollout: ort
+	$(CARGO) build --release --bin ferrum-serve
+	python3 bench/rollout.py --binary $(TARGET_DIR)/release/ferrum-serve $(BENCH_ARGS)
 
 # The committed OpenAPI document, regenerated from the handlers' annotations.
 openapi:

@@ -1,6 +1,7 @@
 //! Start-up and shutdown, in the order Kubernetes expects: bind and answer liveness at once,
-//! load and warm up every model on a blocking thread, only then report ready; on SIGTERM fail
-//! readiness first, then let in-flight requests finish.
+//! load and warm up every model on a blocking thread, only then report ready (and start the
+//! model controller, which changes what serves from then on); on SIGTERM fail readiness first,
+//! then let in-flight requests finish.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,6 +17,9 @@ use crate::features::FeatureStore;
 use crate::grpc;
 use crate::listener::{self, ConnectionLimits};
 use crate::model::{discover, LoadError, LoadOptions, Manifest, Runtime};
+use crate::serving::reconcile::{Control, ModelController};
+use crate::serving::{shadow, Loader};
+use crate::shutdown::Hangups;
 use crate::storage::{self, RemoteRepository, StorageError};
 use crate::telemetry;
 
@@ -50,6 +54,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     tracing::info!(config = %serde_json::to_string(&args).unwrap_or_default(), "effective configuration");
+    // First: from here on SIGHUP asks for a rescan instead of ending the process.
+    let hangups = Hangups::install();
     telemetry::metrics::set_build_info(std::env::var("IMAGE_TAG").ok().as_deref());
     let args = mirror_remote_repository(args).await?;
     let runtime = Runtime::load(&args.ort_dylib_path)?;
@@ -89,7 +95,7 @@ pub async fn run(
     let state = AppState::new(manifest.clone(), limits, admission, api_key(&args)?);
     feature_store.spawn_monitor();
     state.set_feature_store(feature_store);
-    let load_failed = spawn_model_load(&args, manifest, runtime, state.clone());
+    let load_failed = spawn_model_load(&args, manifest, runtime, state.clone(), hangups)?;
 
     // Set when the listeners stop accepting: the HTTP one (its shutdown future sends it), then
     // the gRPC one, and the grace period's start.
@@ -228,46 +234,53 @@ fn api_key(args: &ServeArgs) -> Result<Option<ApiKey>, ServeError> {
     }
 }
 
-/// Loads the models off the async runtime; publishes them when done, or sends the error back.
+/// Loads the models off the async runtime; publishes them when done and starts the model
+/// controller (rescans on the poll period and on each of `hangups`, the repository routes), or
+/// sends the error back.
 fn spawn_model_load(
     args: &ServeArgs,
     manifest: Manifest,
     runtime: Runtime,
     state: AppState,
-) -> oneshot::Receiver<LoadError> {
+    hangups: Hangups,
+) -> Result<oneshot::Receiver<LoadError>, ServeError> {
+    let control = args.model_control().map_err(ServeError::Config)?;
     let (failed, load_failed) = oneshot::channel();
-    let models_dir = args.models_dir.clone();
-    let drift = args.drift_config();
-    let options = LoadOptions {
-        sessions_per_model: args.sessions_per_model(),
-        intra_op_threads: args.intra_op_threads,
-        execution_provider: args.execution_provider,
-        warmup_runs: args.warmup_runs,
+    let loader = Loader {
+        runtime,
+        models_dir: args.models_dir.clone(),
+        options: LoadOptions {
+            sessions_per_model: args.sessions_per_model(),
+            intra_op_threads: args.intra_op_threads,
+            execution_provider: args.execution_provider,
+            warmup_runs: args.warmup_runs,
+        },
+        batching: args.batching,
+        batching_config: args.batching_config(),
     };
-    let (batching, batching_config) = (args.batching, args.batching_config());
+    let manifest_path = args.manifest.clone();
+    let drift = args.drift_config();
     let (explain_limits, explain_drift) = (args.explain_limits(), args.explain_drift_config());
+    let (shadow_queue, shadow_jobs) = shadow::shadow_queue();
+    tokio::spawn(shadow::run_worker(shadow_jobs));
+    let runtime_handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        match crate::serving::load(
-            manifest,
-            &models_dir,
-            &runtime,
-            options,
-            batching,
-            batching_config,
-        ) {
-            Ok(repository) => {
+        let models_dir = loader.models_dir.clone();
+        match ModelController::start(loader, manifest_path, manifest, control, shadow_queue) {
+            Ok((controller, control_handle, live)) => {
+                let snapshot = live.current();
                 if let Some(drift) =
-                    crate::monitor::observe_models(&repository.manifest, &models_dir, drift)
+                    crate::monitor::observe_models(&snapshot.manifest, &models_dir, drift)
                 {
                     state.set_drift(drift);
                 }
-                let explained = repository
-                    .models
-                    .values()
-                    .flat_map(|versions| versions.versions.values())
+                let explained = snapshot
+                    .versions()
                     .filter_map(|m| Some((m.model.clone(), m.explain.clone()?)))
                     .collect();
-                state.set_repository(repository);
+                drop(snapshot);
+                runtime_handle.spawn(rescan_on_hangups(hangups, control_handle.clone()));
+                state.set_models(live, control_handle);
                 if let Some(drift) = state.drift() {
                     crate::monitor::explain_drift::spawn(
                         explained,
@@ -276,14 +289,27 @@ fn spawn_model_load(
                         explain_drift,
                     );
                 }
-                tracing::info!("all models loaded and warmed up; ready");
+                runtime_handle.spawn(controller.run());
+                tracing::info!(
+                    model_control_mode = control.mode.as_str(),
+                    "all models loaded and warmed up; ready"
+                );
             }
             Err(error) => {
                 let _ = failed.send(error);
             }
         }
     });
-    load_failed
+    Ok(load_failed)
+}
+
+/// One rescan per SIGHUP, in every model control mode.
+async fn rescan_on_hangups(mut hangups: Hangups, control: Control) {
+    loop {
+        hangups.next().await;
+        tracing::info!("SIGHUP: rescanning the model repository");
+        control.rescan();
+    }
 }
 
 /// Resolves after `shutdown` (SIGTERM or SIGINT): marks the server not ready at once, keeps

@@ -333,6 +333,8 @@ async fn a_scrape_after_known_traffic_counts_exactly_and_passes_promtool() {
                         "snapshot_id",
                         entry["dataset"]["snapshot_id"].as_str().unwrap()
                     ),
+                    // The only version of each model takes all its traffic.
+                    ("role", "primary"),
                 ]
             ),
             1.0

@@ -26,6 +26,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "serving",
         &[
             "model",
+            "lifecycle",
             "telemetry",
             "input",
             "explain",
@@ -38,6 +39,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "api",
         &[
             "model",
+            "lifecycle",
             "telemetry",
             "input",
             "explain",
@@ -51,6 +53,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "grpc",
         &[
             "model",
+            "lifecycle",
             "telemetry",
             "input",
             "explain",

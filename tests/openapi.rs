@@ -55,6 +55,9 @@ async fn the_server_serves_the_spec_and_it_documents_every_route_and_error() {
         ("/v2/models/{name}/versions/{version}/ready", "get"),
         ("/v2/models/{name}/infer", "post"),
         ("/v2/models/{name}/versions/{version}/infer", "post"),
+        ("/v2/repository/index", "post"),
+        ("/v2/repository/models/{name}/load", "post"),
+        ("/v2/repository/models/{name}/unload", "post"),
     ] {
         let operation = &paths[path][method];
         assert!(operation.is_object(), "{method} {path} is not documented");
@@ -64,7 +67,7 @@ async fn the_server_serves_the_spec_and_it_documents_every_route_and_error() {
         );
     }
     // Every error response of an inference route carries the error body.
-    assert_eq!(paths.len(), 23, "a route is documented twice or not at all");
+    assert_eq!(paths.len(), 26, "a route is documented twice or not at all");
     for path in [
         "/predict",
         "/models/{name}/versions/{version}/explain",

@@ -13,9 +13,11 @@ use axum::Router;
 use ferrum_serve::api::{self, Admission, AppState, Limits};
 use ferrum_serve::batching::{BatchingChoice, BatchingConfig};
 use ferrum_serve::explain::ExplainLimits;
+use ferrum_serve::lifecycle::{ModelControl, ModelControlMode};
 use ferrum_serve::model::runtime::ExecutionProviderChoice;
 use ferrum_serve::model::{LoadOptions, Manifest, Runtime};
 use ferrum_serve::serving;
+use ferrum_serve::serving::reconcile::ModelController;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -54,16 +56,25 @@ fn loaded_state() -> AppState {
         max_queue_depth: 64,
         threads: 1,
     };
-    let repository = serving::load(
-        state.manifest.clone(),
-        &repo_root().join("models"),
-        &runtime,
+    let loader = serving::Loader {
+        runtime,
+        models_dir: repo_root().join("models"),
         options,
-        BatchingChoice::On,
-        config,
+        batching: BatchingChoice::On,
+        batching_config: config,
+    };
+    let control = ModelControl::new(ModelControlMode::None, 15).unwrap();
+    // No shadow is configured here: a queue whose worker is gone would drop every copy.
+    let (queue, _) = serving::shadow::shadow_queue();
+    let (_, handle, live) = ModelController::start(
+        loader,
+        repo_root().join("manifest.json"),
+        state.manifest.clone(),
+        control,
+        queue,
     )
     .unwrap();
-    state.set_repository(repository);
+    state.set_models(live, handle);
     state
 }
 

@@ -94,7 +94,10 @@ async fn server_metadata_and_health() {
     assert_eq!(status, 200);
     assert_eq!(meta["name"], "ferrum-serve");
     assert!(meta["version"].is_string());
-    assert_eq!(meta["extensions"], json!(["binary_tensor_data"]));
+    assert_eq!(
+        meta["extensions"],
+        json!(["binary_tensor_data", "model_repository"])
+    );
     assert_eq!(server.get("/v2/health/live").await.0, 200);
     assert_eq!(server.get("/v2/health/ready").await.0, 200);
 }

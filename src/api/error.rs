@@ -11,6 +11,7 @@ use crate::batching::InferError;
 use crate::explain::ExplainError;
 use crate::features::FeatureError;
 use crate::input::InputError;
+use crate::lifecycle::LifecycleError;
 use crate::model::LookupError;
 use crate::serving::ServingError;
 
@@ -68,6 +69,17 @@ pub enum ApiError {
     /// background set).
     #[error("{0}")]
     ExplanationUnavailable(String),
+    // -- the repository extension (load, unload, index)
+    /// A repository request's body or `parameters.config` is invalid (the message names the
+    /// field).
+    #[error(transparent)]
+    RepositoryRequest(#[from] LifecycleError),
+    /// `load` / `unload` outside `explicit` mode.
+    #[error("{0}")]
+    ModelControlDisabled(String),
+    /// Versions of the model were refused or failed to load; what was serving still serves.
+    #[error("{0}")]
+    LoadFailed(String),
     // -- the server's own failure
     #[error("inference failed: {0}")]
     Inference(String),
@@ -111,6 +123,10 @@ impl ApiError {
             ExplanationUnavailable(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "explanation_unavailable")
             }
+            // Triton answers every refused load or unload with 400.
+            RepositoryRequest(_) => (StatusCode::BAD_REQUEST, "invalid_repository_request"),
+            ModelControlDisabled(_) => (StatusCode::BAD_REQUEST, "model_control_disabled"),
+            LoadFailed(_) => (StatusCode::BAD_REQUEST, "load_failed"),
             Inference(_) => (StatusCode::INTERNAL_SERVER_ERROR, "inference_failed"),
             Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
@@ -236,6 +252,12 @@ impl From<ServingError> for ApiError {
             }
             ServingError::ShuttingDown => ApiError::NotReady("the server is shutting down"),
             ServingError::TaskFailed(what) => ApiError::Inference(what),
+            ServingError::ControlDisabled { .. } => ApiError::ModelControlDisabled(e.to_string()),
+            ServingError::Lookup(e) => ApiError::Lookup(e),
+            ServingError::Rollout(e) => ApiError::RepositoryRequest(e),
+            ServingError::LoadFailed { .. } | ServingError::Manifest(_) => {
+                ApiError::LoadFailed(e.to_string())
+            }
         }
     }
 }

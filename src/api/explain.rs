@@ -13,7 +13,7 @@ use super::body::JsonBody;
 use super::error::ApiError;
 use super::openapi::{ExplainRequest, InferenceErrors, ModelVersionPath};
 use super::predict::{json_response, ModelRef};
-use super::select::ModelSelector;
+use super::select::{answered_by, ModelSelector};
 use super::AppState;
 use crate::explain::Explanation;
 use crate::features::TraceContext;
@@ -40,7 +40,8 @@ pub async fn explain(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let model = state.served(&selector)?;
+    let routed = state.route(&selector, &body)?;
+    let model = &routed.model;
     let store = state.feature_store();
     let context = ExplainContext {
         store: &store,
@@ -49,10 +50,10 @@ pub async fn explain(
         max_request_rows: state.limits.max_request_rows,
     };
     let explained =
-        explanation::explain(&context, &model, body, TraceContext::from_headers(&headers)).await?;
+        explanation::explain(&context, model, body, TraceContext::from_headers(&headers)).await?;
     let entry = &model.entry;
     let mut response = json_response(&ExplainResponse {
-        model: ModelRef::of(&model),
+        model: ModelRef::of(model),
         entity_ids: explained.entity_ids.as_deref(),
         explanations: explained
             .explanations
@@ -66,6 +67,7 @@ pub async fn explain(
             .collect(),
     });
     explained.timing.write_headers(response.headers_mut());
+    answered_by(model, &mut response);
     Ok(response)
 }
 

@@ -45,34 +45,36 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
-/// A JSON summary for humans: status, uptime, and each model version with the provider serving it.
+/// A JSON summary for humans: status, uptime, each loaded model version with the provider
+/// serving it and its role in the model's rollout, and the repository index (every listed
+/// version's state, with why one is not serving).
 #[utoipa::path(
     get,
     path = "/health",
     tag = "operations",
-    responses((status = 200, description = "Status, uptime and each served model version", body = HealthSummary))
+    responses((status = 200, description = "Status, uptime, each served model version with its rollout role, and the repository index", body = HealthSummary))
 )]
 pub async fn summary(State(state): State<AppState>) -> Json<Value> {
     let (status, models) = match state.repository() {
-        Ok(repository) => {
-            let models: Vec<Value> = repository
-                .models
-                .iter()
-                .flat_map(|(name, versions)| {
-                    let default = versions.default_version().entry.version.clone();
-                    versions.versions.values().map(move |m| {
-                        json!({
-                            "name": name,
-                            "version": m.entry.version,
-                            "default": m.entry.version == default,
-                            "task": m.entry.task_name(),
-                            "sha256": m.entry.onnx.sha256,
-                            "snapshot_id": m.entry.dataset.snapshot_id,
-                            "features": m.entry.feature_names.len(),
-                            "execution_provider": m.provider,
-                            "sessions": m.concurrency(),
-                            "inference": m.executor.mode(),
-                        })
+        Ok(snapshot) => {
+            let models: Vec<Value> = snapshot
+                .versions()
+                .map(|m| {
+                    let entry = &m.entry;
+                    let primary = snapshot.named(Some(&entry.name), None).ok();
+                    json!({
+                        "name": entry.name,
+                        "version": entry.version,
+                        "default": primary.is_some_and(|p| p.entry.version == entry.version),
+                        "task": entry.task_name(),
+                        "sha256": entry.onnx.sha256,
+                        "snapshot_id": entry.dataset.snapshot_id,
+                        "features": entry.feature_names.len(),
+                        "execution_provider": m.provider,
+                        "sessions": m.concurrency(),
+                        "inference": m.executor.mode(),
+                        "role": snapshot.role(&entry.name, &entry.version).as_str(),
+                        "share_percent": snapshot.share_percent(&entry.name, &entry.version),
                     })
                 })
                 .collect();
@@ -86,6 +88,17 @@ pub async fn summary(State(state): State<AppState>) -> Json<Value> {
         ("ready", Err(_)) => "not_ready",
         (status, _) => status,
     };
+    let (model_control, repository) = match state.control() {
+        Ok(control) => (
+            json!({
+                "mode": control.settings.mode.as_str(),
+                "poll_secs": control.settings.poll_every().map(|every| every.as_secs()),
+                "last_rescan_error": control.last_error(),
+            }),
+            json!(control.index(false)),
+        ),
+        Err(_) => (Value::Null, json!([])),
+    };
     Json(json!({
         "status": status,
         "uptime_seconds": state.started_at().elapsed().as_secs_f64(),
@@ -93,6 +106,8 @@ pub async fn summary(State(state): State<AppState>) -> Json<Value> {
         "git_commit": crate::BUILD_GIT_COMMIT,
         "default_model": state.manifest.default_model,
         "models": models,
+        "model_control": model_control,
+        "repository": repository,
         "feature_store": feature_store.health(),
     }))
 }

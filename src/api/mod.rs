@@ -15,6 +15,7 @@ pub mod openapi;
 mod page;
 pub mod panics;
 mod predict;
+mod repository;
 mod select;
 pub mod v2;
 
@@ -38,7 +39,8 @@ use crate::features::FeatureStore;
 use crate::model::Manifest;
 use crate::monitor::drift::DriftHandle;
 use crate::serving::explanation::ExplainSlots;
-use crate::serving::ServedRepository;
+use crate::serving::live::{Live, Snapshot};
+use crate::serving::reconcile::Control;
 use crate::telemetry;
 
 /// Request-size limits, from the configuration.
@@ -66,8 +68,11 @@ pub struct Inner {
     pub api_key: Option<ApiKey>,
     /// The manifest as read at start (served even while models load).
     pub manifest: Manifest,
-    /// Set once every model is loaded and warmed up; until then the server is not ready.
-    repository: OnceLock<Arc<ServedRepository>>,
+    /// What serves, set once every model is loaded and warmed up (until then the server is
+    /// not ready); the model controller swaps its snapshot as versions load and unload.
+    live: OnceLock<Arc<Live>>,
+    /// The model controller's handle: the repository index and its `load` / `unload`.
+    control: OnceLock<Control>,
     /// Set on SIGTERM/SIGINT so readiness fails before connections close.
     shutting_down: AtomicBool,
     /// For `/health`'s uptime.
@@ -100,7 +105,8 @@ impl AppState {
             admission,
             api_key,
             manifest,
-            repository: OnceLock::new(),
+            live: OnceLock::new(),
+            control: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
             drift: OnceLock::new(),
@@ -125,9 +131,10 @@ impl AppState {
             .clone()
     }
 
-    /// Publishes the loaded models: from here on the server is ready.
-    pub fn set_repository(&self, repository: ServedRepository) {
-        if self.repository.set(Arc::new(repository)).is_err() {
+    /// Publishes the loaded models and the controller that changes them: from here on the
+    /// server is ready.
+    pub fn set_models(&self, live: Arc<Live>, control: Control) {
+        if self.live.set(live).is_err() || self.control.set(control).is_err() {
             tracing::warn!("models were already loaded; ignoring a second load");
         }
     }
@@ -152,12 +159,21 @@ impl AppState {
         self.started
     }
 
-    /// The models, or `not_ready` while they load or the server drains.
-    pub fn repository(&self) -> Result<&Arc<ServedRepository>, ApiError> {
+    /// The current snapshot of the models, or `not_ready` while they load or the server
+    /// drains. A request holds it only to pick its version.
+    pub fn repository(&self) -> Result<Arc<Snapshot>, ApiError> {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Err(ApiError::NotReady("the server is shutting down"));
         }
-        self.repository
+        self.live
+            .get()
+            .map(|live| live.current())
+            .ok_or(ApiError::NotReady("models are still loading"))
+    }
+
+    /// The model controller, once the models are loaded.
+    pub fn control(&self) -> Result<&Control, ApiError> {
+        self.control
             .get()
             .ok_or(ApiError::NotReady("models are still loading"))
     }
@@ -191,8 +207,13 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .merge(extra)
         .route_layer(from_fn_with_state(state.clone(), guard::admit))
         .route_layer(from_fn_with_state(state.clone(), guard::authorize));
+    // Changes what serves, so behind the API key; not behind admission control, whose
+    // timeout is for inference, not for loading and warming up a model.
+    let repository =
+        repository::routes().route_layer(from_fn_with_state(state.clone(), guard::authorize));
     Router::new()
         .merge(inference)
+        .merge(repository)
         .route("/health", get(health::summary))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))

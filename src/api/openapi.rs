@@ -41,13 +41,16 @@ use super::error::ErrorBody;
         super::v2::model_metadata,
         super::v2::model_ready,
         super::v2::infer,
+        super::repository::index,
+        super::repository::load,
+        super::repository::unload,
     ),
     modifiers(&ModelForms),
     components(schemas(ErrorBody, Instance)),
     tags(
         (name = "inference", description = "Predictions and explanations (API key and admission control apply)"),
         (name = "operations", description = "Health, manifest, metrics, the demo page and this document (always open)"),
-        (name = "v2", description = "The Open Inference Protocol (KServe V2) with Triton's binary tensor data extension; `infer` passes the API key check and admission control"),
+        (name = "v2", description = "The Open Inference Protocol (KServe V2) with Triton's binary tensor data and model repository extensions; `infer` passes the API key check and admission control, the repository routes the API key check"),
     )
 )]
 pub struct ApiDoc;
@@ -75,7 +78,7 @@ const FORMS: &[Form] = &[
         from: "/models/{name}/versions/{version}/predict",
         path: "/predict",
         operation_id: "predict_default",
-        summary: Some("`POST /predict`: the manifest's default model, its highest version."),
+        summary: Some("`POST /predict`: the manifest's default model, the version its traffic split picks (its highest without one; `x-ferrum-version` names it)."),
         ok: None,
         params: 0,
         example: Some(default_model_example),
@@ -84,7 +87,7 @@ const FORMS: &[Form] = &[
         from: "/models/{name}/versions/{version}/predict",
         path: "/models/{name}/predict",
         operation_id: "predict_model",
-        summary: Some("`POST /models/{name}/predict`: the named model, its highest version."),
+        summary: Some("`POST /models/{name}/predict`: the named model, the version its traffic split picks (its highest without one; `x-ferrum-version` names it)."),
         ok: None,
         params: 1,
         example: None,
@@ -102,7 +105,7 @@ const FORMS: &[Form] = &[
         from: "/models/{name}/versions/{version}/explain",
         path: "/explain",
         operation_id: "explain_default",
-        summary: Some("`POST /explain`: the manifest's default model, its highest version."),
+        summary: Some("`POST /explain`: the manifest's default model, the version its traffic split picks (its highest without one; `x-ferrum-version` names it)."),
         ok: None,
         params: 0,
         example: Some(default_model_example),
@@ -111,7 +114,7 @@ const FORMS: &[Form] = &[
         from: "/models/{name}/versions/{version}/explain",
         path: "/models/{name}/explain",
         operation_id: "explain_model",
-        summary: Some("`POST /models/{name}/explain`: the named model, its highest version."),
+        summary: Some("`POST /models/{name}/explain`: the named model, the version its traffic split picks (its highest without one; `x-ferrum-version` names it)."),
         ok: None,
         params: 1,
         example: None,
@@ -415,6 +418,10 @@ pub struct HealthModel {
     pub features: u64,
     pub execution_provider: String,
     pub sessions: u64,
+    /// Its role in the model's rollout: `primary`, `canary`, `shadow` or `versioned`.
+    pub role: String,
+    /// Its share of the model's unversioned requests, in percent.
+    pub share_percent: f64,
 }
 
 /// `/health`: a summary for people.
@@ -428,6 +435,11 @@ pub struct HealthSummary {
     pub git_commit: String,
     pub default_model: String,
     pub models: Vec<HealthModel>,
+    /// `{"mode": "none"|"poll"|"explicit", "poll_secs", "last_rescan_error"}`.
+    #[schema(value_type = Object)]
+    pub model_control: serde_json::Value,
+    /// The repository index: every listed or loaded version with its state and reason.
+    pub repository: Vec<V2RepositoryModel>,
     /// The feature store's state.
     #[schema(value_type = Object)]
     pub feature_store: serde_json::Value,
@@ -446,6 +458,59 @@ pub fn v2_infer_example() -> serde_json::Value {
     serde_json::json!({"id": "example", "inputs": [
         {"name": "input", "shape": [1, 10], "datatype": "FP32", "data": data}
     ]})
+}
+
+/// `POST /v2/repository/index`'s body.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only: `lifecycle::protocol` reads it
+pub struct V2RepositoryIndexRequest {
+    /// Only the versions ready for inference (default false).
+    pub ready: Option<bool>,
+}
+
+/// One entry of the repository index.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only: `lifecycle::ModelState` is served
+pub struct V2RepositoryModel {
+    pub name: String,
+    pub version: String,
+    /// `READY`, `UNAVAILABLE`, `LOADING` or `UNLOADING`.
+    pub state: String,
+    /// Why it is not plainly serving (a refused file, a failed load, outside the version
+    /// policy); empty otherwise.
+    pub reason: String,
+}
+
+/// `POST /v2/repository/models/{name}/load`'s body.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only
+pub struct V2LoadRequest {
+    pub parameters: Option<V2LoadParameters>,
+}
+
+/// A load's parameters.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only
+pub struct V2LoadParameters {
+    /// The model's rollout as a JSON string, in place of the manifest's `rollout` block for it:
+    /// `{"version_policy": {...}, "split": {"1": 90, "2": 10}, "shadow": "3"}`.
+    #[schema(example = "{\"split\": {\"1\": 90, \"2\": 10}}")]
+    pub config: Option<String>,
+}
+
+/// `POST /v2/repository/models/{name}/unload`'s body.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only
+pub struct V2UnloadRequest {
+    pub parameters: Option<V2UnloadParameters>,
+}
+
+/// An unload's parameters.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only
+pub struct V2UnloadParameters {
+    /// Accepted for Triton compatibility; no model here has dependents.
+    pub unload_dependents: Option<bool>,
 }
 
 /// `GET /v2`.

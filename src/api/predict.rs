@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::body::JsonBody;
 use super::error::ApiError;
 use super::openapi::{InferenceErrors, ModelVersionPath, PredictRequest, Prediction};
-use super::select::ModelSelector;
+use super::select::{answered_by, ModelSelector};
 use super::AppState;
 use crate::features::TraceContext;
 use crate::model::{LoadedModel, Predictions};
@@ -18,8 +18,8 @@ use crate::serving::pipeline;
 use crate::telemetry::metrics;
 
 /// `POST /predict`, `/models/{name}/predict` and `/models/{name}/versions/{version}/predict`:
-/// one prediction per row from the version the path selects (the manifest's default model and
-/// its highest version when the path names neither). The OpenAPI document lists each form
+/// one prediction per row from the version the path selects (the manifest's default model, and
+/// the version its split picks, when the path names neither; `x-ferrum-version` says which). The OpenAPI document lists each form
 /// (see [`super::openapi`]).
 #[utoipa::path(
     post,
@@ -39,20 +39,22 @@ pub async fn predict(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let model = state.served(&selector)?;
+    let routed = state.route(&selector, &body)?;
+    let model = &routed.model;
     let store = state.feature_store();
+    let keep_rows = state.drift().is_some() || routed.shadow.is_some();
     let predicted = pipeline::predict(
-        &model,
+        model,
         body,
         &store,
         TraceContext::from_headers(&headers),
         state.limits.max_request_rows,
-        state.drift().is_some(),
+        keep_rows,
     )
     .await
-    .map_err(counted_against(&model))?;
+    .map_err(counted_against(model))?;
     let mut response = json_response(&PredictResponse {
-        model: ModelRef::of(&model),
+        model: ModelRef::of(model),
         entity_ids: predicted.entity_ids.as_deref(),
         predictions: Predictions {
             output: &predicted.output,
@@ -60,7 +62,8 @@ pub async fn predict(
         },
     });
     predicted.timing.write_headers(response.headers_mut());
-    predicted.observe_drift(&model, state.drift());
+    answered_by(model, &mut response);
+    predicted.after_response(&routed, state.drift());
     Ok(response)
 }
 

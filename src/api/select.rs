@@ -1,23 +1,38 @@
 //! Which model version a route names: every route family comes in up to three forms
 //! (`/predict`, `/models/{name}/predict`, `/models/{name}/versions/{version}/predict`), served
 //! by one handler that takes a [`ModelSelector`] from whichever path parameters its form has.
+//! An unversioned request goes where the model's traffic split sends it, sticky by its routing
+//! key (the `x-ferrum-routing-key` header, else the body's first entity id); the answer's
+//! `x-ferrum-version` header says which version it was.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
+use axum::http::HeaderValue;
+use axum::response::Response;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::input::first_entity_id;
+use crate::model::LoadedModel;
+use crate::serving::live::Routed;
 use crate::serving::ServedModel;
 
+/// The request header that keeps one client on one version of a split model.
+pub const ROUTING_KEY_HEADER: &str = "x-ferrum-routing-key";
+
+/// The response header naming the version that answered.
+pub const VERSION_HEADER: &str = "x-ferrum-version";
+
 /// The model and version a route's path names; `None` means the manifest's default model, or
-/// the model's highest version.
+/// the version the model's split picks. `routing_key` is the `x-ferrum-routing-key` header.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct ModelSelector {
     pub name: Option<String>,
     pub version: Option<String>,
+    pub routing_key: Option<String>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for ModelSelector {
@@ -28,20 +43,48 @@ impl<S: Send + Sync> FromRequestParts<S> for ModelSelector {
             .await
             // Only a path segment that is not UTF-8 once percent-decoded gets here.
             .map_err(|rejection| ApiError::RouteNotFound(rejection.body_text()))?;
+        let routing_key = parts
+            .headers
+            .get(ROUTING_KEY_HEADER)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         Ok(ModelSelector {
             name: params.remove("name"),
             version: params.remove("version"),
+            routing_key,
         })
     }
 }
 
 impl AppState {
-    /// The served model version `selector` names, or why there is none (`not_ready`,
-    /// `model_not_found`, `version_not_found`).
+    /// The served model version `selector` names, without routing a request (metadata,
+    /// readiness): an unversioned path names the model's primary version. Or why there is
+    /// none (`not_ready`, `model_not_found`, `version_not_found`).
     pub fn served(&self, selector: &ModelSelector) -> Result<Arc<ServedModel>, ApiError> {
         Ok(self
             .repository()?
-            .get(selector.name.as_deref(), selector.version.as_deref())?
-            .clone())
+            .named(selector.name.as_deref(), selector.version.as_deref())?)
+    }
+
+    /// The version that answers an inference request, and its shadow: the split's pick for an
+    /// unversioned one, keyed by the routing key header or else the first of the body's
+    /// `entity_ids` (read only when the model's traffic is split).
+    pub fn route(&self, selector: &ModelSelector, body: &[u8]) -> Result<Routed, ApiError> {
+        Ok(self.repository()?.route(
+            selector.name.as_deref(),
+            selector.version.as_deref(),
+            || {
+                selector
+                    .routing_key
+                    .clone()
+                    .or_else(|| first_entity_id(body))
+            },
+        )?)
+    }
+}
+
+/// Names the version that answered in the response's `x-ferrum-version` header.
+pub fn answered_by(model: &LoadedModel, response: &mut Response) {
+    if let Ok(value) = HeaderValue::from_str(&model.entry.version) {
+        response.headers_mut().insert(VERSION_HEADER, value);
     }
 }

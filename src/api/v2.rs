@@ -15,8 +15,6 @@
 
 pub mod response;
 
-use std::sync::Arc;
-
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -32,10 +30,11 @@ use super::openapi::{
     V2ModelReady, V2Ready, V2ServerMetadata,
 };
 use super::predict::counted_against;
-use super::select::ModelSelector;
+use super::select::{answered_by, ModelSelector};
 use super::AppState;
 use crate::input::{header_length, parse_infer, InputSpec};
-use crate::serving::{pipeline, ServedModel};
+use crate::serving::live::Routed;
+use crate::serving::pipeline;
 use response::Header as V2InferResponse;
 use response::{infer_response, outputs_of, select, shape_of};
 
@@ -43,7 +42,7 @@ use response::{infer_response, outputs_of, select, shape_of};
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
 /// The extensions `GET /v2` reports.
-pub const EXTENSIONS: [&str; 1] = ["binary_tensor_data"];
+pub const EXTENSIONS: [&str; 2] = ["binary_tensor_data", "model_repository"];
 
 /// The V2 metadata and health routes (open, like `/health`), merged into the API router.
 pub fn routes() -> Router<AppState> {
@@ -212,18 +211,22 @@ async fn infer(
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let model = state.served(&selector)?;
-    infer_tensors(&state, &model, &headers, body)
+    // Tensors carry no entity id: only the routing key header makes a client sticky.
+    let routed = state.route(&selector, &[])?;
+    let mut response = infer_tensors(&state, &routed, &headers, body)
         .await
-        .map_err(counted_against(&model))
+        .map_err(counted_against(&routed.model))?;
+    answered_by(&routed.model, &mut response);
+    Ok(response)
 }
 
 async fn infer_tensors(
     state: &AppState,
-    model: &Arc<ServedModel>,
+    routed: &Routed,
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let model = &routed.model;
     if let Some(encoding) = headers.get(axum::http::header::CONTENT_ENCODING) {
         if encoding.as_bytes() != b"identity" {
             return Err(ApiError::UnsupportedMediaType(format!(
@@ -243,11 +246,8 @@ async fn infer_tensors(
     })
     .await?;
     let selection = select(model, &request.outputs, request.binary_data_output)?;
-    let inferred = pipeline::infer(model, request.rows, false).await?;
-    Ok(infer_response(
-        model,
-        request.id.as_deref(),
-        &inferred.output,
-        &selection,
-    ))
+    let inferred = pipeline::infer(model, request.rows, routed.shadow.is_some()).await?;
+    let response = infer_response(model, request.id.as_deref(), &inferred.output, &selection);
+    routed.copy_to_shadow(inferred.rows, &inferred.output);
+    Ok(response)
 }

@@ -1,5 +1,8 @@
 //! Command-line configuration. Every flag has an environment fallback so the same binary is
 //! configured by flags on a laptop and by env vars in a container or a Kubernetes ConfigMap.
+//!
+//! An edge: may import any module (it names the domain enums each module owns); no layer
+//! imports it, so clap types never reach the layers.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -15,6 +18,8 @@ pub use crate::jobs::args::{
     DriftReportArgs, JobModelArgs, ModelsArgs, ModelsCommand, PredictArgs,
 };
 pub use crate::jobs::DataFormat;
+use crate::lifecycle::control::DEFAULT_POLL_SECS;
+pub use crate::lifecycle::{ModelControl, ModelControlMode};
 pub use crate::model::runtime::ExecutionProviderChoice;
 use crate::monitor::drift::DriftConfig;
 use crate::monitor::explain_drift::ExplainDriftConfig;
@@ -172,6 +177,17 @@ pub struct ServeArgs {
     /// After the drain, how long in-flight requests get to finish before the process exits.
     #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 30_000)]
     pub shutdown_grace_ms: u64,
+
+    /// Who changes what is loaded while the server runs (Triton's names): none (what loads at
+    /// start stays), poll (the manifest and repository are rescanned every
+    /// --repository-poll-secs and changes applied), or explicit (only the repository
+    /// extension's load/unload routes change it). SIGHUP rescans once in every mode.
+    #[arg(long, env = "MODEL_CONTROL_MODE", value_enum, default_value = "none")]
+    pub model_control_mode: ModelControlMode,
+
+    /// The rescan period in poll mode, in seconds (at least 1 there).
+    #[arg(long, env = "REPOSITORY_POLL_SECS", default_value_t = DEFAULT_POLL_SECS)]
+    pub repository_poll_secs: u64,
 
     /// Dynamic batching: on (merge concurrent requests for a model into one ONNX Runtime call),
     /// off (one call per request), or auto (per model, the mode measured faster for it).
@@ -427,6 +443,13 @@ impl ServeArgs {
             max_queue_depth: self.max_queue_depth,
             threads: self.sessions_per_model(),
         }
+    }
+
+    /// The model control settings, checked together (a 0 s poll period is refused in poll
+    /// mode).
+    pub fn model_control(&self) -> Result<ModelControl, String> {
+        ModelControl::new(self.model_control_mode, self.repository_poll_secs)
+            .map_err(|e| e.to_string())
     }
 }
 

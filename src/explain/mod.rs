@@ -14,6 +14,9 @@
 //! Every explanation reports `value` (ONNX Runtime's own output for the row, in the explained
 //! space), `base_value`, the attributions and `residual = value - base_value - sum(phi)`: the
 //! additivity check against the model as served.
+//!
+//! May import `model` only; never `batching`, `serving`, `api` or anything that knows of HTTP
+//! or queues (the serving pipeline runs it on the blocking pool).
 
 pub mod exact;
 pub mod onnx;
@@ -31,7 +34,7 @@ use serde::Serialize;
 
 use crate::model::runtime::SessionPool;
 use crate::model::{InferenceError, LoadedModel, ModelEntry, ModelOutput, Rows, Task};
-use onnx::{OnnxTrees, PostTransform};
+use onnx::{MarginOutput, OnnxTrees, PostTransform};
 use tree::{Link, Target};
 
 /// The limits and knobs of `/explain`, from the configuration. They exist so that no request
@@ -280,7 +283,9 @@ impl ExplainAssets {
             None => None,
             Some(trees) => {
                 let support = TreeSupport {
-                    background: trees.ensemble.background_set(&background.data),
+                    background: trees
+                        .ensemble
+                        .background_set(&trees.preprocess.apply(&background.data)),
                     model: trees,
                     margin_session,
                 };
@@ -358,11 +363,16 @@ fn ort_margins<'a>(
         vec![(Cow::Borrowed(entry.onnx.input.as_str()), tensor.into())];
     let mut session = pool.acquire();
     let outputs = session.run(inputs).map_err(InferenceError::from)?;
-    let role = match entry.task {
-        Task::Classification => "probabilities",
-        Task::Regression => "value",
+    let name = match &support.model.margin_output {
+        MarginOutput::Declared => {
+            let role = match entry.task {
+                Task::Classification => "probabilities",
+                Task::Regression => "value",
+            };
+            &entry.onnx.outputs[role]
+        }
+        MarginOutput::Tree(name) => name,
     };
-    let name = &entry.onnx.outputs[role];
     let value = outputs
         .get(name)
         .ok_or_else(|| ExplainError::Model(format!("the margin model has no output '{name}'")))?;
@@ -568,11 +578,12 @@ pub fn explain(
                     offset: class_output.offset,
                     link: support.link(plan.output).expect("checked by plan"),
                 };
+                let x = support.model.preprocess.apply(x);
                 let shap =
                     support
                         .model
                         .ensemble
-                        .shap(x, &support.background, target, &mut scratch);
+                        .shap(&x, &support.background, target, &mut scratch);
                 (shap.attributions, shap.base_value)
             }
             (Method::Exact, _) => (

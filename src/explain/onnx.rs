@@ -4,10 +4,15 @@
 //! fields needed; the field numbers are those of `onnx.proto`).
 //!
 //! Supported: one `ai.onnx.ml` `TreeEnsembleClassifier` or `TreeEnsembleRegressor` node reading
-//! the graph input directly, its outputs reaching the graph outputs through `Identity` nodes
-//! only (what skl2onnx emits for gradient boosting and random forests). Anything else is either
-//! "not a tree ensemble" (`Ok(None)`: the model-agnostic methods explain it) or refused with a
-//! reason naming the attribute.
+//! the graph input through per-feature steps only (`Scaler`, `Cast` to a float type, `Identity`:
+//! skl2onnx's scaled pipelines), its outputs reaching the graph outputs through `Identity`,
+//! `Cast` and `ZipMap` nodes only (what skl2onnx and onnxmltools emit for gradient boosting,
+//! random forests, LightGBM and XGBoost). The per-feature steps are replayed on the rows
+//! ([`Preprocess`]) so the trees see what they split on. Anything else is either "not a tree
+//! ensemble" (`Ok(None)`: the model-agnostic methods explain it) or refused with a reason naming
+//! the node or attribute.
+
+use std::borrow::Cow;
 
 use prost::bytes::Buf;
 use prost::encoding::{decode_key, decode_varint, encode_key, encode_varint, WireType};
@@ -34,11 +39,27 @@ struct GraphProto {
     output: Vec<ValueInfoProto>,
 }
 
-/// `onnx.ValueInfoProto`: only the name.
+/// `onnx.ValueInfoProto`: the name, and the type when one is written (a margin output).
 #[derive(Clone, PartialEq, Message)]
 struct ValueInfoProto {
     #[prost(string, tag = "1")]
     name: String,
+    #[prost(message, optional, tag = "2")]
+    r#type: Option<TypeProto>,
+}
+
+/// `onnx.TypeProto`: the tensor form only.
+#[derive(Clone, PartialEq, Message)]
+struct TypeProto {
+    #[prost(message, optional, tag = "1")]
+    tensor_type: Option<TensorTypeProto>,
+}
+
+/// `onnx.TypeProto.Tensor`: the element type; no shape (ONNX Runtime infers it).
+#[derive(Clone, PartialEq, Message)]
+struct TensorTypeProto {
+    #[prost(int32, tag = "1")]
+    elem_type: i32,
 }
 
 /// `onnx.NodeProto`.
@@ -163,6 +184,53 @@ pub struct OnnxTrees {
     pub classes: Vec<ClassOutput>,
     /// What turns margins into the model's reported outputs.
     pub transform: PostTransform,
+    /// The per-feature steps between the graph input and the trees.
+    pub preprocess: Preprocess,
+    /// The output of the margin model ([`margin_model`]) that holds the trees' scores: the
+    /// graph output itself when only `Identity` nodes lie between, else the tree node's own
+    /// output, which the margin model then adds as a graph output.
+    pub margin_output: MarginOutput,
+}
+
+/// Where a margin session's scores are read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MarginOutput {
+    /// The graph output the manifest names (scores reach it through `Identity` nodes only).
+    Declared,
+    /// The tree node's own output of this name (a `ZipMap` or `Cast` lies between it and the
+    /// graph output): the margin model must expose it.
+    Tree(String),
+}
+
+/// Per-feature steps between the graph input and the trees, replayed on rows exactly as ONNX
+/// Runtime computes them (float32), so the trees see the values they split on. Interventional
+/// SHAP values do not change under a per-feature map: a coalition takes each feature's value
+/// from the row or the background row whole, before the map or after it alike. So attributions
+/// computed on the mapped rows are the model's attributions of its inputs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Preprocess {
+    /// `Scaler` steps in graph order, each `(offset, scale)` per feature:
+    /// `y = (x - offset) * scale`.
+    scalers: Vec<Vec<(f32, f32)>>,
+}
+
+impl Preprocess {
+    /// `rows` (row-major, one value per feature) as the trees see them; borrowed when no step
+    /// changes a value.
+    pub fn apply<'a>(&self, rows: &'a [f32]) -> Cow<'a, [f32]> {
+        if self.scalers.is_empty() {
+            return Cow::Borrowed(rows);
+        }
+        let mut out = rows.to_vec();
+        for scaler in &self.scalers {
+            for row in out.chunks_exact_mut(scaler.len()) {
+                for (x, &(offset, scale)) in row.iter_mut().zip(scaler) {
+                    *x = (*x - offset) * scale;
+                }
+            }
+        }
+        Cow::Owned(out)
+    }
 }
 
 /// Reads the tree ensemble of `entry`'s model, if the graph is one.
@@ -187,9 +255,9 @@ pub fn read_trees(model_bytes: &[u8], entry: &ModelEntry) -> Result<Option<OnnxT
             ))
         }
     };
-    check_graph(&graph, node, entry)?;
-    let attrs = Attributes(&node.attribute);
     let n_features = entry.feature_names.len();
+    let (preprocess, margin_output) = check_graph(&graph, node, entry, n_features)?;
+    let attrs = Attributes(&node.attribute);
     let transform = match attrs.string("post_transform")?.unwrap_or("NONE") {
         "NONE" => PostTransform::None,
         "LOGISTIC" => PostTransform::Logistic,
@@ -214,56 +282,164 @@ pub fn read_trees(model_bytes: &[u8], entry: &ModelEntry) -> Result<Option<OnnxT
         ensemble,
         classes,
         transform,
+        preprocess,
+        margin_output,
     }))
 }
 
-/// The tree node must read the graph input itself, and every output the manifest names must
-/// come from it through `Identity` nodes only; otherwise the trees are not the whole model.
-fn check_graph(graph: &GraphProto, tree: &NodeProto, entry: &ModelEntry) -> Result<(), String> {
-    if tree.input.first() != Some(&entry.onnx.input) || tree.input.len() != 1 {
-        return Err(format!(
-            "the tree ensemble reads {:?}, not the graph input '{}' alone",
-            tree.input, entry.onnx.input
-        ));
-    }
-    for other in &graph.node {
-        if std::ptr::eq(other, tree) {
-            continue;
-        }
-        if !(other.op_type == "Identity" && other.domain.is_empty()) {
-            return Err(format!(
-                "the graph has a {} node besides the tree ensemble",
-                other.op_type
-            ));
-        }
-    }
+/// The trees must be the whole model: the tree node reads the graph input through per-feature
+/// steps only ([`input_path`]), every output the manifest names comes from it through
+/// pass-through nodes only ([`output_path`]), and the graph has no other node. Returns the
+/// per-feature steps and where a margin session finds the scores.
+fn check_graph(
+    graph: &GraphProto,
+    tree: &NodeProto,
+    entry: &ModelEntry,
+    n_features: usize,
+) -> Result<(Preprocess, MarginOutput), String> {
+    let mut used = vec![false; graph.node.len()];
+    let tree_index = graph
+        .node
+        .iter()
+        .position(|n| std::ptr::eq(n, tree))
+        .expect("the tree node is one of the graph's");
+    used[tree_index] = true;
+    let preprocess = input_path(graph, tree, entry, n_features, &mut used)?;
     let expected: &[(&str, usize)] = match entry.task {
         Task::Classification => &[("label", 0), ("probabilities", 1)],
         Task::Regression => &[("value", 0)],
     };
+    // The last role holds the scores (probabilities, or the value).
+    let scores = expected.last().expect("every task has outputs");
+    let mut margin_output = MarginOutput::Declared;
     for &(role, index) in expected {
-        let mut name = entry.onnx.outputs[role].as_str();
-        // Follow Identity nodes back to the tree node (bounded by the node count).
-        for _ in 0..=graph.node.len() {
-            if tree.output.get(index).map(String::as_str) == Some(name) {
-                break;
-            }
-            let producer = graph
-                .node
-                .iter()
-                .find(|n| n.output.iter().any(|o| o == name) && n.op_type == "Identity")
-                .ok_or_else(|| {
-                    format!("output '{name}' ({role}) does not come from the tree ensemble")
-                })?;
-            name = producer.input.first().map(String::as_str).unwrap_or("");
-        }
-        if tree.output.get(index).map(String::as_str) != Some(name) {
-            return Err(format!(
-                "output ({role}) does not come from tree-ensemble output {index}"
-            ));
+        let output = &entry.onnx.outputs[role];
+        let only_identity = output_path(graph, tree, output, role, index, &mut used)?;
+        if (role, index) == *scores && !only_identity {
+            margin_output = MarginOutput::Tree(tree.output[index].clone());
         }
     }
-    Ok(())
+    if let Some(other) = graph.node.iter().zip(&used).find(|(_, used)| !**used) {
+        return Err(format!(
+            "the graph has a {} node besides the tree ensemble",
+            other.0.op_type
+        ));
+    }
+    Ok((preprocess, margin_output))
+}
+
+/// The producer of `name` among the graph's nodes, by index.
+fn producer<'g>(graph: &'g GraphProto, name: &str) -> Option<(usize, &'g NodeProto)> {
+    graph
+        .node
+        .iter()
+        .enumerate()
+        .find(|(_, n)| n.output.iter().any(|o| o == name))
+}
+
+/// Walks from the tree node's input back to the graph input, through `Identity`, `Cast` to a
+/// float type and `Scaler` nodes only, and returns the `Scaler` steps in graph order.
+fn input_path(
+    graph: &GraphProto,
+    tree: &NodeProto,
+    entry: &ModelEntry,
+    n_features: usize,
+    used: &mut [bool],
+) -> Result<Preprocess, String> {
+    const FLOAT: i64 = 1;
+    const DOUBLE: i64 = 11;
+    let [first] = tree.input.as_slice() else {
+        return Err(format!(
+            "the tree ensemble reads {:?}, not the graph input '{}' alone",
+            tree.input, entry.onnx.input
+        ));
+    };
+    let mut name = first.as_str();
+    let mut scalers = Vec::new();
+    // Bounded by the node count: a well-formed graph has no cycle, a malformed one must not hang.
+    for _ in 0..=graph.node.len() {
+        if name == entry.onnx.input {
+            scalers.reverse();
+            return Ok(Preprocess { scalers });
+        }
+        let Some((index, node)) = producer(graph, name) else {
+            break;
+        };
+        let attrs = Attributes(&node.attribute);
+        match (node.domain.as_str(), node.op_type.as_str()) {
+            ("", "Identity") => {}
+            ("", "Cast") if matches!(attrs.int("to")?, Some(FLOAT | DOUBLE)) => {}
+            (ML_DOMAIN, "Scaler") => scalers.push(scaler_steps(&attrs, n_features)?),
+            (_, op) => {
+                return Err(format!(
+                    "the tree ensemble reads the graph input through a {op} node (per-feature Scaler, Cast to a float type and Identity are supported)"
+                ))
+            }
+        }
+        used[index] = true;
+        name = node.input.first().map(String::as_str).unwrap_or("");
+    }
+    Err(format!(
+        "the tree ensemble reads {:?}, not the graph input '{}'",
+        tree.input, entry.onnx.input
+    ))
+}
+
+/// A `Scaler` node's `(offset, scale)` per feature (one value of either is broadcast, as ONNX
+/// Runtime does).
+fn scaler_steps(attrs: &Attributes, n_features: usize) -> Result<Vec<(f32, f32)>, String> {
+    let floats = |name: &str| {
+        attrs
+            .get(name)
+            .map(|a| a.floats.clone())
+            .unwrap_or_default()
+    };
+    let (offset, scale) = (floats("offset"), floats("scale"));
+    let at = |values: &[f32], name: &str, i: usize| match values.len() {
+        1 => Ok(values[0]),
+        n if n == n_features => Ok(values[i]),
+        n => Err(format!(
+            "a Scaler with {n} {name} values for {n_features} features"
+        )),
+    };
+    (0..n_features)
+        .map(|i| Ok((at(&offset, "offset", i)?, at(&scale, "scale", i)?)))
+        .collect()
+}
+
+/// Follows the graph output `name` back to the tree node's output `index` through `Identity`,
+/// `Cast` and `ZipMap` nodes; says whether only `Identity` nodes lie between.
+fn output_path(
+    graph: &GraphProto,
+    tree: &NodeProto,
+    output: &str,
+    role: &str,
+    index: usize,
+    used: &mut [bool],
+) -> Result<bool, String> {
+    let mut name = output;
+    let mut only_identity = true;
+    for _ in 0..=graph.node.len() {
+        if tree.output.get(index).map(String::as_str) == Some(name) {
+            return Ok(only_identity);
+        }
+        let (at, node) = producer(graph, name)
+            .filter(|(_, n)| {
+                matches!(
+                    (n.domain.as_str(), n.op_type.as_str()),
+                    ("", "Identity") | ("", "Cast") | (ML_DOMAIN, "ZipMap")
+                )
+            })
+            .ok_or_else(|| {
+                format!("output '{name}' ({role}) does not come from the tree ensemble")
+            })?;
+        only_identity &= node.op_type == "Identity";
+        used[at] = true;
+        name = node.input.first().map(String::as_str).unwrap_or("");
+    }
+    Err(format!(
+        "output ({role}) does not come from tree-ensemble output {index}"
+    ))
 }
 
 /// The node arrays shared by both operators.
@@ -483,15 +659,18 @@ impl Attributes<'_> {
 }
 
 /// The same model with the tree ensemble's `post_transform` set to `NONE`, so an ONNX Runtime
-/// session on it reports the margins ONNX Runtime itself computes (float32 sums). The bytes
-/// are rewritten in place, field by field: everything but that one attribute is copied
-/// verbatim (re-encoding through the partial messages above would drop unknown fields).
-pub fn margin_model(model_bytes: &[u8]) -> Result<Vec<u8>, String> {
+/// session on it reports the margins ONNX Runtime itself computes (float32 sums); with
+/// [`MarginOutput::Tree`], the tree node's output is added as a float graph output, since the
+/// declared one is a `ZipMap` of it. The bytes are rewritten in place, field by field:
+/// everything but that one attribute is copied verbatim (re-encoding through the partial
+/// messages above would drop unknown fields).
+pub fn margin_model(model_bytes: &[u8], output: &MarginOutput) -> Result<Vec<u8>, String> {
     const GRAPH: u32 = 7;
     const NODE: u32 = 1;
     const ATTRIBUTE: u32 = 5;
+    const GRAPH_OUTPUT: u32 = 12;
     rewrite_field(model_bytes, GRAPH, &mut |graph| {
-        rewrite_field(graph, NODE, &mut |node| {
+        let mut graph = rewrite_field(graph, NODE, &mut |node| {
             let decoded = NodeHeader::decode(node).map_err(|e| e.to_string())?;
             if decoded.domain != ML_DOMAIN
                 || !(decoded.op_type == CLASSIFIER || decoded.op_type == REGRESSOR)
@@ -512,8 +691,22 @@ pub fn margin_model(model_bytes: &[u8]) -> Result<Vec<u8>, String> {
                 Ok(Some(none.encode_to_vec()))
             })
             .map(Some)
-        })
-        .map(Some)
+        })?;
+        if let MarginOutput::Tree(name) = output {
+            let value = ValueInfoProto {
+                name: name.clone(),
+                r#type: Some(TypeProto {
+                    tensor_type: Some(TensorTypeProto {
+                        elem_type: TENSOR_FLOAT,
+                    }),
+                }),
+            }
+            .encode_to_vec();
+            encode_key(GRAPH_OUTPUT, WireType::LengthDelimited, &mut graph);
+            encode_varint(value.len() as u64, &mut graph);
+            graph.extend_from_slice(&value);
+        }
+        Ok(Some(graph))
     })
 }
 
@@ -620,7 +813,7 @@ mod tests {
     #[test]
     fn the_margin_model_differs_only_in_post_transform() {
         let (bytes, entry) = committed("breast-cancer");
-        let margin = margin_model(&bytes).unwrap();
+        let margin = margin_model(&bytes, &MarginOutput::Declared).unwrap();
         let original = ModelProto::decode(bytes.as_slice()).unwrap();
         let rewritten = ModelProto::decode(margin.as_slice()).unwrap();
         let attrs = |m: &ModelProto| m.graph.as_ref().unwrap().node[0].attribute.clone();
@@ -642,7 +835,7 @@ mod tests {
         assert_eq!(trees.transform, PostTransform::None);
         // A model without a tree ensemble comes back unchanged.
         let (mlp, _) = committed("diabetes");
-        assert_eq!(margin_model(&mlp).unwrap(), mlp);
+        assert_eq!(margin_model(&mlp, &MarginOutput::Declared).unwrap(), mlp);
     }
 
     #[test]

@@ -6,8 +6,6 @@
 //! This is the only gRPC file that knows the HTTP side. Today's models take one FP32 `[rows, features]` input and
 //! give the roles of [`Role`]; the typed tensors the service decodes are narrowed to that here.
 
-use std::sync::Arc;
-
 use axum::http::StatusCode;
 
 use super::backend::{
@@ -19,7 +17,8 @@ use crate::input::{InputSpec, RequestedOutput};
 use crate::model::infer::NamedTensor;
 use crate::model::tensor::{ElementType, TensorData, TypedTensor};
 use crate::model::{LoadedModel, ModelOutput, Rows};
-use crate::serving::{pipeline, ServedModel};
+use crate::serving::live::Routed;
+use crate::serving::pipeline;
 
 /// The HTTP API's models and pipeline, served over gRPC.
 pub struct ApiBackend {
@@ -32,24 +31,26 @@ impl ApiBackend {
         ApiBackend { state }
     }
 
-    fn lookup(&self, name: &str, version: Option<&str>) -> Result<Arc<ServedModel>, ApiError> {
-        Ok(self.state.repository()?.get(Some(name), version)?.clone())
+    /// The version that answers a call, as the V2 REST route picks it (the split's pick for
+    /// an unversioned call; there is no routing key over gRPC yet).
+    fn lookup(&self, name: &str, version: Option<&str>) -> Result<Routed, ApiError> {
+        Ok(self
+            .state
+            .repository()?
+            .route(Some(name), version, || None)?)
     }
 
     /// The V2 inference route's steps on typed tensors: check the input, select the outputs,
     /// run the shared inference step; a failure is counted as the HTTP routes count it.
     async fn run(&self, call: InferCall) -> Result<Inferred, ApiError> {
-        let model = self.lookup(&call.model, call.version.as_deref())?;
-        self.run_on(&model, call)
+        let routed = self.lookup(&call.model, call.version.as_deref())?;
+        self.run_on(&routed, call)
             .await
-            .map_err(counted_against(&model))
+            .map_err(counted_against(&routed.model))
     }
 
-    async fn run_on(
-        &self,
-        model: &Arc<ServedModel>,
-        call: InferCall,
-    ) -> Result<Inferred, ApiError> {
+    async fn run_on(&self, routed: &Routed, call: InferCall) -> Result<Inferred, ApiError> {
+        let model = &routed.model;
         let spec = InputSpec::of(model, self.state.limits.max_request_rows);
         let mut inputs = call.inputs.into_iter();
         let (Some(input), None) = (inputs.next(), inputs.next()) else {
@@ -75,7 +76,8 @@ impl ApiBackend {
             .collect();
         let selection = select(model, &requested, true)?;
         let rows = Rows::new(data, model.n_features());
-        let output = pipeline::infer(model, rows, false).await?.output;
+        let inferred = pipeline::infer(model, rows, routed.shadow.is_some()).await?;
+        let output = inferred.output;
         let outputs = selection
             .iter()
             .map(|s| {
@@ -85,6 +87,7 @@ impl ApiBackend {
                 })
             })
             .collect::<Result<_, ApiError>>()?;
+        routed.copy_to_shadow(inferred.rows, &output);
         Ok(Inferred {
             model_name: model.entry.name.clone(),
             model_version: model.entry.version.clone(),
@@ -148,8 +151,8 @@ impl Backend for ApiBackend {
         version: Option<&str>,
     ) -> Result<ModelMetadata, BackendError> {
         let repository = self.state.repository()?;
-        let model = repository
-            .get(Some(name), version)
+        let model = &repository
+            .named(Some(name), version)
             .map_err(ApiError::from)?;
         let versions = repository.models[name]
             .versions

@@ -16,6 +16,9 @@
 //! backend is ready, `NOT_SERVING` before and from the moment shutdown begins, read from the
 //! backend every [`HEALTH_POLL`]. Shutdown: the listener stops accepting when the HTTP one
 //! does and in-flight calls finish, under the same grace period.
+//!
+//! May import `api` and every layer below it (through [`api_backend`] only); only the server
+//! edge imports `grpc` (other modules merely link to it in their docs).
 
 pub mod api_backend;
 pub mod backend;

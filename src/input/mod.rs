@@ -22,7 +22,8 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, Visitor};
 
 pub use rows::{
-    parse_for_features, parse_request, ExplainOptions, InferenceRequest, OutputSpace, RequestInput,
+    first_entity_id, parse_for_features, parse_request, ExplainOptions, InferenceRequest,
+    OutputSpace, RequestInput,
 };
 pub use tensors::{header_length, parse_infer, InferRequest, InputSpec, RequestedOutput};
 

@@ -78,6 +78,22 @@ pub fn parse_request(
     )
 }
 
+/// The first of a body's `entity_ids`, read without parsing its rows: the routing key that
+/// keeps one entity on one version of a model whose traffic is split. `None` when the body
+/// names no entity (or is not JSON: the parse proper reports that, with the field at fault).
+pub fn first_entity_id(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Peek {
+        #[serde(default)]
+        entity_ids: Option<Vec<String>>,
+    }
+    serde_json::from_slice::<Peek>(body)
+        .ok()?
+        .entity_ids?
+        .into_iter()
+        .next()
+}
+
 /// Parses a body against a plain feature list, no loaded model needed (the fuzz target and
 /// tests use it; the server goes through [`parse_request`], which is the same parser).
 pub fn parse_for_features(
@@ -553,6 +569,17 @@ mod tests {
             RequestInput::Rows(rows) => rows,
             other => panic!("expected rows, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_first_entity_id_is_read_without_the_rows() {
+        assert_eq!(
+            first_entity_id(br#"{"entity_ids": ["p-7", "p-8"], "top_k": 2}"#).as_deref(),
+            Some("p-7")
+        );
+        assert_eq!(first_entity_id(br#"{"instances": [{"a": 1}]}"#), None);
+        assert_eq!(first_entity_id(br#"{"entity_ids": []}"#), None);
+        assert_eq!(first_entity_id(b"not json"), None);
     }
 
     #[test]

@@ -54,20 +54,27 @@ pub struct JobModelArgs {
     pub log_format: LogFormat,
 }
 
-/// `ferrum-serve predict`.
+/// The rows a job reads, the same for every job.
 #[derive(Debug, Clone, clap::Args, Serialize)]
-pub struct PredictArgs {
-    #[command(flatten)]
-    pub model: JobModelArgs,
-
-    /// Rows to score: a CSV file with a header (feature columns by name, any other columns are
-    /// copied to the output) or JSON lines (one row per line); `-` reads stdin.
+pub struct JobInputArgs {
+    /// Rows to read: a CSV file with a header (feature columns by name; `predict` copies any
+    /// other columns to its output) or JSON lines (one row per line); `-` reads stdin.
     #[arg(long, short = 'i')]
     pub input: PathBuf,
 
     /// Input format (default: from the file extension: .csv, else JSON lines).
     #[arg(long, value_enum)]
     pub input_format: Option<DataFormat>,
+}
+
+/// `ferrum-serve predict`.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    pub model: JobModelArgs,
+
+    #[command(flatten)]
+    pub rows: JobInputArgs,
 
     /// Where predictions go (written to `<output>.partial`, renamed when complete); `-` writes
     /// stdout.
@@ -85,14 +92,8 @@ pub struct DriftReportArgs {
     #[command(flatten)]
     pub model: JobModelArgs,
 
-    /// Rows to compare with the training baseline (CSV or JSON lines, as for `predict`);
-    /// `-` reads stdin.
-    #[arg(long, short = 'i')]
-    pub input: PathBuf,
-
-    /// Input format (default: from the file extension: .csv, else JSON lines).
-    #[arg(long, value_enum)]
-    pub input_format: Option<DataFormat>,
+    #[command(flatten)]
+    pub rows: JobInputArgs,
 
     /// Where the JSON report goes; `-` (default) writes stdout.
     #[arg(long, short = 'o', default_value = "-")]

@@ -135,11 +135,11 @@ pub fn run(args: &DriftReportArgs) -> Result<DriftReport, JobError> {
     let job = load_model(&args.model)?;
     let baseline = job.baseline(&args.model.models_dir)?;
     let model = &job.model;
-    let progress = progress_bar(&args.input);
+    let progress = progress_bar(&args.rows.input);
     let chunk_rows = usize::try_from(args.model.chunk_rows).unwrap_or(usize::MAX);
     let mut reader = RowReader::open(
-        &args.input,
-        format_of(&args.input, args.input_format),
+        &args.rows.input,
+        format_of(&args.rows.input, args.rows.input_format),
         model,
         chunk_rows,
         progress.as_ref(),
@@ -169,7 +169,7 @@ pub fn run(args: &DriftReportArgs) -> Result<DriftReport, JobError> {
     result?;
     if counts.rows == 0 {
         return Err(JobError::Input {
-            path: args.input.clone(),
+            path: args.rows.input.clone(),
             message: "no rows: drift needs at least one".into(),
         });
     }

@@ -9,6 +9,8 @@
 //! whatever the file size, and validate every row as `/predict` does: each feature present once
 //! by name, each value a finite float32. Both load the model exactly as the server does
 //! (sha256 checked against the manifest, signature checked, warmed up).
+//!
+//! An edge: may import any layer; no layer imports it.
 
 pub mod args;
 pub mod drift_report;

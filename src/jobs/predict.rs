@@ -33,12 +33,12 @@ pub fn run(args: &PredictArgs) -> Result<PredictSummary, JobError> {
     let started = Instant::now();
     let job = load_model(&args.model)?;
     let model = &job.model;
-    let input_format = format_of(&args.input, args.input_format);
+    let input_format = format_of(&args.rows.input, args.rows.input_format);
     let output_format = format_of(&args.output, args.output_format);
-    let progress = progress_bar(&args.input);
+    let progress = progress_bar(&args.rows.input);
     let chunk_rows = usize::try_from(args.model.chunk_rows).unwrap_or(usize::MAX);
     let mut reader = RowReader::open(
-        &args.input,
+        &args.rows.input,
         input_format,
         model,
         chunk_rows,
@@ -76,7 +76,7 @@ pub fn run(args: &PredictArgs) -> Result<PredictSummary, JobError> {
         model = %model.entry.name,
         version = %model.entry.version,
         rows,
-        input = %args.input.display(),
+        input = %args.rows.input.display(),
         output = %args.output.display(),
         elapsed_s = started.elapsed().as_secs_f64(),
         peak_rss_bytes = super::peak_rss_bytes(),

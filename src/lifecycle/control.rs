@@ -1,13 +1,6 @@
 //! How the model repository is controlled at run time, with Triton's names:
 //! `--model-control-mode none|poll|explicit` and `--repository-poll-secs`. The domain enum
-//! owns its clap derive so `config` only adds the two flags (planned):
-//!
-//! ```text
-//! #[arg(long, env = "MODEL_CONTROL_MODE", value_enum, default_value = "none")]
-//! pub model_control_mode: ModelControlMode,
-//! #[arg(long, env = "REPOSITORY_POLL_SECS", default_value_t = DEFAULT_POLL_SECS)]
-//! pub repository_poll_secs: u64,
-//! ```
+//! owns its clap derive so `config` only adds the two flags.
 
 use std::time::Duration;
 
@@ -33,6 +26,17 @@ pub enum ModelControlMode {
     /// Nothing changes unless asked: the repository extension's `load` / `unload` routes
     /// (behind the API key when one is set), or SIGHUP.
     Explicit,
+}
+
+impl ModelControlMode {
+    /// The flag's spelling, for messages and `/health`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelControlMode::None => "none",
+            ModelControlMode::Poll => "poll",
+            ModelControlMode::Explicit => "explicit",
+        }
+    }
 }
 
 /// The validated control settings.
@@ -106,6 +110,9 @@ mod tests {
             serde_json::to_string(&ModelControlMode::Explicit).unwrap(),
             r#""explicit""#
         );
+        for mode in ModelControlMode::value_variants() {
+            assert_eq!(mode.to_possible_value().unwrap().get_name(), mode.as_str());
+        }
     }
 
     #[test]

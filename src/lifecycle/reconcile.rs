@@ -59,6 +59,38 @@ impl RepositoryScan {
         configs: &RolloutConfigs,
         models_dir: &Path,
     ) -> RepositoryScan {
+        RepositoryScan::scan_with(
+            manifest,
+            configs,
+            models_dir,
+            |file, _| match sha256_of_file(file) {
+                Ok(sha256) => FoundFile::Sha256(sha256),
+                Err(e) => FoundFile::Unreadable(format!("cannot read {}: {e}", file.display())),
+            },
+        )
+    }
+
+    /// The scan of a repository whose in-policy versions were just loaded, each file checked
+    /// against its pin by the load itself: the pins stand for what was found, so nothing is
+    /// read twice. What the state table starts from, and what the start-up load follows.
+    pub fn as_pinned(
+        manifest: &Manifest,
+        configs: &RolloutConfigs,
+        models_dir: &Path,
+    ) -> RepositoryScan {
+        RepositoryScan::scan_with(manifest, configs, models_dir, |_, pin| {
+            FoundFile::Sha256(pin.to_string())
+        })
+    }
+
+    /// The scan, `found` saying what is at an in-policy version's file (given the file and
+    /// its lowercase pin).
+    fn scan_with(
+        manifest: &Manifest,
+        configs: &RolloutConfigs,
+        models_dir: &Path,
+        mut found: impl FnMut(&Path, &str) -> FoundFile,
+    ) -> RepositoryScan {
         let mut served: BTreeMap<&str, Vec<Version>> = BTreeMap::new();
         let versions = manifest
             .models
@@ -73,13 +105,9 @@ impl RepositoryScan {
                     })
                     .contains(&version);
                 let file = models_dir.join(&entry.path).join(&entry.onnx.file);
+                let pin = entry.onnx.sha256.to_ascii_lowercase();
                 let found = if in_policy {
-                    match sha256_of_file(&file) {
-                        Ok(sha256) => FoundFile::Sha256(sha256),
-                        Err(e) => {
-                            FoundFile::Unreadable(format!("cannot read {}: {e}", file.display()))
-                        }
-                    }
+                    found(&file, &pin)
                 } else {
                     FoundFile::NotChecked
                 };
@@ -87,7 +115,7 @@ impl RepositoryScan {
                     name: entry.name.clone(),
                     version,
                     file,
-                    pinned_sha256: Some(entry.onnx.sha256.to_ascii_lowercase()),
+                    pinned_sha256: Some(pin),
                     found,
                     in_policy,
                 }
@@ -455,7 +483,7 @@ mod tests {
             Action::Load {
                 name: "m".into(),
                 version: Version(2),
-                sha256: sha_two
+                sha256: sha_two.clone()
             }
         );
         assert!(matches!(
@@ -465,5 +493,19 @@ mod tests {
                 ..
             }
         ));
+        // After a load that checked the files: the pins stand for them, nothing is read (the
+        // file of version 3 does not exist), and the plan from a full load is empty.
+        let pinned = RepositoryScan::as_pinned(&manifest, &configs, dir.path());
+        assert_eq!(pinned.versions[0].found, FoundFile::NotChecked);
+        assert_eq!(pinned.versions[2].found, FoundFile::Sha256("33".into()));
+        let loaded: Vec<LoadedVersion> = [(2, sha_two.as_str()), (3, "33")]
+            .iter()
+            .map(|&(v, sha)| LoadedVersion {
+                name: "m".into(),
+                version: Version(v),
+                sha256: sha.into(),
+            })
+            .collect();
+        assert_eq!(plan(&pinned, &loaded), Plan::default());
     }
 }

@@ -166,6 +166,28 @@ impl RolloutConfigs {
         Ok(RolloutConfigs { configs })
     }
 
+    /// Puts a repository `load`'s configuration in place of the manifest's for `model`,
+    /// checked as the manifest's block is (the model must be listed, the configuration must
+    /// resolve against its versions); `field` is where it was read (`parameters.config`).
+    pub fn set_override(
+        &mut self,
+        manifest: &Manifest,
+        model: &str,
+        config: ModelConfig,
+        field: &str,
+    ) -> Result<(), LifecycleError> {
+        let available = manifest_versions(manifest, model);
+        if available.is_empty() {
+            return Err(LifecycleError::config(
+                field,
+                format!("model '{model}' is not among the manifest's models"),
+            ));
+        }
+        config.resolve(model, field, &available)?;
+        self.configs.insert(model.to_string(), config);
+        Ok(())
+    }
+
     /// A model's configuration: the default (today's behaviour) when the block omits it.
     pub fn get(&self, model: &str) -> ModelConfig {
         self.configs.get(model).cloned().unwrap_or_default()
@@ -241,6 +263,17 @@ impl Rollout {
         let weights: BTreeMap<Version, u32> = fresh.table.weights().collect();
         let table = self.table.reweighted(&weights, &format!("{field}.split"))?;
         Ok(Rollout { table, ..fresh })
+    }
+
+    /// A version's share of unversioned traffic, in percent (0 for one without slots).
+    pub fn share_percent(&self, version: Version) -> f64 {
+        let slots = self
+            .table
+            .shares()
+            .into_iter()
+            .find(|(v, _)| *v == version)
+            .map_or(0, |(_, slots)| slots);
+        100.0 * slots as f64 / SLOTS as f64
     }
 
     /// A served version's role; `None` for a version the policy does not serve.
@@ -360,6 +393,8 @@ mod tests {
             rollout.to_string(),
             "m: 1 90.00% primary, 2 10.00% canary; shadow 3"
         );
+        assert_eq!(rollout.share_percent(Version(2)), 10.0);
+        assert_eq!(rollout.share_percent(Version(3)), 0.0);
         // Shadowing the newest without a split: the next newest answers.
         let shadow_newest = config(r#"{"shadow": "3"}"#)
             .resolve("m", "rollout.m", &v(&[1, 2, 3]))
@@ -437,6 +472,35 @@ mod tests {
                 .to_string();
             assert!(error.starts_with(expected), "{block}: {error}");
         }
+    }
+
+    #[test]
+    fn a_load_override_replaces_the_manifests_block_once_checked() {
+        let manifest = manifest(r#", "rollout": {"m": {"split": {"2": 90, "3": 10}}}"#);
+        let mut configs = RolloutConfigs::from_manifest(&manifest).unwrap();
+        let field = "parameters.config";
+        configs
+            .set_override(&manifest, "m", config(r#"{"split": {"3": 1}}"#), field)
+            .unwrap();
+        assert_eq!(configs.get("m").split.unwrap().len(), 1);
+        let error = configs
+            .set_override(&manifest, "m", config(r#"{"split": {"9": 1}}"#), field)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("parameters.config.split.\"9\""),
+            "{error}"
+        );
+        // The refused override changed nothing.
+        assert_eq!(configs.get("m").split.unwrap()[&Version(3)], 1);
+        let error = configs
+            .set_override(&manifest, "x", ModelConfig::default(), field)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "parameters.config: model 'x' is not among the manifest's models"
+        );
     }
 
     #[test]

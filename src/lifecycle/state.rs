@@ -127,6 +127,14 @@ impl StateTable {
         }
     }
 
+    /// An unload was not carried out: the version keeps serving (READY), with why (the versions
+    /// meant to replace it failed to load, so unloading it would leave the model with none).
+    pub fn kept(&mut self, name: &str, version: Version, reason: &str) {
+        let entry = self.entry(name, version);
+        entry.state.state = ModelStateKind::Ready;
+        entry.state.reason = reason.to_string();
+    }
+
     /// An unload finished draining: UNAVAILABLE if the repository still lists the version,
     /// else gone from the index.
     pub fn unloaded(&mut self, name: &str, version: Version) {
@@ -256,6 +264,39 @@ mod tests {
         assert_eq!(
             states(&table),
             [(1, Unavailable, "not served by the version policy".into())]
+        );
+    }
+
+    #[test]
+    fn a_kept_version_stays_ready_with_why() {
+        let mut table = StateTable::default();
+        let loaded = [LoadedVersion {
+            name: "m".into(),
+            version: Version(1),
+            sha256: "a".into(),
+        }];
+        table.loaded("m", Version(1));
+        let scan = RepositoryScan {
+            versions: vec![scanned(1, "a", "a", false), scanned(2, "b", "b", true)],
+        };
+        table.begin(&scan, &plan(&scan, &loaded));
+        assert_eq!(states(&table)[0].1, ModelStateKind::Unloading);
+        table.load_failed("m", Version(2), "warm-up failed");
+        table.kept("m", Version(1), "kept serving: no newer version loaded");
+        assert_eq!(
+            states(&table),
+            [
+                (
+                    1,
+                    ModelStateKind::Ready,
+                    "kept serving: no newer version loaded".into()
+                ),
+                (
+                    2,
+                    ModelStateKind::Unavailable,
+                    "load failed: warm-up failed".into()
+                )
+            ]
         );
     }
 

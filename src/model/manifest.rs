@@ -137,8 +137,15 @@ impl Manifest {
         if file.models.is_empty() {
             return Err("no models listed".into());
         }
+        let mut seen = std::collections::BTreeSet::new();
         for entry in &file.models {
             entry.check()?;
+            if !seen.insert((entry.name.as_str(), entry.version.as_str())) {
+                return Err(format!(
+                    "model '{}' version '{}' is listed twice",
+                    entry.name, entry.version
+                ));
+            }
         }
         let default_model = file
             .default_model
@@ -246,6 +253,12 @@ mod tests {
     fn refuses_inconsistent_entries() {
         let dup = entry("").replace(r#"["a", "b"]"#, r#"["a", "a"]"#);
         assert!(Manifest::parse(&dup).unwrap_err().contains("listed twice"));
+        let one: serde_json::Value = serde_json::from_str(&entry("")).unwrap();
+        let twice = serde_json::json!({"models": [one["models"][0], one["models"][0]]});
+        assert_eq!(
+            Manifest::parse(&twice.to_string()).unwrap_err(),
+            "model 'm' version '1' is listed twice"
+        );
         let bad_version = entry("").replace(r#""version": "1""#, r#""version": "v1""#);
         assert!(Manifest::parse(&bad_version)
             .unwrap_err()

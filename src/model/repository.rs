@@ -73,17 +73,7 @@ impl<M> Repository<M> {
     ) -> Result<Repository<M>, LoadError> {
         let mut models: BTreeMap<String, ModelVersions<M>> = BTreeMap::new();
         for entry in &manifest.models {
-            let started = std::time::Instant::now();
-            let (model, bytes) = load_version(entry.clone(), models_dir, runtime, options)?;
-            tracing::info!(
-                model = %entry.name,
-                version = %entry.version,
-                sha256 = %entry.onnx.sha256,
-                provider = model.provider,
-                sessions = model.concurrency(),
-                load_ms = started.elapsed().as_millis() as u64,
-                "model loaded and warmed up"
-            );
+            let (model, bytes) = load_entry(entry, models_dir, runtime, options)?;
             let model = prepare(model, &bytes)?;
             let version: u64 = entry.version.parse().expect("checked by the manifest");
             let versions = &mut models
@@ -141,6 +131,31 @@ impl<M> Repository<M> {
 /// The sha256 of a byte string, in lowercase hex as the manifest writes it.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
+}
+
+/// Loads one version the manifest lists: its file read and sha256-checked against the entry,
+/// sessions built, signature checked, warm-up run; the model bytes come back for what the layers
+/// above read from them (the explanation trees). What both the start-up load and a live load or
+/// reload of one version run, so a version is checked the same way whenever it is loaded.
+/// Blocking: call it off the async workers.
+pub fn load_entry(
+    entry: &ModelEntry,
+    models_dir: &Path,
+    runtime: &Runtime,
+    options: LoadOptions,
+) -> Result<(LoadedModel, Vec<u8>), LoadError> {
+    let started = std::time::Instant::now();
+    let (model, bytes) = load_version(entry.clone(), models_dir, runtime, options)?;
+    tracing::info!(
+        model = %entry.name,
+        version = %entry.version,
+        sha256 = %entry.onnx.sha256,
+        provider = model.provider,
+        sessions = model.concurrency(),
+        load_ms = started.elapsed().as_millis() as u64,
+        "model loaded and warmed up"
+    );
+    Ok((model, bytes))
 }
 
 fn load_version(

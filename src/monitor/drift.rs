@@ -447,27 +447,24 @@ mod tests {
             queue_capacity: 8,
         };
         let handle = DriftHandle::start(config, vec![baseline("unit-drift")]).unwrap();
+        // Observes two rows (a < 0, b > 0), computes, and renders the metrics.
+        let observe_two = || {
+            handle.observe(
+                "unit-drift",
+                "1",
+                Rows::new(vec![-1.0, 1.0, -1.0, 1.0], 2),
+                regression(&[-1.0, 1.0]),
+            );
+            assert!(handle.compute_now(Duration::from_secs(5)));
+            metrics::render()
+        };
         // Two rows: not enough for PSI yet.
-        handle.observe(
-            "unit-drift",
-            "1",
-            Rows::new(vec![-1.0, 1.0, -1.0, 1.0], 2),
-            regression(&[-1.0, 1.0]),
-        );
-        assert!(handle.compute_now(Duration::from_secs(5)));
-        let text = metrics::render();
+        let text = observe_two();
         assert!(text.contains(r#"ferrum_drift_window_rows{model="unit-drift",version="1"} 2"#));
         assert!(text.contains(r#"ferrum_drift_rows_total{model="unit-drift",version="1"} 2"#));
         assert!(!text.contains(r#"ferrum_feature_drift_psi{feature="a",model="unit-drift""#));
         // Two more, all with a < 0: feature a is entirely in bin 0, b in bin 1.
-        handle.observe(
-            "unit-drift",
-            "1",
-            Rows::new(vec![-1.0, 1.0, -1.0, 1.0], 2),
-            regression(&[-1.0, 1.0]),
-        );
-        assert!(handle.compute_now(Duration::from_secs(5)));
-        let text = metrics::render();
+        let text = observe_two();
         let expected = super::super::baseline::psi(&[0.5, 0.5], &[4, 0]).unwrap();
         assert!(text.contains(&format!(
             r#"ferrum_feature_drift_psi{{feature="a",model="unit-drift",version="1"}} {expected}"#

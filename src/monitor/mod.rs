@@ -17,8 +17,7 @@ use crate::telemetry::metrics;
 use baseline::Baseline;
 use drift::{DriftConfig, DriftHandle};
 
-/// Publishes what serves (`ferrum_model_info`), registers the prediction-value buckets from the
-/// regressors' baselines, and starts drift monitoring for every model version whose baseline
+/// Registers the prediction-value buckets from the regressors' baselines, and starts drift monitoring for every model version whose baseline
 /// loads. A missing or invalid baseline is logged and that model is served unmonitored.
 /// Returns the drift handle, if monitoring runs. Reads files: call off the async workers.
 pub fn observe_models(
@@ -29,7 +28,6 @@ pub fn observe_models(
     let mut baselines = Vec::new();
     let mut buckets = Vec::new();
     for (i, entry) in manifest.models.iter().enumerate() {
-        metrics::set_model_info(entry);
         let raw = manifest.raw["models"].get(i);
         match Baseline::read(models_dir, entry, raw) {
             Ok(baseline) => {

@@ -1,13 +1,16 @@
 //! What a serving pipeline can fail with: the layers' own errors, wrapped whole, and the few
 //! failures that belong to the pipeline itself (capacity of the explanation slots, a worker
-//! task lost). The API maps each to a status and a stable code; gRPC to a status code.
+//! task lost); and what a repository `load` or `unload` can fail with. The API maps each to a
+//! status and a stable code; gRPC to a status code.
 
 use crate::batching::InferError;
 use crate::explain::ExplainError;
 use crate::features::FeatureError;
 use crate::input::InputError;
+use crate::lifecycle::{LifecycleError, ModelControlMode};
+use crate::model::LookupError;
 
-/// Why a predict, infer or explain call gave no answer.
+/// Why a predict, infer or explain call gave no answer, or a repository change was not made.
 #[derive(Debug, thiserror::Error)]
 pub enum ServingError {
     /// The body cannot become model input.
@@ -32,7 +35,22 @@ pub enum ServingError {
     /// The explanation slots closed: the server is draining.
     #[error("the server is shutting down")]
     ShuttingDown,
-    /// A blocking-pool task (parsing, explaining) panicked or was cancelled.
+    /// A blocking-pool task (parsing, explaining, loading) panicked or was cancelled.
     #[error("{0}")]
     TaskFailed(String),
+    /// A repository `load` or `unload` outside `explicit` mode (Triton refuses them too).
+    #[error("explicit model load / unload is not allowed in --model-control-mode {}: start the server with --model-control-mode explicit", mode.as_str())]
+    ControlDisabled { mode: ModelControlMode },
+    /// The repository does not list the model.
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    /// A `load`'s body or configuration is invalid (the message names the field).
+    #[error(transparent)]
+    Rollout(#[from] LifecycleError),
+    /// Some of the model's versions were refused or failed to load; what was serving serves.
+    #[error("model '{model}' did not load: {reason}")]
+    LoadFailed { model: String, reason: String },
+    /// The manifest (or its rollout block) cannot be read: nothing changed.
+    #[error("{0}")]
+    Manifest(String),
 }

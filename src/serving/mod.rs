@@ -6,23 +6,34 @@
 //! [`pipeline::predict`] (with [`pipeline::infer`], the inference step of `/v2` and gRPC too)
 //! and [`explanation::explain`] — owns its spans, metrics and timing, so every route gets the same.
 //!
-//! May import `model`, `telemetry`, `input`, `explain`, `batching`, `features` and `monitor`;
-//! never `api`, `config`, `server` or `jobs` (the edges call it, not the other way round).
+//! What serves changes while the server runs: [`live`] holds the current snapshot of loaded
+//! versions with each model's routing (split, shadow), [`reconcile`] is the one task that loads,
+//! reloads and unloads versions and swaps the snapshot, and [`shadow`] runs the copies of
+//! requests a shadow version receives. The decisions (policy, split, plan, states) are
+//! [`crate::lifecycle`]'s; this layer carries them out.
+//!
+//! May import `model`, `telemetry`, `input`, `explain`, `batching`, `features`, `monitor` and
+//! `lifecycle`; never `api`, `config`, `server` or `jobs` (the edges call it, not the other way
+//! round).
 
 pub mod error;
 pub mod explanation;
+pub mod live;
 pub mod pipeline;
+pub mod reconcile;
+pub mod shadow;
 
 pub use error::ServingError;
 
 use std::ops::Deref;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::batching::{self, BatchingChoice, BatchingConfig, Executor};
 use crate::explain::{self, onnx::PostTransform, ExplainAssets};
+use crate::model::repository::load_entry;
 use crate::model::runtime::{ExecutionProviderChoice, SessionPool};
-use crate::model::{LoadError, LoadOptions, LoadedModel, Manifest, Repository, Runtime};
+use crate::model::{LoadError, LoadOptions, LoadedModel, ModelEntry, Repository, Runtime};
 
 /// One model version ready to serve: the model with what the layers above built for it.
 pub struct ServedModel {
@@ -49,27 +60,39 @@ impl Deref for ServedModel {
 /// Every model version the server serves.
 pub type ServedRepository = Repository<ServedModel>;
 
-/// Loads every version in the manifest (see [`Repository::load`]) and assembles each into a
-/// [`ServedModel`]: its explanation assets, then its executor (`batching` picks the mode).
-/// Blocking (reads files, warms up, `auto` measures): call it off the async workers.
-pub fn load(
-    manifest: Manifest,
-    models_dir: &Path,
-    runtime: &Runtime,
-    options: LoadOptions,
-    batching: BatchingChoice,
-    config: BatchingConfig,
-) -> Result<ServedRepository, LoadError> {
-    Repository::load_with(manifest, models_dir, runtime, options, |model, bytes| {
-        let explain = load_explain(&model, bytes, models_dir, runtime, options)?.map(Arc::new);
+/// How versions are loaded and assembled, from the configuration: the same at start
+/// ([`reconcile::ModelController::start`]) and for every live load or reload, so a version loaded while the server runs is checked (sha256,
+/// signature, warm-up) and built (explanations, executor) exactly as one loaded at start.
+#[derive(Clone)]
+pub struct Loader {
+    pub runtime: Runtime,
+    /// The local repository the manifest's paths are relative to.
+    pub models_dir: PathBuf,
+    pub options: LoadOptions,
+    pub batching: BatchingChoice,
+    pub batching_config: BatchingConfig,
+}
+
+impl Loader {
+    /// Loads and assembles one version the manifest lists. Blocking: call it off the async
+    /// workers.
+    pub fn load_version(&self, entry: &ModelEntry) -> Result<ServedModel, LoadError> {
+        let (model, bytes) = load_entry(entry, &self.models_dir, &self.runtime, self.options)?;
+        self.assemble(model, &bytes)
+    }
+
+    /// A loaded model with its explanation assets, then its executor.
+    fn assemble(&self, model: LoadedModel, bytes: &[u8]) -> Result<ServedModel, LoadError> {
+        let explain = load_explain(&model, bytes, &self.models_dir, &self.runtime, self.options)?
+            .map(Arc::new);
         let model = Arc::new(model);
-        let executor = batching::executor_for(&model, batching, config);
+        let executor = batching::executor_for(&model, self.batching, self.batching_config);
         Ok(ServedModel {
             model,
             executor,
             explain,
         })
-    })
+    }
 }
 
 /// Prepares `/explain` for a version: its background set (a broken one stops the start, as
@@ -104,7 +127,7 @@ pub fn load_explain(
             return Ok(Some((trees, None)));
         }
         // Tree ensembles run on the CPU whatever the provider: so does their margin session.
-        let margin_bytes = explain::onnx::margin_model(bytes)?;
+        let margin_bytes = explain::onnx::margin_model(bytes, &trees.margin_output)?;
         let (session, _) = runtime
             .session(
                 &margin_bytes,

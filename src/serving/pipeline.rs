@@ -10,6 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tracing::Instrument;
 
+use super::live::Routed;
 use super::{ServedModel, ServingError};
 use crate::features::{rows_for, FeatureStore, TraceContext};
 use crate::input::{parse_request, InferenceRequest, InputError, RequestInput};
@@ -123,29 +124,39 @@ pub struct Predicted {
     pub entity_ids: Option<Vec<String>>,
     /// Queue wait and inference time.
     pub timing: InferenceTiming,
-    /// The rows, kept when drift monitoring runs.
+    /// The rows, kept when drift monitoring runs or a shadow takes a copy.
     rows: Option<Rows>,
 }
 
 impl Predicted {
-    /// Hands the rows and the output to drift monitoring (never waits); call it once the
-    /// response is shaped.
-    pub fn observe_drift(self, model: &ServedModel, drift: Option<&DriftHandle>) {
+    /// Hands a copy to the shadow version, if the request has one, and the rows and output
+    /// to drift monitoring (neither waits); call it once the response is shaped.
+    pub fn after_response(mut self, routed: &Routed, drift: Option<&DriftHandle>) {
+        if routed.shadow.is_some() {
+            // Drift needs the rows too: the shadow gets a copy then.
+            let rows = match drift {
+                Some(_) => self.rows.clone(),
+                None => self.rows.take(),
+            };
+            routed.copy_to_shadow(rows, &self.output);
+        }
         if let (Some(drift), Some(rows)) = (drift, self.rows) {
-            drift.observe(&model.entry.name, &model.entry.version, rows, self.output);
+            let entry = &routed.model.entry;
+            drift.observe(&entry.name, &entry.version, rows, self.output);
         }
     }
 }
 
 /// `/predict`'s pipeline: parse the body, refuse `/explain`'s options, turn entity ids into
-/// rows, infer, and count the predictions. Rows are kept for drift when `drift` is on.
+/// rows, infer, and count the predictions. Rows are kept with `keep_rows` (for drift
+/// monitoring, or a shadow's copy).
 pub async fn predict(
     model: &Arc<ServedModel>,
     body: Bytes,
     store: &FeatureStore,
     trace: TraceContext,
     max_rows: usize,
-    drift: bool,
+    keep_rows: bool,
 ) -> Result<Predicted, ServingError> {
     let request = parse_rows_request(body, model, max_rows).await?;
     if let Some(field) = request.explain.first_given() {
@@ -164,7 +175,7 @@ pub async fn predict(
         output,
         rows,
         timing,
-    } = infer(model, rows, drift).await?;
+    } = infer(model, rows, keep_rows).await?;
     metrics::record_predictions(&model.entry, &output);
     Ok(Predicted {
         output,

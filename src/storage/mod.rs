@@ -9,6 +9,8 @@
 //! cache layout and its index, and [`RemoteRepository::sync`], which is written to be called
 //! again on a rescan and says what changed. Knows nothing of HTTP serving or ONNX Runtime; it
 //! reads only the manifest's plain types.
+//!
+//! May import `model` only.
 
 mod cache;
 mod location;

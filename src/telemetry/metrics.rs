@@ -84,6 +84,9 @@ struct Metrics {
     model_store_downloads: IntCounter,
     model_store_downloaded_bytes: IntCounter,
     model_store_cache_hits: IntCounter,
+    // Model lifecycle (src/serving/reconcile.rs)
+    model_load_failures: IntCounterVec,
+    repository_rescans: IntCounterVec,
     // Identity
     build_info: IntGaugeVec,
     model_info: IntGaugeVec,
@@ -241,6 +244,16 @@ impl Metrics {
                 "Files of a remote model repository reused from the model cache because their sha256 still matched (no download).",
             )
             .expect("valid counter definition"),
+            model_load_failures: counter_vec(
+                "ferrum_model_load_failures_total",
+                "Model versions not loaded while the server runs: reason=refused (the file does not match the manifest's sha256 pin, or cannot be read) or load_failed (bad graph, signature, warm-up). What was serving keeps serving; a rescan retries.",
+                &["model", "version", "reason"],
+            ),
+            repository_rescans: counter_vec(
+                "ferrum_repository_rescans_total",
+                "Rescans of the manifest and the repository (poll period, SIGHUP, a repository load or unload): outcome=applied, or failed when the manifest or its rollout block could not be read (nothing changed).",
+                &["outcome"],
+            ),
             build_info: int_gauge_vec(
                 "ferrum_build_info",
                 "Always 1: which build serves (crate version, git commit, container image tag).",
@@ -248,8 +261,8 @@ impl Metrics {
             ),
             model_info: int_gauge_vec(
                 "ferrum_model_info",
-                "Always 1 per loaded model version: the sha256 of its ONNX file and the id of the data it was trained on.",
-                &["model", "version", "sha256", "snapshot_id"],
+                "Always 1 per loaded model version: the sha256 of its ONNX file, the id of the data it was trained on, and its role in the model's rollout (primary, canary, shadow, versioned).",
+                &["model", "version", "sha256", "snapshot_id", "role"],
             ),
             predictions: counter_vec(
                 "ferrum_predictions_total",
@@ -323,6 +336,8 @@ impl Metrics {
             Box::new(m.model_store_downloads.clone()),
             Box::new(m.model_store_downloaded_bytes.clone()),
             Box::new(m.model_store_cache_hits.clone()),
+            Box::new(m.model_load_failures.clone()),
+            Box::new(m.repository_rescans.clone()),
             Box::new(m.build_info.clone()),
             Box::new(m.model_info.clone()),
             Box::new(m.predictions.clone()),
@@ -348,6 +363,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 fn metrics() -> &'static Metrics {
     &METRICS
+}
+
+/// The service's registry, for metric families another layer defines and registers once (the
+/// shadow comparison metrics of `lifecycle::shadow`), so they appear on `/metrics` beside these.
+pub fn registry() -> &'static Registry {
+    &metrics().registry
 }
 
 /// The whole registry in the Prometheus text exposition format.
@@ -565,17 +586,39 @@ pub fn set_build_info(image_tag: Option<&str>) {
         .set(1);
 }
 
-/// Sets `ferrum_model_info` for a loaded model version.
-pub fn set_model_info(entry: &ModelEntry) {
+/// Sets `ferrum_model_info` to exactly the loaded versions, each with its rollout `role`:
+/// called whenever what serves changes, so an unloaded version's series disappears and a
+/// promoted one's role changes.
+pub fn set_model_info<'a>(loaded: impl IntoIterator<Item = (&'a ModelEntry, &'a str)>) {
+    let gauge = &metrics().model_info;
+    gauge.reset();
+    for (entry, role) in loaded {
+        gauge
+            .with_label_values(&[
+                entry.name.as_str(),
+                entry.version.as_str(),
+                entry.onnx.sha256.as_str(),
+                entry.dataset.snapshot_id.as_str(),
+                role,
+            ])
+            .set(1);
+    }
+}
+
+/// Counts a model version that was not loaded (`reason`: `refused` or `load_failed`).
+pub fn record_model_load_failure(model: &str, version: &str, reason: &'static str) {
     metrics()
-        .model_info
-        .with_label_values(&[
-            entry.name.as_str(),
-            entry.version.as_str(),
-            entry.onnx.sha256.as_str(),
-            entry.dataset.snapshot_id.as_str(),
-        ])
-        .set(1);
+        .model_load_failures
+        .with_label_values(&[model, version, reason])
+        .inc();
+}
+
+/// Counts a rescan of the repository (`outcome`: `applied` or `failed`).
+pub fn record_repository_rescan(outcome: &'static str) {
+    metrics()
+        .repository_rescans
+        .with_label_values(&[outcome])
+        .inc();
 }
 
 // ----------------------------------------------------------------------------- predictions
@@ -738,58 +781,52 @@ mod tests {
         record_feature_store_cache(3, 1);
         let text = render();
         let at = |p: &str| sample(&text, p).unwrap_or_else(|| panic!("no {p} in\n{text}"));
-        assert_eq!(
-            at(r#"ferrum_http_requests_total{method="GET",route="/t/{x}",status="200"}"#),
-            2.0
-        );
-        assert_eq!(
-            at(
-                r#"ferrum_http_request_duration_seconds_bucket{method="GET",route="/t/{x}",status="200",le="0.005"}"#
+        let expected = [
+            (
+                r#"ferrum_http_requests_total{method="GET",route="/t/{x}",status="200"}"#,
+                2.0,
             ),
-            1.0
-        );
-        assert_eq!(
-            at(r#"ferrum_inference_batch_rows_sum{model="unit-m",version="7"}"#),
-            8.0
-        );
-        assert_eq!(
-            at(r#"ferrum_inference_duration_seconds_count{model="unit-m",version="7"}"#),
-            2.0
-        );
-        assert_eq!(
-            at(r#"ferrum_inference_success_total{model="unit-m",version="7"}"#),
-            1.0
-        );
-        assert_eq!(
-            at(
-                r#"ferrum_inference_failures_total{model="unit-m",reason="runtime_error",version="7"}"#
+            (
+                r#"ferrum_http_request_duration_seconds_bucket{method="GET",route="/t/{x}",status="200",le="0.005"}"#,
+                1.0,
             ),
-            1.0
-        );
-        assert_eq!(
-            at(r#"ferrum_inference_requests_total{model="unit-m",version="7"}"#),
-            1.0
-        );
-        assert_eq!(
-            at(r#"ferrum_inference_queue_wait_seconds_count{model="unit-m",version="7"}"#),
-            1.0
-        );
-        assert_eq!(
-            at(
-                r#"ferrum_inference_request_failures_total{model="unit-m",reason="missing_feature",version="7"}"#
+            (
+                r#"ferrum_inference_batch_rows_sum{model="unit-m",version="7"}"#,
+                8.0,
             ),
-            1.0
-        );
-        assert_eq!(
-            at(
-                r#"ferrum_explain_duration_seconds_count{method="exact",model="unit-m",version="7"}"#
+            (
+                r#"ferrum_inference_duration_seconds_count{model="unit-m",version="7"}"#,
+                2.0,
             ),
-            1.0
-        );
-        assert_eq!(
-            at(r#"ferrum_feature_store_errors_total{kind="timeout"}"#),
-            1.0
-        );
+            (
+                r#"ferrum_inference_success_total{model="unit-m",version="7"}"#,
+                1.0,
+            ),
+            (
+                r#"ferrum_inference_failures_total{model="unit-m",reason="runtime_error",version="7"}"#,
+                1.0,
+            ),
+            (
+                r#"ferrum_inference_requests_total{model="unit-m",version="7"}"#,
+                1.0,
+            ),
+            (
+                r#"ferrum_inference_queue_wait_seconds_count{model="unit-m",version="7"}"#,
+                1.0,
+            ),
+            (
+                r#"ferrum_inference_request_failures_total{model="unit-m",reason="missing_feature",version="7"}"#,
+                1.0,
+            ),
+            (
+                r#"ferrum_explain_duration_seconds_count{method="exact",model="unit-m",version="7"}"#,
+                1.0,
+            ),
+            (r#"ferrum_feature_store_errors_total{kind="timeout"}"#, 1.0),
+        ];
+        for (series, value) in expected {
+            assert_eq!(at(series), value, "{series}");
+        }
         assert!(at("ferrum_feature_store_cache_hits_total") >= 3.0);
         // Every family has help text.
         for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
