@@ -647,3 +647,54 @@ fn other_models_are_refused_at_load_with_the_reason() {
         assert!(!manifest.exists() && !models.join(name).exists(), "{name}");
     }
 }
+
+/// In `poll` mode a bare repository is rescanned from its files: a model copied in while the
+/// server runs is loaded and served without a restart.
+#[tokio::test]
+async fn poll_mode_picks_up_a_model_file_added_to_a_bare_repository() {
+    let repo = repository_of(&["xgboost"]);
+    let dir = repo.path().to_str().unwrap();
+    let mut args = serve_args(dir, "none");
+    args.extend([
+        "--model-control-mode",
+        "poll",
+        "--repository-poll-secs",
+        "1",
+    ]);
+    let server = Server::start_ready(&args).await;
+    let (status, _) = server.get("/v2/models/logreg-zipmap").await;
+    assert_eq!(status, 404);
+    // The version folder is complete before it appears (renamed in), as a deploy would do it.
+    let staging = tempfile::tempdir_in(repo.path()).unwrap();
+    std::fs::create_dir_all(staging.path().join("1")).unwrap();
+    std::fs::copy(
+        fixtures().join("logreg-zipmap/1/model.onnx"),
+        staging.path().join("1/model.onnx"),
+    )
+    .unwrap();
+    std::fs::rename(staging.path(), repo.path().join("logreg-zipmap")).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while server.get("/v2/models/logreg-zipmap/ready").await.0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not loaded; logs:\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let names: Vec<String> = (0..4).map(|i| format!("f{i}")).collect();
+    check_predict(
+        &server,
+        "logreg-zipmap",
+        &names,
+        &graph_label_names("logreg-zipmap"),
+    )
+    .await;
+    check_predict(
+        &server,
+        "xgboost",
+        &(0..10).map(|i| format!("f{i}")).collect::<Vec<_>>(),
+        &[],
+    )
+    .await;
+}
