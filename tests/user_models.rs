@@ -432,6 +432,71 @@ fn ferrum(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// The method and output space `/explain` is asked for, as the fixture's shap reference was
+/// computed: exact enumeration of probabilities (logistic regression), Tree SHAP of the forest's
+/// averaged leaf probabilities, of LightGBM's log-odds and of XGBoost's value.
+fn explain_as(name: &str) -> (&'static str, Option<&'static str>) {
+    match name {
+        "logreg-zipmap" => ("exact", Some("probability")),
+        "scaled-forest" => ("tree", Some("probability")),
+        "lightgbm" => ("tree", Some("margin")),
+        "xgboost" => ("tree", None),
+        other => panic!("no explanation reference for {other}"),
+    }
+}
+
+/// `/explain` on the reference rows over the recorded background equals shap's attributions,
+/// base values and model values to 1e-5 relative, for each output the reference explains.
+async fn check_explain(server: &Server, name: &str, feature_names: &[String], classes: &[String]) {
+    let (_, rows) = reference(name);
+    let reference =
+        common::read_json(&fixtures().join(name).join("expected.json"))["explanation"].clone();
+    let graph_labels = graph_label_names(name);
+    let (method, output) = explain_as(name);
+    let close = |got: &Value, want: &Value, what: &str| {
+        let (got, want) = (got.as_f64().unwrap(), want.as_f64().unwrap());
+        assert!(
+            (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+            "{name} {what}: {got} vs shap {want}"
+        );
+    };
+    for (k, explained) in reference["outputs"].as_array().unwrap().iter().enumerate() {
+        let mut body = json!({"instances": rows});
+        if let Some(output) = output {
+            body["output"] = json!(output);
+        }
+        if let Some(index) = graph_labels
+            .iter()
+            .position(|l| l == explained.as_str().unwrap())
+        {
+            body["class"] = json!(classes[index]);
+        }
+        let (status, answer) = server.post(&format!("/models/{name}/explain"), &body).await;
+        assert_eq!(status, 200, "{name}: {answer}");
+        for (i, e) in answer["explanations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
+            assert_eq!(e["method"], method, "{name}");
+            close(&e["base_value"], &reference["base_values"][k], "base value");
+            close(
+                &e["value"],
+                &reference["output_values"][i][k],
+                &format!("row {i} value"),
+            );
+            for (j, feature) in feature_names.iter().enumerate() {
+                close(
+                    &e["attributions"][feature],
+                    &reference["values"][i][j][k],
+                    &format!("row {i} {feature}"),
+                );
+            }
+        }
+    }
+}
+
 /// Class names `models add` is given for a classifier: not the graph's, to show the mapping.
 fn class_names(name: &str) -> Vec<String> {
     graph_label_names(name)
@@ -536,6 +601,7 @@ async fn models_add_then_serve_with_the_manifest() {
         let feature_names: Vec<String> = reference(name).0;
         check_predict(&server, name, &feature_names, &class_names(name)).await;
         check_v2(&server, name).await;
+        check_explain(&server, name, &feature_names, &class_names(name)).await;
     }
 
     // A recorded prediction that no longer reproduces stops the start, naming the row.
