@@ -4,8 +4,10 @@ it at a 10% canary, promotes it and retires version 1. Prints the non-2xx answer
 errors (both must be 0) and each phase's share of answers per version, from the answers'
 x-ferrum-version (the canary must be within 3 points of its weight).
 
-Usage: python bench/rollout.py [--binary target/release/ferrum-serve] [--mode poll|explicit|both]
-                               [--duration 30] [--connections 64]
+Usage: python bench/rollout.py [--binary target/release/ferrum-serve]
+                               [--mode poll|explicit|both|shadow] [--duration 30] [--connections 64]
+--mode shadow instead measures the primary's p99 (c=8, full rate) with a shadow version on and
+off, interleaved, on one server.
 Stdlib only; needs wrk. Runs over a temporary copy of models/ and manifest.json.
 """
 
@@ -222,13 +224,55 @@ def run(binary, mode, duration, connections):
     return ok
 
 
+def shadow_cost(binary, duration, connections, rounds=3):
+    """The primary's p99 with a shadow on and off (issue #14): one server in explicit mode with
+    version 2 (a copy of version 1) loaded, the shadow switched on and off between interleaved
+    wrk runs at full rate; medians of `rounds` runs each."""
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        body = work / "body.json"
+        row = json.loads((REPO / f"models/{MODEL}/1/training_log.json").read_text())["rows"][0]
+        body.write_text(json.dumps({"instances": [row["features"]]}))
+        rollout = Rollout(binary, "explicit", work)
+        try:
+            rollout.add_version_2()
+            p99 = {"off": [], "on": []}
+            for _ in range(rounds):
+                for shadow in ("off", "on"):
+                    config = {"split": {"1": 1}}
+                    if shadow == "on":
+                        config["shadow"] = "2"
+                    rollout.configure(config)
+                    _, result = parse(wrk(rollout.base, body, connections, duration, 0)
+                                      .communicate()[0])
+                    if result["NON2XX"] or result["SOCKET_ERRORS"]:
+                        sys.exit(f"shadow {shadow}: {result}")
+                    p99[shadow].append(result["P99_MS"])
+            metrics = urllib.request.urlopen(rollout.base + "/metrics", timeout=10).read().decode()
+        finally:
+            rollout.stop()
+    median = {k: sorted(v)[len(v) // 2] for k, v in p99.items()}
+    shadowed = [line for line in metrics.splitlines()
+                if line.startswith("ferrum_shadow_") and "_bucket" not in line]
+    print(f"shadow: primary p99 at c={connections}, median of {rounds} interleaved {duration} s "
+          f"runs: off {median['off']:.2f} ms, on {median['on']:.2f} ms "
+          f"(runs off {p99['off']}, on {p99['on']})")
+    for line in shadowed:
+        print(f"  {line}")
+    return True
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--binary", default=str(REPO / "target/release/ferrum-serve"))
-    parser.add_argument("--mode", choices=["poll", "explicit", "both"], default="both")
+    parser.add_argument("--mode", choices=["poll", "explicit", "both", "shadow"], default="both",
+                        help="shadow: the primary's p99 with a shadow version on and off")
     parser.add_argument("--duration", type=int, default=30)
     parser.add_argument("--connections", type=int, default=64)
     args = parser.parse_args()
+    if args.mode == "shadow":
+        shadow_cost(args.binary, min(args.duration, 10), 8)
+        return
     modes = ["poll", "explicit"] if args.mode == "both" else [args.mode]
     results = [run(args.binary, mode, args.duration, args.connections) for mode in modes]
     sys.exit(0 if all(results) else 1)
