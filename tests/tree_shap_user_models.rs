@@ -6,54 +6,18 @@
 //! here the trees are read from the ONNX bytes, the per-feature steps replayed on the rows,
 //! and every attribution, base value and model value compared.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 
 use ferrum_serve::explain::onnx::{read_trees, MarginOutput, OnnxTrees, PostTransform};
 use ferrum_serve::explain::tree::{Link, Scratch, Target};
 use ferrum_serve::model::Manifest;
 use serde_json::{json, Value};
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The fixtures, built once per machine (the builder caches by its own and the lock's hash).
+/// The fixtures, built once per machine.
 fn fixtures() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let venv = Command::new(repo_root().join("scripts/python-env.sh"))
-            .arg("requirements/dev.lock")
-            .current_dir(repo_root())
-            .output()
-            .expect("run scripts/python-env.sh");
-        assert!(
-            venv.status.success(),
-            "{}",
-            String::from_utf8_lossy(&venv.stderr)
-        );
-        let python =
-            PathBuf::from(String::from_utf8(venv.stdout).unwrap().trim()).join("bin/python");
-        let cache = std::env::var("FERRUM_CACHE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| {
-                PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/ferrum-serve")
-            });
-        let built = Command::new(python)
-            .arg(repo_root().join("tests/python/user_models/build.py"))
-            .arg("--cached")
-            .arg(&cache)
-            .current_dir(repo_root())
-            .output()
-            .expect("run build.py");
-        assert!(
-            built.status.success(),
-            "{}",
-            String::from_utf8_lossy(&built.stderr)
-        );
-        PathBuf::from(String::from_utf8(built.stdout).unwrap().trim())
-    })
+    common::fixtures::user_models()
 }
 
 /// A fixture's description in fixtures.json.
@@ -236,7 +200,7 @@ fn the_margin_model_exposes_lightgbm_scores_behind_the_zipmap() {
     let margin_bytes = margin_model(&bytes, &trees.margin_output).unwrap();
     let dylib = std::env::var_os("ORT_DYLIB_PATH")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".ort/libonnxruntime.so"));
+        .unwrap_or_else(|| common::repo_root().join(".ort/libonnxruntime.so"));
     let runtime = Runtime::load(&dylib).expect("ONNX Runtime");
     let (mut session, _) = runtime
         .session(&margin_bytes, 1, ExecutionProviderChoice::Cpu)

@@ -4,6 +4,8 @@
 //! onnxruntime (Python) answers; these tests read each file's signature through real ONNX
 //! Runtime, run the recorded inputs through `model::infer::run` and compare bit for bit.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -26,20 +28,8 @@ fn repo_root() -> PathBuf {
 fn models_dir() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
-        let venv = Command::new(repo_root().join("scripts/python-env.sh"))
-            .arg("requirements/dev.lock")
-            .current_dir(repo_root())
-            .output()
-            .expect("run scripts/python-env.sh");
-        assert!(
-            venv.status.success(),
-            "python-env.sh failed: {}",
-            String::from_utf8_lossy(&venv.stderr)
-        );
-        let python =
-            PathBuf::from(String::from_utf8(venv.stdout).unwrap().trim()).join("bin/python");
         let dir = tempfile::tempdir().unwrap();
-        let built = Command::new(python)
+        let built = Command::new(common::fixtures::dev_python())
             .arg(repo_root().join("tests/typed_models/build.py"))
             .arg(dir.path())
             .output()

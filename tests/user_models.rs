@@ -7,9 +7,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::{client, repo_root, run_to_exit, server_command, Server};
@@ -41,37 +40,7 @@ const REFUSED: [(&str, &str); 4] = [
 
 /// The fixtures, built once into the shared cache (`build.py --cached`).
 fn fixtures() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let venv = Command::new(repo_root().join("scripts/python-env.sh"))
-            .arg("requirements/dev.lock")
-            .current_dir(repo_root())
-            .output()
-            .expect("run scripts/python-env.sh");
-        assert!(
-            venv.status.success(),
-            "python-env.sh failed: {}",
-            String::from_utf8_lossy(&venv.stderr)
-        );
-        let python =
-            PathBuf::from(String::from_utf8(venv.stdout).unwrap().trim()).join("bin/python");
-        let cache = std::env::var_os("FERRUM_CACHE").map_or_else(
-            || PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/ferrum-serve"),
-            PathBuf::from,
-        );
-        let built = Command::new(python)
-            .arg(repo_root().join("tests/python/user_models/build.py"))
-            .arg("--cached")
-            .arg(cache)
-            .output()
-            .expect("run build.py");
-        assert!(
-            built.status.success(),
-            "build.py failed: {}",
-            String::from_utf8_lossy(&built.stderr)
-        );
-        PathBuf::from(String::from_utf8(built.stdout).unwrap().trim())
-    })
+    common::fixtures::user_models()
 }
 
 /// What fixtures.json says of `name`.

@@ -2,6 +2,7 @@
 //! to it, so integration tests see exactly what a client would.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod fixtures;
 pub mod s3;
 
 use std::io::{BufRead, BufReader};
