@@ -306,7 +306,7 @@ async fn poll_mode_adds_a_version_splits_promotes_and_retires_without_a_restart(
         .await;
     assert_eq!(
         (status, body["code"].as_str()),
-        (400, Some("model_control_disabled"))
+        (403, Some("model_control_disabled"))
     );
 
     // Promote: everything to version 2.

@@ -125,7 +125,7 @@ impl ApiError {
             }
             // Triton answers every refused load or unload with 400.
             RepositoryRequest(_) => (StatusCode::BAD_REQUEST, "invalid_repository_request"),
-            ModelControlDisabled(_) => (StatusCode::BAD_REQUEST, "model_control_disabled"),
+            ModelControlDisabled(_) => (StatusCode::FORBIDDEN, "model_control_disabled"),
             LoadFailed(_) => (StatusCode::BAD_REQUEST, "load_failed"),
             Inference(_) => (StatusCode::INTERNAL_SERVER_ERROR, "inference_failed"),
             Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),

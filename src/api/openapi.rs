@@ -460,12 +460,15 @@ pub fn v2_infer_example() -> serde_json::Value {
     ]})
 }
 
-/// `POST /v2/repository/index`'s body.
-#[derive(ToSchema)]
+/// `POST /v2/repository/index`'s body. The serde attributes shape the schema only
+/// (`lifecycle::protocol` reads the body): no other field, nothing nullable.
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // a schema only: `lifecycle::protocol` reads it
 pub struct V2RepositoryIndexRequest {
     /// Only the versions ready for inference (default false).
-    pub ready: Option<bool>,
+    #[serde(default)]
+    pub ready: bool,
 }
 
 /// One entry of the repository index.
@@ -482,14 +485,17 @@ pub struct V2RepositoryModel {
 }
 
 /// `POST /v2/repository/models/{name}/load`'s body.
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // a schema only
 pub struct V2LoadRequest {
-    pub parameters: Option<V2LoadParameters>,
+    #[serde(default)]
+    pub parameters: V2LoadParameters,
 }
 
 /// A load's parameters.
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // a schema only
 pub struct V2LoadParameters {
     /// The model's rollout as a JSON string, in place of the manifest's `rollout` block for it:
@@ -499,18 +505,22 @@ pub struct V2LoadParameters {
 }
 
 /// `POST /v2/repository/models/{name}/unload`'s body.
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // a schema only
 pub struct V2UnloadRequest {
-    pub parameters: Option<V2UnloadParameters>,
+    #[serde(default)]
+    pub parameters: V2UnloadParameters,
 }
 
 /// An unload's parameters.
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // a schema only
 pub struct V2UnloadParameters {
     /// Accepted for Triton compatibility; no model here has dependents.
-    pub unload_dependents: Option<bool>,
+    #[serde(default)]
+    pub unload_dependents: bool,
 }
 
 /// `GET /v2`.

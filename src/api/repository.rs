@@ -34,10 +34,10 @@ pub fn routes() -> Router<AppState> {
 /// state (`READY`, `UNAVAILABLE`, `LOADING`, `UNLOADING`) and, when it is not plainly serving,
 /// why (a refused file, a failed load, outside the version policy).
 #[utoipa::path(
-    post,
+    method(get, post),
     path = "/v2/repository/index",
     tag = "v2",
-    request_body(content = V2RepositoryIndexRequest, description = "Optional; an empty body lists every version"),
+    request_body(content = Option<V2RepositoryIndexRequest>, description = "Optional; an empty body lists every version"),
     responses(
         (status = 200, description = "Every listed or loaded version with its state and reason", body = Vec<V2RepositoryModel>),
         (status = 400, description = "invalid_repository_request: the body is not the extension's", body = ErrorBody),
@@ -62,10 +62,11 @@ async fn index(
     path = "/v2/repository/models/{name}/load",
     tag = "v2",
     params(("name" = String, Path, description = "The model, as the manifest names it")),
-    request_body(content = V2LoadRequest, description = "Optional"),
+    request_body(content = Option<V2LoadRequest>, description = "Optional"),
     responses(
         (status = 200, description = "The model's versions are loaded and serve", body = Object),
-        (status = 400, description = "invalid_repository_request (the field at fault), load_failed (the versions and why; what was serving still serves), or model_control_disabled (not in explicit mode)", body = ErrorBody),
+        (status = 400, description = "invalid_repository_request (the field at fault), or load_failed (the versions and why; what was serving still serves)", body = ErrorBody),
+        (status = 403, description = "model_control_disabled: loads and unloads are taken in --model-control-mode explicit only", body = ErrorBody),
         (status = 401, description = "unauthorized: the API key is required", body = ErrorBody),
         (status = 404, description = "model_not_found: the manifest does not list it", body = ErrorBody),
     )
@@ -88,10 +89,11 @@ async fn load(
     path = "/v2/repository/models/{name}/unload",
     tag = "v2",
     params(("name" = String, Path, description = "The model, as the manifest names it")),
-    request_body(content = V2UnloadRequest, description = "Optional"),
+    request_body(content = Option<V2UnloadRequest>, description = "Optional"),
     responses(
         (status = 200, description = "The model's versions are drained and unloaded", body = Object),
-        (status = 400, description = "invalid_repository_request, or model_control_disabled (not in explicit mode)", body = ErrorBody),
+        (status = 400, description = "invalid_repository_request", body = ErrorBody),
+        (status = 403, description = "model_control_disabled: loads and unloads are taken in --model-control-mode explicit only", body = ErrorBody),
         (status = 401, description = "unauthorized: the API key is required", body = ErrorBody),
         (status = 404, description = "model_not_found: neither listed nor loaded", body = ErrorBody),
     )

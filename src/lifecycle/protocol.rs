@@ -73,13 +73,25 @@ pub struct UnloadParameters {
     pub unload_dependents: bool,
 }
 
-/// Reads one of these bodies; an empty body is the default request. The error names the
-/// body (and serde's message names the field).
+/// Reads one of these bodies; an empty body, or JSON `null` (the body is optional, and a client
+/// may send "nothing" as null), is the default request. The error names the body (and serde's
+/// message names the field).
 pub fn parse_body<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, LifecycleError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| LifecycleError::config("body", e.to_string()))
+    // serde reads a struct from an array too (fields in order); the extension's bodies are
+    // objects, so anything else is refused by name.
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if !matches!(first, Some(b'{' | b'n')) {
+        return Err(LifecycleError::config(
+            "body",
+            "expected a JSON object (or no body)",
+        ));
+    }
+    serde_json::from_slice::<Option<T>>(body)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| LifecycleError::config("body", e.to_string()))
 }
 
 #[cfg(test)]
@@ -89,6 +101,12 @@ mod tests {
 
     #[test]
     fn empty_bodies_are_default_requests() {
+        assert_eq!(
+            parse_body::<RepositoryIndexRequest>(b" null ").unwrap(),
+            RepositoryIndexRequest::default()
+        );
+        assert!(parse_body::<RepositoryIndexRequest>(b"[]").is_err());
+        assert!(parse_body::<RepositoryIndexRequest>(b"true").is_err());
         assert_eq!(
             parse_body::<RepositoryIndexRequest>(b"").unwrap(),
             RepositoryIndexRequest::default()
