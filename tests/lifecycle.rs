@@ -8,51 +8,16 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use common::{client, read_json, repo_root, training_log, Server};
+use common::{client, copy_dir, training_log, RepoCopy, Server};
 
 const MODEL: &str = "breast-cancer";
 
-/// A copy of the bundled models and manifest that a test may change.
-struct Repo {
-    dir: tempfile::TempDir,
-}
-
-impl Repo {
-    fn new() -> Repo {
-        let dir = tempfile::tempdir().unwrap();
-        copy_dir(&repo_root().join("models"), &dir.path().join("models"));
-        std::fs::copy(
-            repo_root().join("manifest.json"),
-            dir.path().join("manifest.json"),
-        )
-        .unwrap();
-        Repo { dir }
-    }
-
-    fn models(&self) -> PathBuf {
-        self.dir.path().join("models")
-    }
-
-    fn manifest_path(&self) -> PathBuf {
-        self.dir.path().join("manifest.json")
-    }
-
-    fn manifest(&self) -> Value {
-        read_json(&self.manifest_path())
-    }
-
-    /// Writes the manifest atomically (a rescan never reads half of it).
-    fn write_manifest(&self, manifest: &Value) {
-        let tmp = self.dir.path().join("manifest.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(manifest).unwrap()).unwrap();
-        std::fs::rename(&tmp, self.manifest_path()).unwrap();
-    }
-
+/// What the lifecycle tests do to a repository copy while a server runs on it.
+impl RepoCopy {
     /// Adds `version` of the model as a copy of version 1's folder and entry, the entry
     /// changed by `tweak`; the files first, then the manifest.
     fn add_version(&self, version: &str, tweak: impl FnOnce(&mut Value)) {
@@ -100,19 +65,6 @@ impl Repo {
         ];
         args.extend_from_slice(extra);
         Server::start_ready(&args).await
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
     }
 }
 
@@ -216,7 +168,7 @@ async fn health_share(server: &Server, version: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn poll_mode_adds_a_version_splits_promotes_and_retires_without_a_restart() {
-    let repo = Repo::new();
+    let repo = RepoCopy::new();
     let server = repo.serve("poll", &[]).await;
     let row = training_log(MODEL)[0].clone();
     let features = row["features"].clone();
@@ -357,7 +309,7 @@ async fn poll_mode_adds_a_version_splits_promotes_and_retires_without_a_restart(
 
 #[tokio::test]
 async fn a_model_file_replaced_on_disk_is_refused_and_the_old_one_keeps_serving() {
-    let repo = Repo::new();
+    let repo = RepoCopy::new();
     let server = repo.serve("poll", &[]).await;
     let other = repo.models().join("diabetes/1/model.onnx");
     let file = repo.models().join(format!("{MODEL}/1/model.onnx"));
@@ -424,7 +376,7 @@ async fn a_model_file_replaced_on_disk_is_refused_and_the_old_one_keeps_serving(
 
 #[tokio::test]
 async fn sighup_rescans_once_and_the_process_stays_up() {
-    let repo = Repo::new();
+    let repo = RepoCopy::new();
     let mut server = repo.serve("none", &[]).await;
     repo.add_version("2", |_| {});
     // Mode none: nothing changes by itself.
@@ -467,7 +419,7 @@ async fn sighup_rescans_once_and_the_process_stays_up() {
 #[tokio::test]
 async fn explicit_mode_loads_and_unloads_through_the_repository_routes() {
     const KEY: &str = "s3cret";
-    let repo = Repo::new();
+    let repo = RepoCopy::new();
     let server = repo.serve("explicit", &["--api-key", KEY]).await;
     repo.add_version("2", |_| {});
     let features = training_log(MODEL)[0]["features"].clone();
@@ -623,7 +575,7 @@ async fn a_shadow_that_disagrees_on_known_rows_is_counted_exactly() {
     // row with the two values swapped.
     const A: &str = "mean_concave_points";
     const B: &str = "worst_concave_points";
-    let repo = Repo::new();
+    let repo = RepoCopy::new();
     repo.add_version("2", |entry| {
         let names = entry["feature_names"].as_array_mut().unwrap();
         let a = names.iter().position(|n| n == A).unwrap();

@@ -3,45 +3,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{read_json, repo_root, run_to_exit, server_command, training_log, Server};
+use common::{copy_dir, run_to_exit, server_command, training_log, RepoCopy, Server};
 use serde_json::{json, Value};
 
-/// A copy of the model repository and manifest in a temp dir, to damage freely.
-struct RepoCopy {
-    dir: tempfile::TempDir,
-}
-
 impl RepoCopy {
-    fn new() -> RepoCopy {
-        let dir = tempfile::tempdir().unwrap();
-        copy_dir(&repo_root().join("models"), &dir.path().join("models"));
-        std::fs::copy(
-            repo_root().join("manifest.json"),
-            dir.path().join("manifest.json"),
-        )
-        .unwrap();
-        RepoCopy { dir }
-    }
-
-    fn path(&self, relative: &str) -> PathBuf {
-        self.dir.path().join(relative)
-    }
-
-    fn manifest(&self) -> Value {
-        read_json(&self.path("manifest.json"))
-    }
-
-    fn write_manifest(&self, manifest: &Value) {
-        std::fs::write(
-            self.path("manifest.json"),
-            serde_json::to_vec_pretty(manifest).unwrap(),
-        )
-        .unwrap();
-    }
-
     fn args(&self) -> Vec<String> {
         vec![
             "--models-dir".into(),
@@ -61,19 +28,6 @@ impl RepoCopy {
             "the server should refuse to start; output:\n{output}"
         );
         output
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
     }
 }
 

@@ -315,3 +315,60 @@ pub fn assert_json_close(actual: &Value, expected: &Value, tolerance: f64, conte
         _ => assert_eq!(actual, expected, "{context}"),
     }
 }
+
+/// A copy of the bundled models and manifest in a temporary directory, for a test to change or
+/// damage freely.
+pub struct RepoCopy {
+    dir: tempfile::TempDir,
+}
+
+impl RepoCopy {
+    pub fn new() -> RepoCopy {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&repo_root().join("models"), &dir.path().join("models"));
+        std::fs::copy(
+            repo_root().join("manifest.json"),
+            dir.path().join("manifest.json"),
+        )
+        .unwrap();
+        RepoCopy { dir }
+    }
+
+    /// A path inside the copy.
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    pub fn models(&self) -> PathBuf {
+        self.path("models")
+    }
+
+    pub fn manifest_path(&self) -> PathBuf {
+        self.path("manifest.json")
+    }
+
+    pub fn manifest(&self) -> Value {
+        read_json(&self.manifest_path())
+    }
+
+    /// Writes the manifest atomically (a rescanning server never reads half of it).
+    pub fn write_manifest(&self, manifest: &Value) {
+        let tmp = self.path("manifest.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(manifest).unwrap()).unwrap();
+        std::fs::rename(&tmp, self.manifest_path()).unwrap();
+    }
+}
+
+/// Copies a directory tree.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
