@@ -18,9 +18,9 @@ use crate::serving::pipeline;
 use crate::telemetry::metrics;
 
 /// `POST /predict`, `/models/{name}/predict` and `/models/{name}/versions/{version}/predict`:
-/// one prediction per row from the version the path selects (the manifest's default model, and
-/// the version its split picks, when the path names neither; `x-ferrum-version` says which). The OpenAPI document lists each form
-/// (see [`super::openapi`]).
+/// one prediction per row from the version the path selects (the manifest's default model,
+/// and the version its split picks, when the path names neither; `x-ferrum-version` says
+/// which). The OpenAPI document lists each form (see [`super::openapi`]).
 #[utoipa::path(
     post,
     path = "/models/{name}/versions/{version}/predict",

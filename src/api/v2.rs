@@ -131,13 +131,11 @@ async fn model_metadata(
     State(state): State<AppState>,
     selector: ModelSelector,
 ) -> Result<Json<Value>, ApiError> {
-    let model = state.served(&selector)?;
+    // One snapshot for the version and the list, so a reload in between cannot split them.
+    let repository = state.repository()?;
+    let model = repository.named(selector.name.as_deref(), selector.version.as_deref())?;
     let entry = &model.entry;
-    let versions: Vec<String> = state.repository()?.models[&entry.name]
-        .versions
-        .keys()
-        .map(u64::to_string)
-        .collect();
+    let versions = repository.models[&entry.name].names();
     let outputs: Vec<Value> = outputs_of(&model)
         .into_iter()
         .map(|(role, tensor)| {

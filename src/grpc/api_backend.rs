@@ -154,11 +154,7 @@ impl Backend for ApiBackend {
         let model = &repository
             .named(Some(name), version)
             .map_err(ApiError::from)?;
-        let versions = repository.models[name]
-            .versions
-            .keys()
-            .map(u64::to_string)
-            .collect();
+        let versions = repository.models[&model.entry.name].names();
         let entry = &model.entry;
         Ok(ModelMetadata {
             name: entry.name.clone(),

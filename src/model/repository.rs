@@ -37,6 +37,11 @@ impl<M> ModelVersions<M> {
             .next_back()
             .expect("a model has at least one version")
     }
+
+    /// The version numbers, in ascending order, as the protocols spell them.
+    pub fn names(&self) -> Vec<String> {
+        self.versions.keys().map(u64::to_string).collect()
+    }
 }
 
 /// Every model the server serves, each version as an `M` (see [`ModelVersions`]).
@@ -118,12 +123,7 @@ impl<M> Repository<M> {
             .ok_or_else(|| LookupError::VersionNotFound {
                 name: name.to_string(),
                 version: version.to_string(),
-                available: versions
-                    .versions
-                    .keys()
-                    .map(u64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                available: versions.names().join(", "),
             })
     }
 }
