@@ -13,11 +13,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use super::policy::served_versions;
 use super::rollout::{manifest_versions, RolloutConfigs};
 use super::Version;
+use crate::model::repository::sha256_of_file;
 use crate::model::Manifest;
 
 /// What the scan found at a version's model file.
@@ -53,21 +52,20 @@ pub struct RepositoryScan {
 
 impl RepositoryScan {
     /// Scans the manifest's versions under `models_dir`, hashing the files of the versions the
-    /// policies serve. Reads files: call it on a blocking thread, never on the async runtime.
+    /// policies serve (a file unchanged since `hashes` last read it is not read again). Reads
+    /// files: call it on a blocking thread, never on the async runtime.
     pub fn scan(
         manifest: &Manifest,
         configs: &RolloutConfigs,
         models_dir: &Path,
+        hashes: &mut FileHashes,
     ) -> RepositoryScan {
-        RepositoryScan::scan_with(
-            manifest,
-            configs,
-            models_dir,
-            |file, _| match sha256_of_file(file) {
+        RepositoryScan::scan_with(manifest, configs, models_dir, |file, _| {
+            match hashes.sha256(file) {
                 Ok(sha256) => FoundFile::Sha256(sha256),
                 Err(e) => FoundFile::Unreadable(format!("cannot read {}: {e}", file.display())),
-            },
-        )
+            }
+        })
     }
 
     /// The scan of a repository whose in-policy versions were just loaded, each file checked
@@ -142,11 +140,31 @@ impl RepositoryScan {
     }
 }
 
-/// The sha256 of a file, streamed (model files can be large), lowercase hex.
-pub fn sha256_of_file(path: &Path) -> io::Result<String> {
-    let mut hasher = Sha256::new();
-    io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
-    Ok(hex::encode(hasher.finalize()))
+/// The hashes of model files as last read, kept across rescans: a poll every few seconds must
+/// not read every model file in full each time. A file is read again when its length or
+/// modification time changed (what Triton's poll mode compares); one replaced by a file of the
+/// same length with its modification time set back is not noticed until it changes again,
+/// and is still checked against its pin when it is loaded.
+#[derive(Debug, Default)]
+pub struct FileHashes {
+    known: BTreeMap<PathBuf, (u64, std::time::SystemTime, String)>,
+}
+
+impl FileHashes {
+    /// `path`'s sha256, read only when the file changed since the last call for it.
+    pub fn sha256(&mut self, path: &Path) -> io::Result<String> {
+        let metadata = std::fs::metadata(path)?;
+        let stamp = (metadata.len(), metadata.modified()?);
+        if let Some((len, modified, sha256)) = self.known.get(path) {
+            if (*len, *modified) == stamp {
+                return Ok(sha256.clone());
+            }
+        }
+        let sha256 = sha256_of_file(path)?;
+        self.known
+            .insert(path.to_path_buf(), (stamp.0, stamp.1, sha256.clone()));
+        Ok(sha256)
+    }
 }
 
 /// A version that is loaded and serving.
@@ -466,7 +484,8 @@ mod tests {
         );
         let manifest = Manifest::parse(&text).unwrap();
         let configs = RolloutConfigs::from_manifest(&manifest).unwrap();
-        let scan = RepositoryScan::scan(&manifest, &configs, dir.path());
+        let scan =
+            RepositoryScan::scan(&manifest, &configs, dir.path(), &mut FileHashes::default());
         let found: Vec<(u64, bool, &FoundFile)> = scan
             .versions
             .iter()
@@ -507,5 +526,36 @@ mod tests {
             })
             .collect();
         assert_eq!(plan(&pinned, &loaded), Plan::default());
+    }
+
+    #[test]
+    fn file_hashes_read_a_file_again_only_when_it_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.onnx");
+        std::fs::write(&path, b"one").unwrap();
+        let mut hashes = FileHashes::default();
+        let one = hashes.sha256(&path).unwrap();
+        assert_eq!(one, crate::model::repository::sha256_hex(b"one"));
+        // Same length and the old modification time: not read again (the cached hash).
+        let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::fs::write(&path, b"two").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(modified)
+            .unwrap();
+        assert_eq!(hashes.sha256(&path).unwrap(), one);
+        // A new modification time: read, and the new hash.
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(modified + std::time::Duration::from_secs(1))
+            .unwrap();
+        assert_eq!(
+            hashes.sha256(&path).unwrap(),
+            crate::model::repository::sha256_hex(b"two")
+        );
     }
 }

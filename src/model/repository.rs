@@ -133,6 +133,14 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// The sha256 of a file, streamed (model files can be large), in lowercase hex. Blocking: call
+/// it from a blocking thread.
+pub fn sha256_of_file(path: &Path) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
 /// Loads one version the manifest lists: its file read and sha256-checked against the entry,
 /// sessions built, signature checked, warm-up run; the model bytes come back for what the layers
 /// above read from them (the explanation trees). What both the start-up load and a live load or

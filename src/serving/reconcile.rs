@@ -23,7 +23,7 @@ use super::live::{Live, Snapshot};
 use super::shadow::ShadowJob;
 use super::{Loader, ServedModel, ServedRepository, ServingError};
 use crate::lifecycle::{
-    plan, unload_model, Action, LoadedVersion, ModelConfig, ModelControl, ModelState,
+    plan, unload_model, Action, FileHashes, LoadedVersion, ModelConfig, ModelControl, ModelState,
     RepositoryScan, RolloutConfigs, ShadowQueue, StateTable, Version,
 };
 use crate::model::repository::ModelVersions;
@@ -199,6 +199,7 @@ impl ModelController {
             overrides: BTreeMap::new(),
             unloaded: BTreeSet::new(),
             shadow_queue,
+            hashes: FileHashes::default(),
         };
         let controller = ModelController {
             reconciler: Arc::new(Mutex::new(reconciler)),
@@ -278,6 +279,8 @@ struct Reconciler {
     /// `explicit` mode: models unloaded by request, which rescans leave alone.
     unloaded: BTreeSet<String>,
     shadow_queue: ShadowQueue<ShadowJob>,
+    /// Model files' hashes as last read, so a rescan reads only the files that changed.
+    hashes: FileHashes,
 }
 
 /// A version that was not loaded, and why.
@@ -291,7 +294,12 @@ impl Reconciler {
     /// only for the models loaded: nothing else loads unless asked).
     fn rescan(&mut self) -> Result<(), ServingError> {
         let (manifest, configs) = self.read_manifest()?;
-        let mut scan = RepositoryScan::scan(&manifest, &configs, &self.loader.models_dir);
+        let mut scan = RepositoryScan::scan(
+            &manifest,
+            &configs,
+            &self.loader.models_dir,
+            &mut self.hashes,
+        );
         let full = !self.settings.accepts_load_requests();
         if !full {
             let current = self.live.current();
@@ -315,7 +323,13 @@ impl Reconciler {
             self.overrides.insert(name.to_string(), config);
         }
         self.unloaded.remove(name);
-        let scan = RepositoryScan::scan(&manifest, &configs, &self.loader.models_dir).only(name);
+        let scan = RepositoryScan::scan(
+            &manifest,
+            &configs,
+            &self.loader.models_dir,
+            &mut self.hashes,
+        )
+        .only(name);
         let failures = self.apply(manifest, configs, scan, false);
         metrics::record_repository_rescan("applied");
         if failures.is_empty() {

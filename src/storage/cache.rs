@@ -4,12 +4,10 @@
 //! recorded one for an artifact whose object has not changed since.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use object_store::ObjectMeta;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::StorageError;
 
@@ -76,20 +74,10 @@ impl CacheIndex {
     }
 }
 
-/// The sha256 of a local file in lowercase hex, or `None` if it cannot be read. Blocking: call
-/// it from a blocking thread.
+/// The sha256 of a local file in lowercase hex, or `None` if it cannot be read (a cached copy
+/// that is missing or unreadable is fetched again). Blocking: call it from a blocking thread.
 pub fn sha256_of_file(path: &Path) -> Option<String> {
-    let mut file = std::fs::File::open(path).ok()?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buffer).ok()?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-    }
-    Some(hex::encode(hasher.finalize()))
+    crate::model::repository::sha256_of_file(path).ok()
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
