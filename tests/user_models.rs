@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{client, repo_root, run_to_exit, server_command, Server};
+use common::{repo_root, run_to_exit, server_command, Server};
 use serde_json::{json, Value};
 
 /// The models the serving path takes: skl2onnx LogisticRegression (ZipMap), a
@@ -274,37 +274,9 @@ async fn check_v2(server: &Server, name: &str) {
         }
     }
 
-    let header = json!({
-        "inputs": [{"name": input, "shape": [n, width], "datatype": "FP32",
-                    "parameters": {"binary_data_size": n * width * 4}}],
-        "parameters": {"binary_data_output": true}
-    })
-    .to_string();
-    let mut body = header.clone().into_bytes();
-    for v in rows.iter().flatten() {
-        body.extend_from_slice(&v.to_le_bytes());
-    }
-    let response = client()
-        .post(server.url(&format!("/v2/models/{name}/infer")))
-        .header("inference-header-content-length", header.len())
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{name}");
-    let json_len: usize = response.headers()["inference-header-content-length"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let bytes = response.bytes().await.unwrap();
-    let head: Value = serde_json::from_slice(&bytes[..json_len]).unwrap();
-    let mut binary = &bytes[json_len..];
+    let (head, outputs) = common::v2_binary_infer(server, name, input, &rows).await;
     let mut float_bits = Vec::new();
-    for output in head["outputs"].as_array().unwrap() {
-        let size = output["parameters"]["binary_data_size"].as_u64().unwrap() as usize;
-        let (chunk, rest) = binary.split_at(size);
-        binary = rest;
+    for (output, chunk) in head["outputs"].as_array().unwrap().iter().zip(&outputs) {
         match output["datatype"].as_str().unwrap() {
             "INT64" => {
                 let got: Vec<i64> = chunk

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{client, read_json, repo_root, training_log, Server};
+use common::{client, read_json, repo_root, training_log, v2_binary_infer, Server};
 use serde_json::{json, Value};
 
 const MODELS: [&str; 2] = ["breast-cancer", "diabetes"];
@@ -207,59 +207,26 @@ async fn binary_infer_reproduces_the_training_log() {
     let server = Server::start_ready(&[]).await;
     for model in MODELS {
         let (matrix, log) = log_matrix(model);
-        let (n, width) = (matrix.len(), matrix[0].len());
-        let header = json!({
-            "inputs": [{"name": "input", "shape": [n, width], "datatype": "FP32",
-                        "parameters": {"binary_data_size": n * width * 4}}],
-            "parameters": {"binary_data_output": true}
-        })
-        .to_string();
-        let mut body = header.clone().into_bytes();
-        for v in matrix.iter().flatten() {
-            body.extend_from_slice(&v.to_le_bytes());
-        }
-        let response = client()
-            .post(server.url(&format!("/v2/models/{model}/infer")))
-            .header("inference-header-content-length", header.len())
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        let json_len: usize = response.headers()["inference-header-content-length"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        let bytes = response.bytes().await.unwrap();
-        let head: Value = serde_json::from_slice(&bytes[..json_len]).unwrap();
-        let mut binary = &bytes[json_len..];
-        let mut take = |output: &Value| {
-            assert!(output.get("data").is_none(), "{output}");
-            let size = output["parameters"]["binary_data_size"].as_u64().unwrap() as usize;
-            let (chunk, rest) = binary.split_at(size);
-            binary = rest;
-            chunk.to_vec()
-        };
-        let outputs = head["outputs"].as_array().unwrap();
+        let (_, outputs) = v2_binary_infer(&server, model, "input", &matrix).await;
+        let mut outputs = outputs.into_iter();
+        let mut take = || outputs.next().expect("an output");
         if model == "breast-cancer" {
-            let labels: Vec<i64> = take(&outputs[0])
+            let labels: Vec<i64> = take()
                 .chunks_exact(8)
                 .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
                 .collect();
-            let probabilities: Vec<f64> = take(&outputs[1])
+            let probabilities: Vec<f64> = take()
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64)
                 .collect();
             assert_outputs_match_log(model, Some(&labels), &probabilities, &log);
         } else {
-            let values: Vec<f64> = take(&outputs[0])
+            let values: Vec<f64> = take()
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64)
                 .collect();
             assert_outputs_match_log(model, None, &values, &log);
         }
-        assert!(binary.is_empty(), "every byte is claimed by an output");
     }
 }
 

@@ -372,3 +372,52 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// `POST /v2/models/{model}/infer` with `rows` as the binary FP32 input `input`, `[rows, width]`,
+/// and every output asked for as binary data (Triton's binary tensor extension): the
+/// answer's JSON header and each output's bytes, in the header's order. Panics unless the
+/// server answers 200 and the binary section is exactly the outputs' declared sizes.
+pub async fn v2_binary_infer(
+    server: &Server,
+    model: &str,
+    input: &str,
+    rows: &[Vec<f32>],
+) -> (Value, Vec<Vec<u8>>) {
+    let (n, width) = (rows.len(), rows[0].len());
+    let header = serde_json::json!({
+        "inputs": [{"name": input, "shape": [n, width], "datatype": "FP32",
+                    "parameters": {"binary_data_size": n * width * 4}}],
+        "parameters": {"binary_data_output": true}
+    })
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    for v in rows.iter().flatten() {
+        body.extend_from_slice(&v.to_le_bytes());
+    }
+    let response = client()
+        .post(server.url(&format!("/v2/models/{model}/infer")))
+        .header("inference-header-content-length", header.len())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{model}");
+    let json_len: usize = response.headers()["inference-header-content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let bytes = response.bytes().await.unwrap();
+    let head: Value = serde_json::from_slice(&bytes[..json_len]).unwrap();
+    let mut binary = &bytes[json_len..];
+    let mut outputs = Vec::new();
+    for output in head["outputs"].as_array().unwrap() {
+        assert!(output.get("data").is_none(), "{output}");
+        let size = output["parameters"]["binary_data_size"].as_u64().unwrap() as usize;
+        let (chunk, rest) = binary.split_at(size);
+        outputs.push(chunk.to_vec());
+        binary = rest;
+    }
+    assert!(binary.is_empty(), "every byte is claimed by an output");
+    (head, outputs)
+}
