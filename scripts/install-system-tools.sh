@@ -2,20 +2,22 @@
 # Installs the system tools the test suite calls, only when they are missing, so a second run
 # costs nothing:
 #   promtool  (Debian's `prometheus`): checks the /metrics scrape and deploy/prometheus/ rules;
-#   chromium  (Debian's `chromium`):   the headless browser the demo-page test drives.
+#   chromium-headless-shell (Debian's package of that name): the headless browser the demo-page
+#             test drives; the automation build Playwright itself runs headless tests on (lighter
+#             than the full browser, whose start once died of SIGSEGV in CI).
 #
 # Usage: scripts/install-system-tools.sh
 # Needs root (or sudo) and Debian's package archive the first time only.
 set -euo pipefail
 
 # command → Debian package
-declare -A wanted=([promtool]=prometheus [chromium]=chromium)
+declare -A wanted=([promtool]=prometheus [chromium-headless-shell]=chromium-headless-shell)
 missing=()
 for command in "${!wanted[@]}"; do
   command -v "$command" >/dev/null 2>&1 || missing+=("${wanted[$command]}")
 done
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "system tools: promtool and chromium already installed" >&2
+  echo "system tools: promtool and chromium-headless-shell already installed" >&2
   exit 0
 fi
 

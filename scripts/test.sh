@@ -21,7 +21,7 @@ venv=$(scripts/python-env.sh requirements/dev.lock)
 # The S3-compatible server tests/remote_repository.rs starts on loopback.
 export MOTO_SERVER=$venv/bin/moto_server
 
-step "System tools (promtool for the metrics tests, chromium for the demo-page test)"
+step "System tools (promtool for the metrics tests, chromium-headless-shell for the demo-page test)"
 scripts/install-system-tools.sh
 
 step "cargo fmt --check"

@@ -2,7 +2,8 @@
 // pick a training-log row, submit, and check that the page shows the logged prediction and a
 // waterfall with one bar per returned attribution. Saves a screenshot as a test artifact.
 //
-// Env: FERRUM_SERVE_BIN (the server binary), ORT_DYLIB_PATH, CHROMIUM (default /usr/bin/chromium),
+// Env: FERRUM_SERVE_BIN (the server binary), ORT_DYLIB_PATH,
+//      CHROMIUM (default /usr/bin/chromium-headless-shell, Debian's automation build),
 //      ARTIFACTS (screenshot folder, default test-artifacts/).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -44,12 +45,26 @@ async function waitReady() {
 before(async () => {
   [server, base] = await startServer();
   await waitReady();
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  browser = await launchBrowser();
 });
+
+// A browser that dies while starting (once seen in CI: SIGSEGV before the first page, not
+// reproduced since) is the machine's failure, not the page's: try a fresh process up to three
+// times, saying why each attempt failed, and fail with the last reason.
+async function launchBrowser(attempts = 3) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await chromium.launch({
+        executablePath: process.env.CHROMIUM || "/usr/bin/chromium-headless-shell",
+        args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+          "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+      });
+    } catch (error) {
+      if (attempt >= attempts) throw error;
+      console.error(`browser start ${attempt} of ${attempts} failed: ${error.message.split("\n")[0]}`);
+    }
+  }
+}
 
 after(async () => {
   await browser?.close();
