@@ -796,7 +796,7 @@ async fn tensors_requests_are_refused_with_the_input_named() {
             )],
             422,
             "invalid_tensor",
-            "input 'counts': datatype must be INT64, got FP32",
+            "input 'counts' is float, the model takes int64",
         ),
         (
             "int64",
@@ -856,7 +856,7 @@ async fn tensors_requests_are_refused_with_the_input_named() {
             )],
             422,
             "invalid_tensor",
-            "unknown input 'image': the model's inputs are 'pixels' FP32 [-1, 1, 8, 8]",
+            "the model has no input 'image' (it takes 'pixels' float[N, 1, 8, 8])",
         ),
         (
             "fixed-batch",

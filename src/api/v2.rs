@@ -234,10 +234,9 @@ async fn infer_tensors(
     let max_rows = state.limits.max_request_rows;
     let parsing = model.clone();
     if model.is_tensors() {
-        let request = pipeline::parse_off_runtime(body.len(), move || {
-            parse_typed_infer(&body, header_len, &parsing.signature, max_rows)
-        })
-        .await?;
+        let request =
+            pipeline::parse_off_runtime(body.len(), move || parse_typed_infer(&body, header_len))
+                .await?;
         let selection = select_tensors(model, &request.outputs, request.binary_data_output)?;
         let inferred = pipeline::infer_tensors(model, request.inputs, max_rows).await?;
         return Ok(tensors_response(

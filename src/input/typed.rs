@@ -31,12 +31,10 @@ pub struct TypedRequest {
 }
 
 /// Parses a body whose JSON header is its first `header_len` bytes (all of it when `None`)
-/// into the named tensors of `signature`'s inputs, at most `max_rows` along a batch dimension.
+/// into the named tensors it declares.
 pub fn parse_typed_infer(
     body: &[u8],
     header_len: Option<usize>,
-    signature: &Signature,
-    max_rows: usize,
 ) -> Result<TypedRequest, InputError> {
     let split = header_len.unwrap_or(body.len()).min(body.len());
     let (json, mut binary) = body.split_at(split);
@@ -59,7 +57,7 @@ pub fn parse_typed_infer(
     };
     let mut inputs = Vec::with_capacity(raw_inputs.len());
     for (i, raw) in raw_inputs.iter().enumerate() {
-        inputs.push(parse_input(i, raw, signature, max_rows, &mut binary)?);
+        inputs.push(parse_input(i, raw, &mut binary)?);
     }
     if !binary.is_empty() {
         return Err(InputError::InvalidBinaryData(format!(
@@ -94,13 +92,7 @@ fn parameter<'v>(object: &'v Map<String, Value>, name: &str) -> Option<&'v Value
 }
 
 /// One input tensor object, its binary data (if any) taken from the front of `binary`.
-fn parse_input(
-    index: usize,
-    raw: &Value,
-    signature: &Signature,
-    max_rows: usize,
-    binary: &mut &[u8],
-) -> Result<NamedTensor, InputError> {
+fn parse_input(index: usize, raw: &Value, binary: &mut &[u8]) -> Result<NamedTensor, InputError> {
     let invalid = |reason: String| InputError::InvalidTensor(reason);
     let Value::Object(raw) = raw else {
         return Err(invalid(format!("inputs[{index}] must be an object")));
@@ -109,33 +101,16 @@ fn parse_input(
         return Err(invalid(format!("inputs[{index}] has no 'name'")));
     };
     let fail = |reason: String| invalid(format!("input '{name}': {reason}"));
-    let Some(spec) = signature.input(name) else {
-        return Err(invalid(format!(
-            "unknown input '{name}': the model's inputs are {}",
-            inputs_text(signature)
-        )));
+    let ty = match raw.get("datatype").and_then(Value::as_str) {
+        Some(given) => ElementType::from_v2_name(given).ok_or_else(|| {
+            fail(format!(
+                "datatype '{given}' is not one of BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, FP64, BYTES"
+            ))
+        })?,
+        None => return Err(fail("no datatype".into())),
     };
-    let ty = spec.element_type;
-    match raw.get("datatype").and_then(Value::as_str) {
-        Some(given) if given == ty.v2_name() => {}
-        Some(given) => {
-            return Err(fail(format!(
-                "datatype must be {}, got {given}",
-                ty.v2_name()
-            )))
-        }
-        None => return Err(fail(format!("no datatype ({})", ty.v2_name()))),
-    }
     let shape = shape_of(raw.get("shape"))
         .ok_or_else(|| fail("'shape' must be a list of whole numbers >= 0".into()))?;
-    if let Some(&rows) = shape.first() {
-        if rows > max_rows && spec.shape.first().is_some_and(|d| d.fixed().is_none()) {
-            return Err(InputError::TooManyTensorRows {
-                rows,
-                limit: max_rows,
-            });
-        }
-    }
     let count = shape
         .iter()
         .try_fold(1usize, |n, &d| n.checked_mul(d))
