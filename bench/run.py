@@ -9,7 +9,10 @@ Loads (wrk -t1, after a warm-up run at the same concurrency):
   2. 64-row /predict by feature name (rows/s), and 256-row V2 binary-tensor infer
   3. gRPC ModelInfer (256 rows and single row) and the same 256-row V2 binary body over h2c,
      both with h2load -t1 (nghttp2), so gRPC and REST are compared through one load generator
-Compute floor: examples/compute_floor.rs, in-process ONNX Runtime at batch 1 and 256.
+  4. with --typed-models (tests/typed_models/build.py's output): the CNN `[N, 1, 8, 8]` served as
+     named tensors from a bare repository, 256-row V2 binary infer (zeros, as the floor's)
+Compute floor: examples/compute_floor.rs, in-process ONNX Runtime at batch 1 and 256 (and the
+CNN's, on the same zeros).
 
 Every figure comes with the CPU the load generator and the server used (cores = CPU seconds per
 wall second), because on 2 cores wrk's share is taken from the server.
@@ -103,6 +106,27 @@ def make_bodies():
             path.write_bytes(grpc_frame(model_infer_request(model, input_name, rows[:n])))
             bodies[f"{model}-grpc-{n}"] = (path, None, "application/grpc")
     return bodies
+
+
+def make_cnn_body(bodies, rows=256):
+    """A 256-image V2 binary request for the CNN: zeros, the compute floor's input."""
+    header = json.dumps({
+        "inputs": [{"name": "pixels", "shape": [rows, 1, 8, 8], "datatype": "FP32",
+                    "parameters": {"binary_data_size": rows * 64 * 4}}],
+        "parameters": {"binary_data_output": True},
+    }).encode()
+    path = WORK / "cnn-v2-256.bin"
+    path.write_bytes(header + bytes(rows * 64 * 4))
+    bodies["cnn-v2-256"] = (path, len(header), "application/octet-stream")
+
+
+def cnn_repository(typed_models):
+    """A bare repository holding only the CNN (a link to the fixture's version folder)."""
+    repo = WORK / "cnn-repository"
+    shutil.rmtree(repo, ignore_errors=True)
+    (repo / "cnn").mkdir(parents=True)
+    (repo / "cnn" / "1").symlink_to(Path(typed_models).resolve() / "cnn" / "1")
+    return repo
 
 
 # A ModelInferRequest (proto/open_inference.proto) encoded by hand: three fields and one
@@ -290,6 +314,9 @@ def main():
                         help="run servers and wrk at this nice level (root only): on a machine shared "
                              "with other work it keeps the measured processes from being starved, "
                              "whatever their thread count (0 to disable)")
+    parser.add_argument("--typed-models", metavar="DIR",
+                        help="tests/typed_models/build.py's output: adds the CNN served as named "
+                             "tensors (bench/run.sh builds it)")
     parser.add_argument("--render", action="store_true",
                         help="only re-render the table from <out>/latest.json")
     args = parser.parse_args()
@@ -323,6 +350,14 @@ def main():
     }
     all_servers = list(servers)
     modes = ["ferrum batching=off", "ferrum batching=on"]
+    cnn_modes = []
+    if args.typed_models:
+        make_cnn_body(bodies)
+        cnn_repo = str(cnn_repository(args.typed_models))
+        for mode in ("off", "on"):
+            servers[f"cnn ferrum batching={mode}"] = (
+                ferrum("--batching", mode, "--models-dir", cnn_repo, "--manifest", "none"), "/health/ready")
+            cnn_modes.append(f"cnn ferrum batching={mode}")
     befores = []
     if args.before:
         # The earlier build may predate --grpc-port: it is given the HTTP port only.
@@ -350,6 +385,9 @@ def main():
         loads.append(("breast-cancer", "single row gRPC", GRPC_INFER, "{m}-grpc-1", 1, c, modes, "grpc"))
     for c in (1, 8, 64):
         loads.append(("diabetes", "single row by name", "/models/{m}/predict", "{m}-1", 1, c, modes, "http1"))
+    if cnn_modes:
+        loads.append(("cnn", "256 rows V2 binary", "/v2/models/{m}/infer", "{m}-v2-256", 256, 8, cnn_modes,
+                      "http1"))
 
     env = dict(os.environ, LOG_FORMAT="json")
     running = {}
@@ -394,9 +432,12 @@ def main():
 
     print("\n== compute floor (in-process ONNX Runtime)", flush=True)
     compute = []
-    for model in ("breast-cancer",):
-        out = subprocess.run(NICE + [str(Path(args.examples) / "compute_floor"), model, "3", "2"], cwd=REPO,
-                             capture_output=True, text=True, check=True).stdout
+    floors = [("breast-cancer", [])]
+    if args.typed_models:
+        floors.append(("cnn", [str(cnn_repository(args.typed_models))]))
+    for model, repository in floors:
+        out = subprocess.run(NICE + [str(Path(args.examples) / "compute_floor"), model, "3", "2", *repository],
+                             cwd=REPO, capture_output=True, text=True, check=True).stdout
         for line in out.splitlines():
             compute.append(json.loads(line))
             print(line, flush=True)
@@ -443,11 +484,16 @@ def render(info, results, compute, args):
         lines.append(
             f"| {r['server']} | {r['model']} | {r['load']} | {r['c']} | {r['rps']:,.0f} | {r['rows_per_s']:,.0f} | "
             f"{ms(r['p50_ms'])} | {ms(r['p99_ms'])} | {r['wrk_cores']:.2f} | {r['server_cores']:.2f} | {per_core:,.0f} |")
-    lines += ["", "Compute floor, in-process ONNX Runtime (breast-cancer, one intra-op thread per session):", "",
-              "| batch | threads | rows/s | µs per call |", "|---:|---:|---:|---:|"]
+    lines += ["", "Compute floor, in-process ONNX Runtime (one intra-op thread per session):", "",
+              "| model | batch | threads | rows/s | µs per call |", "|---|---:|---:|---:|---:|"]
     for c in compute:
-        lines.append(f"| {c['batch']} | {c['threads']} | {c['rows_per_s']:,.0f} | {c['us_per_call']:.1f} |")
-    floor256 = max((c["rows_per_s"] for c in compute if c["batch"] == 256), default=0)
+        lines.append(f"| {c.get('model', 'breast-cancer')} | {c['batch']} | {c['threads']} | "
+                     f"{c['rows_per_s']:,.0f} | {c['us_per_call']:.1f} |")
+
+    def floor(model):
+        return max((c["rows_per_s"] for c in compute
+                    if c["batch"] == 256 and c.get("model", "breast-cancer") == model), default=0)
+    floor256 = floor("breast-cancer")
     lines += ["", "Targets (FastAPI = the calibrated fair baseline: uvicorn's default h11/asyncio, 2 workers, "
               "TCP_NODELAY fixed; the httptools/uvloop rows above are the stronger Python set-up):", "",
               "| target | ferrum batching=off | ferrum batching=on | goal |", "|---|---:|---:|---|"]
@@ -469,6 +515,9 @@ def render(info, results, compute, args):
          find(results, fast, "64 rows by name", 8)["rows_per_s"], ">= 10x", 10, "x"),
         ("256-row binary rows/s vs in-process ORT", lambda m: find(results, m, "256 rows V2 binary", 8)["rows_per_s"] /
          floor256, ">= 50%", 0.50, "%"),
+        ("CNN (named tensors) 256-row V2 binary rows/s vs in-process ORT",
+         lambda m: find(results, "cnn " + m, "256 rows V2 binary", 8, "cnn")["rows_per_s"] / floor("cnn"),
+         ">= 80%", 0.80, "%"),
         ("256-row gRPC rows/s vs V2 binary REST (both h2load)",
          lambda m: find(results, m, "256 rows gRPC", 8)["rows_per_s"] /
          find(results, m, "256 rows V2 binary (h2c)", 8)["rows_per_s"], ">= 100%", 1.0, "%"),

@@ -20,5 +20,14 @@ fi
 scripts/fetch-onnxruntime.sh .ort
 venv=$(scripts/python-env.sh bench/requirements.lock)
 $cargo build --release --bin ferrum-serve --example http_floor --example compute_floor
+# The typed models (the CNN served as named tensors), built once with the dev venv's converters.
+typed="$FERRUM_CACHE/bench-typed-models-$(sha256sum tests/typed_models/build.py requirements/dev.lock | sha256sum | cut -c1-12)"
+if [ ! -f "$typed/cnn/1/model.onnx" ]; then
+  dev_venv=$(scripts/python-env.sh requirements/dev.lock)
+  rm -rf "$typed.tmp" && mkdir -p "$typed.tmp"
+  "$dev_venv/bin/python" tests/typed_models/build.py "$typed.tmp" >&2
+  rm -rf "$typed" && mv "$typed.tmp" "$typed"
+fi
 exec "$venv/bin/python" bench/run.py \
-  --ferrum "$target_dir/release/ferrum-serve" --examples "$target_dir/release/examples" "$@"
+  --ferrum "$target_dir/release/ferrum-serve" --examples "$target_dir/release/examples" \
+  --typed-models "$typed" "$@"

@@ -3,26 +3,36 @@
 //! session per thread), at batch 1 and batch 256, with 1 thread and with N threads side by
 //! side. Prints one JSON object per measurement.
 //!
-//! `cargo run --release --example compute_floor -- [model] [seconds] [threads]`
+//! `cargo run --release --example compute_floor -- [model] [seconds] [threads] [bare-repository]`
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrum_serve::config::ExecutionProviderChoice;
-use ferrum_serve::model::{LoadOptions, Manifest, Repository, Rows, Runtime};
+use ferrum_serve::model::{
+    discover, LoadOptions, LoadedModel, Manifest, Repository, Rows, Runtime,
+};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let model_name = args.next().unwrap_or_else(|| "breast-cancer".into());
     let seconds: f64 = args.next().map_or(Ok(3.0), |s| s.parse())?;
     let threads: usize = args.next().map_or(Ok(2), |s| s.parse())?;
+    // A bare repository (served with --manifest none) instead of the bundled one.
+    let bare = args.next().map(PathBuf::from);
     let dylib = std::env::var("ORT_DYLIB_PATH").unwrap_or_else(|_| ".ort/libonnxruntime.so".into());
     let runtime = Runtime::load(Path::new(&dylib))?;
-    let manifest = Manifest::read(Path::new("manifest.json"))?;
+    let (manifest, models_dir) = match &bare {
+        Some(dir) => (discover::discover(dir, &runtime)?, dir.clone()),
+        None => (
+            Manifest::read(Path::new("manifest.json"))?,
+            PathBuf::from("models"),
+        ),
+    };
     let repository = Repository::load(
         manifest,
-        Path::new("models"),
+        &models_dir,
         &runtime,
         LoadOptions {
             sessions_per_model: threads,
@@ -32,42 +42,18 @@ fn main() -> anyhow::Result<()> {
         },
     )?;
     let model = repository.get(Some(&model_name), None)?.clone();
-    let width = model.n_features();
-    let log: serde_json::Value = serde_json::from_slice(&std::fs::read(format!(
-        "models/{model_name}/1/training_log.json"
-    ))?)?;
-    let log_rows: Vec<Vec<f32>> = log["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            model
-                .entry
-                .feature_names
-                .iter()
-                .map(|n| r["features"][n].as_f64().unwrap() as f32)
-                .collect()
-        })
-        .collect();
     for batch in [1usize, 256] {
-        let data: Vec<f32> = log_rows
-            .iter()
-            .cycle()
-            .take(batch)
-            .flatten()
-            .copied()
-            .collect();
-        let rows = Arc::new(Rows::new(data, width));
+        let call = one_call(&model, &models_dir, batch)?;
         for n_threads in [1, threads] {
             let deadline = Instant::now() + Duration::from_secs_f64(seconds);
             let started = Instant::now();
             let handles: Vec<_> = (0..n_threads)
                 .map(|_| {
-                    let (model, rows) = (model.clone(), rows.clone());
+                    let call = call.clone();
                     std::thread::spawn(move || {
                         let mut calls = 0u64;
                         while Instant::now() < deadline {
-                            model.infer(&rows).expect("inference");
+                            call();
                             calls += 1;
                         }
                         calls
@@ -90,4 +76,47 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// One inference of `batch` rows, as the server would make it: the training log's rows for a
+/// rows-form model, zeros for a tensors model (the bench sends the server the same zeros).
+fn one_call(
+    model: &Arc<LoadedModel>,
+    models_dir: &Path,
+    batch: usize,
+) -> anyhow::Result<Arc<dyn Fn() + Send + Sync>> {
+    let model = model.clone();
+    if model.is_tensors() {
+        let inputs = model.zero_inputs(batch);
+        return Ok(Arc::new(move || {
+            model.infer_tensors(&inputs, || {}).expect("inference");
+        }));
+    }
+    let log: serde_json::Value = serde_json::from_slice(&std::fs::read(
+        models_dir.join(&model.entry.path).join("training_log.json"),
+    )?)?;
+    let log_rows: Vec<Vec<f32>> = log["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            model
+                .entry
+                .feature_names
+                .iter()
+                .map(|n| r["features"][n].as_f64().unwrap() as f32)
+                .collect()
+        })
+        .collect();
+    let data: Vec<f32> = log_rows
+        .iter()
+        .cycle()
+        .take(batch)
+        .flatten()
+        .copied()
+        .collect();
+    let rows = Rows::new(data, model.n_features());
+    Ok(Arc::new(move || {
+        model.infer(&rows).expect("inference");
+    }))
 }
