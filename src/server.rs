@@ -79,7 +79,7 @@ pub async fn run(
     // a start-up error, it is a 503 per entity-id request until it is back.
     let feature_store = FeatureStore::open(
         &args.feature_store.store_config(),
-        &manifest,
+        &without_refused(&manifest, &start.refused),
         &args.models_dir,
     )
     .await
@@ -237,6 +237,18 @@ fn refusals(repository: &RemoteRepository, refused: Vec<RefusedVersion>) -> Vec<
             })
         })
         .collect()
+}
+
+/// `manifest` without the versions refused before loading: what the feature store opens
+/// with, since a refused remote version's files (its snapshot) were not mirrored.
+fn without_refused(manifest: &Manifest, refused: &[Refusal]) -> Manifest {
+    let mut kept = manifest.clone();
+    kept.models.retain(|entry| {
+        !refused
+            .iter()
+            .any(|r| r.name == entry.name && entry.version.parse() == Ok(r.version.0))
+    });
+    kept
 }
 
 /// Binds `--grpc-port` on `--host` (none when it is 0): at start, with the HTTP port, so a port

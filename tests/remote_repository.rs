@@ -207,6 +207,55 @@ async fn a_tampered_object_is_refused_on_its_sha256() {
     assert!(left.is_empty(), "left in the cache: {left:?}");
 }
 
+#[tokio::test]
+async fn with_exit_on_error_false_a_tampered_object_leaves_the_other_model_serving() {
+    let s3 = S3::start().await;
+    let mut tampered = std::fs::read(repo_root().join("models/diabetes/1/model.onnx")).unwrap();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0xff;
+    s3.upload_repository(&[("diabetes/1/model.onnx", &tampered)])
+        .await;
+    let cache = tempfile::tempdir().unwrap();
+    let mut command = server_for(&s3, cache.path());
+    command.args(["--exit-on-error", "false"]);
+    let server = Server::spawn(command);
+    server.wait_ready(Duration::from_secs(60)).await;
+    let rows = training_log("breast-cancer");
+    let (status, body) = server
+        .post(
+            "/models/breast-cancer/predict",
+            &json!({"instances": [rows[0]["features"]]}),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["predictions"][0]),
+        (200, &rows[0]["prediction"])
+    );
+    let (status, _, body) = diabetes_predict(&server, "/models/diabetes/predict").await;
+    let error = body["error"].as_str().unwrap_or_default();
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("model_unavailable")),
+        "{body}"
+    );
+    assert!(
+        error.contains(&format!(
+            "s3://{BUCKET}/{PREFIX}/diabetes/1/model.onnx has sha256 {}",
+            sha256_hex(&tampered)
+        )),
+        "{error}"
+    );
+    let state = &index(&server, None).await[&("diabetes".to_string(), "1".to_string())];
+    assert_eq!(state["state"], "UNAVAILABLE");
+    assert!(
+        state["reason"]
+            .as_str()
+            .unwrap()
+            .contains("but the manifest says"),
+        "{state}"
+    );
+}
+
 /// Uploads `diabetes/<version>/` as a copy of version 1's objects (its model file replaced by
 /// `model`, if given), then the manifest with that version's entry added (a copy of version
 /// 1's, the model's sha256 as version 1's): what a training pipeline publishing a version does.
