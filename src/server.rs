@@ -157,8 +157,7 @@ pub async fn run(
 async fn mirror_remote_repository(mut args: ServeArgs) -> Result<(ServeArgs, Start), ServeError> {
     let mut start = Start {
         exit_on_error: args.exit_on_error,
-        refused: Vec::new(),
-        refresh: None,
+        ..Start::default()
     };
     let uri = args.models_dir.to_string_lossy().into_owned();
     if !storage::is_remote(&uri) {

@@ -199,8 +199,7 @@ impl StateTable {
             .values()
             .filter(|e| e.failed && e.state.state != ModelStateKind::Ready)
             .map(|e| &e.state)
-            .filter(|s| s.name == name && version.is_none_or(|v| s.version == v))
-            .next_back()
+            .rfind(|s| s.name == name && version.is_none_or(|v| s.version == v))
     }
 
     /// Whether some version does not serve because it failed to load or was refused.

@@ -58,6 +58,17 @@ pub struct Start {
     pub refresh: Option<Refresh>,
 }
 
+/// `--exit-on-error`'s default, a local repository: the first failure stops the start.
+impl Default for Start {
+    fn default() -> Start {
+        Start {
+            exit_on_error: true,
+            refused: Vec::new(),
+            refresh: None,
+        }
+    }
+}
+
 /// What the API sees of the model controller: the repository index, the last rescan's error,
 /// and the repository extension's `load` / `unload`. Cheap to clone.
 #[derive(Clone)]
