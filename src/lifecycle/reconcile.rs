@@ -367,6 +367,49 @@ mod tests {
         FoundFile::Sha256(s.into())
     }
 
+    #[test]
+    fn refusals_found_before_the_scan_are_refused_by_the_plan() {
+        let mut out_of_policy = scanned("m", 3, Some("cc"), FoundFile::NotChecked);
+        out_of_policy.in_policy = false;
+        let mut scan = RepositoryScan {
+            versions: vec![
+                scanned("m", 1, Some("aa"), sha("aa")),
+                scanned("m", 2, Some("bb"), sha("bb")),
+                out_of_policy,
+            ],
+        };
+        let refusal = |name: &str, version: u64, reason: &str| Refusal {
+            name: name.into(),
+            version: Version(version),
+            file: PathBuf::from(format!("models/{name}/{version}/model.onnx")),
+            reason: reason.into(),
+        };
+        scan.refuse(&[
+            refusal("m", 1, "object tampered"),
+            refusal("m", 2, "object tampered"),
+            refusal("m", 3, "outside the policy anyway"),
+            refusal("bare", 1, "not an ONNX model"),
+        ]);
+        // 1 serves its old file, 2 is new, 3 is not served, "bare" is not in the manifest.
+        let actions = plan(&scan, &[loaded("m", 1, "aa")]).actions;
+        let refuse = |name: &str, version: u64, reason: &str, serving: Option<&str>| {
+            Action::Refuse {
+                name: name.into(),
+                version: Version(version),
+                reason: reason.into(),
+                serving: serving.map(str::to_string),
+            }
+        };
+        assert_eq!(
+            actions,
+            [
+                refuse("bare", 1, "not an ONNX model", None),
+                refuse("m", 1, "object tampered", Some("aa")),
+                refuse("m", 2, "object tampered", None),
+            ]
+        );
+    }
+
     fn loaded(name: &str, version: u64, sha256: &str) -> LoadedVersion {
         LoadedVersion {
             name: name.into(),
