@@ -482,3 +482,410 @@ fn every_element_type_in_and_out() {
     assert!(sig.batched);
     run_recorded_case(&mut model);
 }
+
+/// The served models of the repository: every one but the refused sequence output, linked into
+/// a bare repository (`--manifest none`).
+fn served_repository() -> (tempfile::TempDir, Vec<String>) {
+    let repo = tempfile::tempdir().unwrap();
+    let mut names = Vec::new();
+    for item in std::fs::read_dir(models_dir()).unwrap() {
+        let path = item.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name == "sequence-output" || !path.join("case.json").exists() {
+            continue;
+        }
+        std::fs::create_dir(repo.path().join(&name)).unwrap();
+        std::os::unix::fs::symlink(path.join("1"), repo.path().join(&name).join("1")).unwrap();
+        names.push(name);
+    }
+    names.sort();
+    (repo, names)
+}
+
+/// A recorded tensor's elements as V2 JSON `data`: floats widened exactly, integers exact.
+fn json_data(tensor: &TypedTensor) -> Value {
+    match tensor.data() {
+        TensorData::Float16(v) => v.iter().map(|x| x.to_f64()).collect(),
+        TensorData::Float32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        TensorData::Float64(v) => serde_json::json!(v),
+        TensorData::Bool(v) => serde_json::json!(v),
+        TensorData::Uint8(v) => serde_json::json!(v),
+        TensorData::Uint16(v) => serde_json::json!(v),
+        TensorData::Uint32(v) => serde_json::json!(v),
+        TensorData::Uint64(v) => serde_json::json!(v),
+        TensorData::Int8(v) => serde_json::json!(v),
+        TensorData::Int16(v) => serde_json::json!(v),
+        TensorData::Int32(v) => serde_json::json!(v),
+        TensorData::Int64(v) => serde_json::json!(v),
+        TensorData::String(v) => serde_json::json!(v),
+    }
+}
+
+/// An answered output's JSON `data` as the little-endian bytes of its datatype (strings as
+/// V2's length-prefixed bytes), so it compares with the recording bit for bit.
+fn json_bytes(datatype: &str, data: &Value) -> Vec<u8> {
+    let values = data.as_array().unwrap();
+    let mut out = Vec::new();
+    for v in values {
+        match datatype {
+            "FP16" => out.extend(half::f16::from_f64(v.as_f64().unwrap()).to_le_bytes()),
+            "FP32" => {
+                let x = v.as_f64().unwrap();
+                assert_eq!(f64::from(x as f32), x, "an FP32 value widened exactly");
+                out.extend((x as f32).to_le_bytes())
+            }
+            "FP64" => out.extend(v.as_f64().unwrap().to_le_bytes()),
+            "BOOL" => out.push(v.as_bool().unwrap() as u8),
+            "UINT8" | "UINT16" | "UINT32" | "UINT64" => {
+                let width = ElementType::from_v2_name(datatype)
+                    .unwrap()
+                    .byte_width()
+                    .unwrap();
+                out.extend(&v.as_u64().unwrap().to_le_bytes()[..width])
+            }
+            "INT8" | "INT16" | "INT32" | "INT64" => {
+                let width = ElementType::from_v2_name(datatype)
+                    .unwrap()
+                    .byte_width()
+                    .unwrap();
+                out.extend(&v.as_i64().unwrap().to_le_bytes()[..width])
+            }
+            "BYTES" => {
+                let s = v.as_str().unwrap();
+                out.extend((s.len() as u32).to_le_bytes());
+                out.extend(s.as_bytes());
+            }
+            other => panic!("datatype {other}"),
+        }
+    }
+    out
+}
+
+/// The recorded output's bytes (strings as V2's length-prefixed bytes).
+fn recorded_bytes(tensor: &Value) -> Vec<u8> {
+    recorded_tensor(tensor).to_le_bytes()
+}
+
+/// A V2 answer's outputs by name: (datatype, shape, bytes).
+type Answered = std::collections::BTreeMap<String, (String, Vec<usize>, Vec<u8>)>;
+
+/// One V2 request with every recorded input, as JSON `data` or as binary tensor data, every
+/// output asked for in the same encoding; the answer's outputs, or its status and body when
+/// it is not 200.
+async fn v2_infer(
+    server: &common::Server,
+    name: &str,
+    case: &Value,
+    binary: bool,
+) -> Result<Answered, (u16, String)> {
+    let inputs = recorded_inputs(case);
+    let mut section = Vec::new();
+    let described: Vec<Value> = inputs
+        .iter()
+        .map(|i| {
+            let mut input = serde_json::json!({
+                "name": i.name, "datatype": i.tensor.element_type().v2_name(), "shape": i.tensor.shape(),
+            });
+            if binary {
+                let bytes = i.tensor.to_le_bytes();
+                input["parameters"] = serde_json::json!({"binary_data_size": bytes.len()});
+                section.extend(bytes);
+            } else {
+                input["data"] = json_data(&i.tensor);
+            }
+            input
+        })
+        .collect();
+    let header =
+        serde_json::json!({"inputs": described, "parameters": {"binary_data_output": binary}})
+            .to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend(section);
+    let mut request = common::client()
+        .post(server.url(&format!("/v2/models/{name}/infer")))
+        .body(body);
+    if binary {
+        request = request.header("inference-header-content-length", header.len());
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let json_len: Option<usize> = response
+        .headers()
+        .get("inference-header-content-length")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    let bytes = response.bytes().await.unwrap();
+    if status != 200 {
+        return Err((
+            status.as_u16(),
+            String::from_utf8_lossy(&bytes).into_owned(),
+        ));
+    }
+    assert_eq!(
+        json_len.is_some(),
+        binary,
+        "{name}: binary framing only when asked"
+    );
+    let split = json_len.unwrap_or(bytes.len());
+    let head: Value = serde_json::from_slice(&bytes[..split]).unwrap();
+    let mut rest = &bytes[split..];
+    let mut outputs = std::collections::BTreeMap::new();
+    for output in head["outputs"].as_array().unwrap() {
+        let datatype = output["datatype"].as_str().unwrap().to_owned();
+        let shape = shape_of(output);
+        let data = if binary {
+            assert!(output.get("data").is_none(), "{name}: {output}");
+            let size = output["parameters"]["binary_data_size"].as_u64().unwrap() as usize;
+            let (chunk, tail) = rest.split_at(size);
+            rest = tail;
+            chunk.to_vec()
+        } else {
+            json_bytes(&datatype, &output["data"])
+        };
+        outputs.insert(
+            output["name"].as_str().unwrap().to_owned(),
+            (datatype, shape, data),
+        );
+    }
+    assert!(
+        rest.is_empty(),
+        "{name}: every byte is claimed by an output"
+    );
+    Ok(outputs)
+}
+
+/// True when an input holds a NaN or an infinity, which JSON has no number for.
+fn has_non_finite(case: &Value) -> bool {
+    recorded_inputs(case).iter().any(|i| match i.tensor.data() {
+        TensorData::Float16(v) => v.iter().any(|x| !x.is_finite()),
+        TensorData::Float32(v) => v.iter().any(|x| !x.is_finite()),
+        TensorData::Float64(v) => v.iter().any(|x| !x.is_finite()),
+        _ => false,
+    })
+}
+
+/// Served from a bare repository, every model outside the rows form (float64, int64, four
+/// inputs with a string column, a CNN, a fixed batch, every element type)
+/// answers V2 inference, JSON and binary, with onnxruntime Python's outputs bit for bit (JSON
+/// for every input JSON can write); its metadata is its signature; `/predict` says where its
+/// tensors go.
+#[tokio::test]
+async fn tensors_models_are_served_over_v2_bit_for_bit() {
+    let (repo, names) = served_repository();
+    let dir = repo.path().to_str().unwrap();
+    let server = common::Server::start_ready(&["--models-dir", dir, "--manifest", "none"]).await;
+    let mut served_as_tensors = Vec::new();
+    for name in &names {
+        let (status, metadata) = server.get(&format!("/v2/models/{name}")).await;
+        assert_eq!(status, 200, "{name}");
+        if metadata["parameters"]["task"] != "tensors" {
+            // The rows form (one float input) answers V2 with class indices: tests/user_models.rs.
+            continue;
+        }
+        served_as_tensors.push(name.as_str());
+        let case = case(name);
+        for binary in [false, true] {
+            let answer = v2_infer(&server, name, &case, binary).await;
+            if !binary && has_non_finite(&case) {
+                // JSON has no NaN or infinity: the null an encoder writes is refused by name
+                // (the binary request carries those values).
+                let (status, body) = answer.expect_err(name);
+                assert_eq!(status, 422, "{name}: {body}");
+                assert!(
+                    body.contains("expected a number finite in") && body.contains("got null"),
+                    "{body}"
+                );
+                continue;
+            }
+            let got = answer.unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            let expected = case["outputs"].as_object().unwrap();
+            assert_eq!(
+                got.keys().collect::<Vec<_>>(),
+                expected.keys().collect::<Vec<_>>(),
+                "{name}"
+            );
+            for (output, want) in expected {
+                let (datatype, shape, bytes) = &got[output];
+                let context = format!("{name} output '{output}' (binary {binary})");
+                assert_eq!(datatype, want["datatype"].as_str().unwrap(), "{context}");
+                assert_eq!(shape, &shape_of(want), "{context}");
+                assert_eq!(
+                    hex::encode(bytes),
+                    hex::encode(recorded_bytes(want)),
+                    "{context}"
+                );
+            }
+        }
+        let signature = load(Box::leak(name.clone().into_boxed_str())).signature;
+        let listed: Vec<(String, String, Vec<i64>)> = metadata["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                let shape = i["shape"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.as_i64().unwrap());
+                (
+                    i["name"].as_str().unwrap().into(),
+                    i["datatype"].as_str().unwrap().into(),
+                    shape.collect(),
+                )
+            })
+            .collect();
+        let declared: Vec<(String, String, Vec<i64>)> = signature
+            .inputs
+            .iter()
+            .map(|i| {
+                (
+                    i.name.clone(),
+                    i.element_type.v2_name().into(),
+                    i.shape.iter().map(Dim::v2).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(listed, declared, "{name}");
+    }
+    assert_eq!(
+        served_as_tensors,
+        [
+            "cnn",
+            "column-transformer",
+            "every-type",
+            "fixed-batch",
+            "float64",
+            "int64"
+        ]
+    );
+    let (status, body) = server
+        .post(
+            "/predict?model=cnn",
+            &serde_json::json!({"instances": [[0.0]]}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("tensors_model")),
+        "{body}"
+    );
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("POST /v2/models/cnn/infer"),
+        "{body}"
+    );
+}
+
+/// A tensors model's request is checked by input name before it runs: wrong datatype,
+/// missing input, a value out of its type's range, shapes the model does not take.
+#[tokio::test]
+async fn tensors_requests_are_refused_with_the_input_named() {
+    let (repo, _) = served_repository();
+    let dir = repo.path().to_str().unwrap();
+    let server = common::Server::start_ready(&["--models-dir", dir, "--manifest", "none"]).await;
+    let input = |name: &str, datatype: &str, shape: Value, data: Value| serde_json::json!({"name": name, "datatype": datatype, "shape": shape, "data": data});
+    let cases = [
+        (
+            "int64",
+            vec![input(
+                "counts",
+                "FP32",
+                serde_json::json!([1, 3]),
+                serde_json::json!([1, 2, 3]),
+            )],
+            422,
+            "invalid_tensor",
+            "input 'counts' is float, the model takes int64",
+        ),
+        (
+            "int64",
+            vec![input(
+                "counts",
+                "INT64",
+                serde_json::json!([1, 3]),
+                serde_json::json!([1, 2, 3.5]),
+            )],
+            422,
+            "invalid_tensor",
+            "data[2]: expected a whole number in INT64's range, got 3.5",
+        ),
+        (
+            "every-type",
+            vec![input(
+                "in_uint8",
+                "UINT8",
+                serde_json::json!([1, 2]),
+                serde_json::json!([1, 256]),
+            )],
+            422,
+            "invalid_tensor",
+            "input 'in_uint8': data[1]: expected a whole number in UINT8's range, got 256",
+        ),
+        (
+            "column-transformer",
+            vec![input(
+                "city",
+                "BYTES",
+                serde_json::json!([1, 1]),
+                serde_json::json!(["nice"]),
+            )],
+            422,
+            "invalid_tensor",
+            "input 'x1' is missing",
+        ),
+        (
+            "cnn",
+            vec![input(
+                "pixels",
+                "FP32",
+                serde_json::json!([1, 1, 8, 7]),
+                Value::from(vec![0.0; 56]),
+            )],
+            422,
+            "invalid_tensor",
+            "input 'pixels' has shape [1, 1, 8, 7], the model takes [N, 1, 8, 8]",
+        ),
+        (
+            "cnn",
+            vec![input(
+                "image",
+                "FP32",
+                serde_json::json!([1]),
+                serde_json::json!([0]),
+            )],
+            422,
+            "invalid_tensor",
+            "the model has no input 'image' (it takes 'pixels' float[N, 1, 8, 8])",
+        ),
+        (
+            "fixed-batch",
+            vec![input(
+                "x",
+                "FP32",
+                serde_json::json!([2, 2]),
+                serde_json::json!([1, 2, 3, 4]),
+            )],
+            422,
+            "invalid_tensor",
+            "input 'x' has shape [2, 2], the model takes [1, 2]",
+        ),
+    ];
+    for (model, inputs, status, code, fragment) in cases {
+        let (got, body) = server
+            .post(
+                &format!("/v2/models/{model}/infer"),
+                &serde_json::json!({"inputs": inputs}),
+            )
+            .await;
+        assert_eq!(
+            (got, body["code"].as_str()),
+            (status, Some(code)),
+            "{model}: {body}"
+        );
+        assert!(
+            body["error"].as_str().unwrap().contains(fragment),
+            "{model}: {body}"
+        );
+    }
+}

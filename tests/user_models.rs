@@ -1,9 +1,9 @@
 //! The ONNX models users bring (issue #13), served by the real server: exported with the
 //! pinned converters' defaults by tests/python/user_models/build.py, which also records what
 //! onnxruntime (Python) answers on each model's reference rows. Each model the serving path
-//! takes (one float [N, F] input) is served from a bare repository (`--manifest none`) and
-//! after `ferrum-serve models add`, and `/predict` and V2 JSON and binary must give
-//! onnxruntime's answers bit for bit; the others must be refused at load with the reason.
+//! takes in the rows form (one float [N, F] input) is served from a bare repository
+//! (`--manifest none`) and after `ferrum-serve models add`, and `/predict` and V2 JSON and
+//! binary must give onnxruntime's answers bit for bit; the others are served as named tensors.
 
 mod common;
 
@@ -14,27 +14,27 @@ use std::time::Duration;
 use common::{repo_root, run_to_exit, server_command, Server};
 use serde_json::{json, Value};
 
-/// The models the serving path takes: skl2onnx LogisticRegression (ZipMap), a
+/// The models the rows form takes: skl2onnx LogisticRegression (ZipMap), a
 /// StandardScaler→RandomForest pipeline (ZipMap), LightGBM and XGBoost through onnxmltools.
 const SERVED: [&str; 4] = ["logreg-zipmap", "scaled-forest", "lightgbm", "xgboost"];
 
-/// The ones it does not take yet, with the reason the load error gives.
-const REFUSED: [(&str, &str); 4] = [
+/// The ones outside the rows form, served as named tensors, with why the log gives.
+const TENSORS: [(&str, &str); 4] = [
     (
         "column-transformer",
-        "model 'column-transformer' version '1': the model has 4 inputs ('city' string[?, 1], 'x1' float[?, 1], 'x2' float[?, 1], 'x3' float[?, 1]): models with several inputs are not served yet",
+        "the model has 4 inputs ('city' string[?, 1], 'x1' float[?, 1], 'x2' float[?, 1], 'x3' float[?, 1]): models with several inputs do not fit the rows form",
     ),
     (
         "float64",
-        "model 'float64' version '1': input 'double_input' is double[?, 10]: double inputs are not served yet",
+        "input 'double_input' is double[?, 10]: double inputs do not fit the rows form",
     ),
     (
         "int64",
-        "model 'int64' version '1': input 'counts' is int64[?, 4]: int64 inputs are not served yet",
+        "input 'counts' is int64[?, 4]: int64 inputs do not fit the rows form",
     ),
     (
         "cnn",
-        "model 'cnn' version '1': input 'pixels' is float[N, 1, 8, 8]: inputs of rank 4 are not served yet",
+        "input 'pixels' is float[N, 1, 8, 8]: inputs of rank 4 do not fit the rows form",
     ),
 ];
 
@@ -613,45 +613,80 @@ fn models_add_refuses_a_reference_the_model_does_not_reproduce() {
     assert!(!models.join("iris").exists());
 }
 
-/// Models outside the serving path are refused at load, served or added, with the model,
-/// the input and what is not served yet.
-#[test]
-fn other_models_are_refused_at_load_with_the_reason() {
-    for (name, reason) in REFUSED {
+/// Models outside the rows form load as named tensors, from a bare repository and through
+/// `models add`, with why in the log; `/predict` points at V2, and `models add` refuses the
+/// rows-form metadata flags for them with the reason (their V2 answers are checked bit for bit
+/// in tests/typed_models.rs).
+#[tokio::test]
+async fn other_models_are_served_as_named_tensors() {
+    for (name, why) in TENSORS {
         let repo = repository_of(&[name]);
         let dir = repo.path().to_str().unwrap();
-        let (status, output) = run_to_exit(
-            server_command(&serve_args(dir, "none")),
-            Duration::from_secs(30),
-        );
-        assert!(!status.success(), "{name}");
+        let server = Server::start_ready(&serve_args(dir, "none")).await;
         assert!(
-            output.contains(&format!(
-                "error: {reason} (served now: one float (FP32) input [N, F]"
-            )),
-            "{name}: {output}"
+            server.log_text().contains(why),
+            "{name}: {}",
+            server.log_text()
+        );
+        let (status, metadata) = server.get(&format!("/v2/models/{name}")).await;
+        assert_eq!(status, 200, "{name}");
+        assert_eq!(metadata["parameters"]["task"], "tensors", "{name}");
+        let inputs = fixture(name)["inputs"].as_array().unwrap().len();
+        assert_eq!(
+            metadata["inputs"].as_array().unwrap().len(),
+            inputs,
+            "{name}"
+        );
+        let (status, body) = server
+            .post(
+                &format!("/predict?model={name}"),
+                &json!({"instances": [[0.0]]}),
+            )
+            .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (422, Some("tensors_model")),
+            "{name}: {body}"
         );
 
         let target = tempfile::tempdir().unwrap();
         let models = target.path().join("models");
         let manifest = target.path().join("manifest.json");
-        let (ok, _, stderr) = ferrum(&[
+        let file = fixtures().join(name).join("1/model.onnx");
+        let add = |extra: &[&str]| {
+            let mut args = vec![
+                "models",
+                "add",
+                file.to_str().unwrap(),
+                "--models-dir",
+                models.to_str().unwrap(),
+                "--manifest",
+                manifest.to_str().unwrap(),
+                "--name",
+                name,
+            ];
+            args.extend_from_slice(extra);
+            ferrum(&args)
+        };
+        let (ok, _, stderr) = add(&["--feature-names", "a"]);
+        assert!(!ok, "{name}");
+        assert!(
+            stderr.contains("need the rows form") && stderr.contains(why),
+            "{name}: {stderr}"
+        );
+        let (ok, _, stderr) = add(&[]);
+        assert!(ok, "{name}: {stderr}");
+        let written = common::read_json(&manifest);
+        assert_eq!(written["models"][0]["task"], "tensors", "{name}: {written}");
+        let (ok, stdout, stderr) = ferrum(&[
             "models",
-            "add",
-            fixtures().join(name).join("1/model.onnx").to_str().unwrap(),
+            "check",
             "--models-dir",
             models.to_str().unwrap(),
             "--manifest",
             manifest.to_str().unwrap(),
-            "--name",
-            name,
         ]);
-        assert!(!ok, "{name}");
-        assert!(
-            stderr.contains(&format!("error: {reason}")),
-            "{name}: {stderr}"
-        );
-        assert!(!manifest.exists() && !models.join(name).exists(), "{name}");
+        assert!(ok, "{name}: {stdout} {stderr}");
     }
 }
 

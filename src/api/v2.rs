@@ -32,11 +32,11 @@ use super::openapi::{
 use super::predict::counted_against;
 use super::select::{answered_by, ModelSelector};
 use super::AppState;
-use crate::input::{header_length, parse_infer, InputSpec};
+use crate::input::{header_length, parse_infer, parse_typed_infer, InputSpec};
 use crate::serving::live::Routed;
 use crate::serving::pipeline;
 use response::Header as V2InferResponse;
-use response::{infer_response, outputs_of, select, shape_of};
+use response::{infer_response, select, select_tensors, tensors_of, tensors_response, TensorInfo};
 
 /// The binary tensor data extension's framing header.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -140,25 +140,19 @@ async fn model_metadata(
     )?;
     let entry = &model.entry;
     let versions = repository.models[&entry.name].names();
-    let outputs: Vec<Value> = outputs_of(&model)
-        .into_iter()
-        .map(|(role, tensor)| {
-            json!({
-                "name": tensor,
-                "datatype": role.datatype(),
-                "shape": shape_of(&model, role, -1),
-            })
-        })
-        .collect();
+    let (inputs, outputs) = tensors_of(&model);
+    let listed = |tensors: Vec<TensorInfo>| -> Vec<Value> {
+        tensors
+            .into_iter()
+            .map(|t| json!({"name": t.name, "datatype": t.datatype.v2_name(), "shape": t.shape}))
+            .collect()
+    };
+    let (inputs, outputs) = (listed(inputs), listed(outputs));
     Ok(Json(json!({
         "name": entry.name,
         "versions": versions,
         "platform": "onnxruntime_onnx",
-        "inputs": [{
-            "name": entry.onnx.input,
-            "datatype": "FP32",
-            "shape": [-1, entry.feature_names.len()],
-        }],
+        "inputs": inputs,
         "outputs": outputs,
         "parameters": {
             "version": entry.version,
@@ -243,6 +237,19 @@ async fn infer_tensors(
     )?;
     let max_rows = state.limits.max_request_rows;
     let parsing = model.clone();
+    if model.is_tensors() {
+        let request =
+            pipeline::parse_off_runtime(body.len(), move || parse_typed_infer(&body, header_len))
+                .await?;
+        let selection = select_tensors(model, &request.outputs, request.binary_data_output)?;
+        let inferred = pipeline::infer_tensors(model, request.inputs, max_rows).await?;
+        return Ok(tensors_response(
+            model,
+            request.id.as_deref(),
+            &inferred.output,
+            &selection,
+        ));
+    }
     let request = pipeline::parse_off_runtime(body.len(), move || {
         parse_infer(&body, header_len, &InputSpec::of(&parsing, max_rows))
     })

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::model::infer::{NamedTensor, RunError};
 use crate::model::{InferenceError, LoadedModel, ModelOutput, Rows};
 use crate::telemetry::metrics::InferenceCalls;
 pub use scheduler::{Scheduler, SchedulerConfig, SubmitError};
@@ -88,11 +89,12 @@ pub struct BatchingConfig {
     pub threads: usize,
 }
 
-/// What one inference produced, with where its time went (for metrics and timing headers).
+/// What one inference produced, with where its time went (for metrics and timing headers):
+/// a [`ModelOutput`] for the rows form, every output tensor for a tensors model.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Inferred {
+pub struct Inferred<O = ModelOutput> {
     /// This request's rows of the model output, in request order.
-    pub output: ModelOutput,
+    pub output: O,
     /// From submission until its ONNX Runtime call started.
     pub queue_time: Duration,
     /// The ONNX Runtime call that computed it (shared with the rest of its batch).
@@ -180,38 +182,102 @@ pub async fn infer(
     }
 }
 
+/// Runs a tensors model on named `inputs` (checked against its signature by the caller) through
+/// its executor, always direct: the batcher merges rows-form requests only, and
+/// [`executor_for`] gives a tensors model no other executor.
+pub async fn infer_tensors(
+    executor: &Executor,
+    model: &Arc<LoadedModel>,
+    inputs: Vec<NamedTensor>,
+) -> Result<Inferred<Vec<NamedTensor>>, InferError> {
+    let submitted = Instant::now();
+    match executor {
+        Executor::Direct {
+            in_flight,
+            max_queue_depth,
+            calls,
+        } => {
+            let _slot = Slot::take(in_flight, *max_queue_depth).ok_or(InferError::QueueFull)?;
+            run_blocking(model.clone(), inputs, submitted, calls.clone()).await
+        }
+        Executor::Batched(_) => Err(InferError::Lost(
+            "a tensors model was given the batcher, which merges rows only",
+        )),
+    }
+}
+
+/// What one ONNX Runtime call carries: rows-form rows or a tensors model's named inputs.
+pub(crate) trait Work: Send + 'static {
+    /// What the call gives back.
+    type Output: Send + 'static;
+    /// Rows in the call (its batch dimension), for the metrics.
+    fn rows(&self) -> usize;
+    /// Rows in an output, when they must equal the call's (to be split among requests).
+    fn output_rows(output: &Self::Output) -> Option<usize>;
+    /// Makes the call. Blocking.
+    fn run(&self, model: &LoadedModel) -> Result<Self::Output, InferenceError>;
+}
+
+impl Work for Rows {
+    type Output = ModelOutput;
+    fn rows(&self) -> usize {
+        self.n_rows
+    }
+    fn output_rows(output: &ModelOutput) -> Option<usize> {
+        Some(output.len())
+    }
+    fn run(&self, model: &LoadedModel) -> Result<ModelOutput, InferenceError> {
+        model.infer(self)
+    }
+}
+
+impl Work for Vec<NamedTensor> {
+    type Output = Vec<NamedTensor>;
+    fn rows(&self) -> usize {
+        self.first()
+            .and_then(|input| input.tensor.batch_size())
+            .unwrap_or(1)
+    }
+    fn output_rows(_: &Vec<NamedTensor>) -> Option<usize> {
+        // Outputs are the model's own: some declare no batch dimension, and none is split.
+        None
+    }
+    fn run(&self, model: &LoadedModel) -> Result<Vec<NamedTensor>, InferenceError> {
+        model.infer_tensors(self, || {}).map_err(|e| match e {
+            RunError::Runtime(reason) => InferenceError::Runtime(reason),
+            other => InferenceError::Output(other.to_string()),
+        })
+    }
+}
+
 /// The per-call metrics of `model`'s name and version.
 fn model_calls(model: &LoadedModel) -> InferenceCalls {
     InferenceCalls::new(&model.entry.name, &model.entry.version)
 }
 
-/// Makes one ONNX Runtime call, `call(rows)`, and records it once in `calls`: its time, its
+/// Makes one ONNX Runtime call, `call(work)`, and records it once in `calls`: its time, its
 /// rows (every request merged into it) and success or a failure reason. An output with another
-/// row count than `rows` is a failure (`output_error`): it could not be split among requests.
+/// row count than `work` is a failure (`output_error`): it could not be split among requests.
 /// Returns the outcome and the call's time.
-pub(crate) fn record_call(
+pub(crate) fn record_call<W: Work>(
     calls: &InferenceCalls,
-    rows: &Rows,
-    call: impl FnOnce(&Rows) -> Result<ModelOutput, InferenceError>,
-) -> (Result<ModelOutput, InferenceError>, Duration) {
+    work: &W,
+    call: impl FnOnce(&W) -> Result<W::Output, InferenceError>,
+) -> (Result<W::Output, InferenceError>, Duration) {
     let started = Instant::now();
-    let result = call(rows).and_then(|output| {
-        if output.len() == rows.n_rows {
-            Ok(output)
-        } else {
-            Err(InferenceError::Output(format!(
-                "a call with {} rows gave {} outputs",
-                rows.n_rows,
-                output.len()
-            )))
-        }
+    let rows = work.rows();
+    let result = call(work).and_then(|output| match W::output_rows(&output) {
+        Some(got) if got != rows => Err(InferenceError::Output(format!(
+            "a call with {rows} rows gave {got} outputs"
+        ))),
+        _ => Ok(output),
     });
     let elapsed = started.elapsed();
     let failure = result.as_ref().err().map(|e| match e {
         InferenceError::Runtime(_) => "runtime_error",
         InferenceError::Output(_) => "output_error",
     });
-    calls.record(rows.n_rows, elapsed, failure);
+    calls.record(rows, elapsed, failure);
     (result, elapsed)
 }
 
@@ -238,26 +304,26 @@ impl Drop for Slot<'_> {
 
 /// One request, one ONNX Runtime call, on the blocking pool. A client that went away while the
 /// call waited for a thread is not computed for: its reply channel is closed by then.
-async fn run_blocking(
+async fn run_blocking<W: Work>(
     model: Arc<LoadedModel>,
-    rows: Rows,
+    work: W,
     submitted: Instant,
     calls: InferenceCalls,
-) -> Result<Inferred, InferError> {
+) -> Result<Inferred<W::Output>, InferError> {
     let (reply, result) = tokio::sync::oneshot::channel();
     tokio::task::spawn_blocking(move || {
         if reply.is_closed() {
             return;
         }
         let queue_time = submitted.elapsed();
-        let (output, inference_time) = record_call(&calls, &rows, |rows| {
-            scheduler::catch_panic(|| model.infer(rows))
+        let (output, inference_time) = record_call(&calls, &work, |work| {
+            scheduler::catch_panic(|| work.run(&model))
         });
         let output = output.map(|output| Inferred {
             output,
             queue_time,
             inference_time,
-            batch_rows: rows.n_rows,
+            batch_rows: work.rows(),
         });
         let _ = reply.send(output);
     });
@@ -293,6 +359,10 @@ pub fn executor_for(
     config: BatchingConfig,
 ) -> Executor {
     let (mode, why) = match choice {
+        _ if model.is_tensors() => (
+            Mode::Direct,
+            "a tensors model: the batcher merges rows-form requests only".to_string(),
+        ),
         BatchingChoice::On => (Mode::Batched, "--batching on".to_string()),
         BatchingChoice::Off => (Mode::Direct, "--batching off".to_string()),
         BatchingChoice::Auto => auto_mode(model),

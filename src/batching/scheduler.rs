@@ -366,9 +366,9 @@ impl Shared {
 
 /// Runs `call`, turning a panic into a runtime error so the thread that ran it goes on serving
 /// (and the failed call is counted like any other).
-pub(super) fn catch_panic(
-    call: impl FnOnce() -> Result<ModelOutput, InferenceError>,
-) -> Result<ModelOutput, InferenceError> {
+pub(super) fn catch_panic<O>(
+    call: impl FnOnce() -> Result<O, InferenceError>,
+) -> Result<O, InferenceError> {
     catch_unwind(AssertUnwindSafe(call)).unwrap_or_else(|panic| {
         let what = panic
             .downcast_ref::<&str>()

@@ -365,10 +365,9 @@ fn ort_margins<'a>(
     let outputs = session.run(inputs).map_err(InferenceError::from)?;
     let name = match &support.model.margin_output {
         MarginOutput::Declared => {
-            let role = match entry.task {
-                Task::Classification => "probabilities",
-                Task::Regression => "value",
-            };
+            let role = entry.score_role().ok_or_else(|| {
+                ExplainError::Model("a tensors model has no scores to explain".into())
+            })?;
             &entry.onnx.outputs[role]
         }
         MarginOutput::Tree(name) => name,
@@ -550,7 +549,7 @@ pub fn explain(
         cancel.check()?;
         let class = match model.entry.task {
             Task::Classification => Some(plan.class.unwrap_or(labels[i] as usize)),
-            Task::Regression => None,
+            Task::Regression | Task::Tensors => None,
         };
         let column = class.unwrap_or(0);
         let value = f64::from(match &margins {

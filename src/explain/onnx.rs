@@ -308,6 +308,7 @@ fn check_graph(
     let expected: &[(&str, usize)] = match entry.task {
         Task::Classification => &[("label", 0), ("probabilities", 1)],
         Task::Regression => &[("value", 0)],
+        Task::Tensors => return Err("a tensors model has no rows to explain".into()),
     };
     // The last role holds the scores (probabilities, or the value).
     let scores = expected.last().expect("every task has outputs");

@@ -3,19 +3,22 @@
 //! admission control for both protocols, and the V2 REST routes' checks
 //! ([`InputSpec::check`], [`select`]) so a bad request gets the same words on both.
 //!
-//! This is the only gRPC file that knows the HTTP side. Today's models take one FP32 `[rows, features]` input and
-//! give the roles of [`Role`]; the typed tensors the service decodes are narrowed to that here.
+//! This is the only gRPC file that knows the HTTP side. A rows-form model takes one FP32
+//! `[rows, features]` input and gives the roles of [`Role`]: the typed tensors the service
+//! decodes are narrowed to that here. A tensors model takes and gives them as they are.
 
 use axum::http::StatusCode;
 
 use super::backend::{
     Backend, BackendError, ErrorKind, InferCall, Inferred, ModelMetadata, TensorMetadata,
 };
-use crate::api::v2::response::{outputs_of, select, shape_of, Role};
+use crate::api::v2::response::{
+    select, select_tensors, shape_of, tensors_of, Role, Selected, TensorInfo,
+};
 use crate::api::{counted_against, ApiError, AppState, ModelSelector};
 use crate::input::{InputSpec, RequestedOutput};
 use crate::model::infer::NamedTensor;
-use crate::model::tensor::{ElementType, TensorData, TypedTensor};
+use crate::model::tensor::{TensorData, TypedTensor};
 use crate::model::{LoadedModel, ModelOutput, Rows};
 use crate::serving::live::Routed;
 use crate::serving::pipeline;
@@ -53,6 +56,26 @@ impl ApiBackend {
 
     async fn run_on(&self, routed: &Routed, call: InferCall) -> Result<Inferred, ApiError> {
         let model = &routed.model;
+        let requested: Vec<RequestedOutput> = call
+            .outputs
+            .into_iter()
+            .map(|name| RequestedOutput {
+                name,
+                parameters: Default::default(),
+            })
+            .collect();
+        if model.is_tensors() {
+            let selection = select_tensors(model, &requested, true)?;
+            let max_rows = self.state.limits.max_request_rows;
+            let outputs = pipeline::infer_tensors(model, call.inputs, max_rows)
+                .await?
+                .output;
+            return Ok(Inferred {
+                model_name: model.entry.name.clone(),
+                model_version: model.entry.version.clone(),
+                outputs: take_selected(outputs, &selection),
+            });
+        }
         let spec = InputSpec::of(model, self.state.limits.max_request_rows);
         let mut inputs = call.inputs.into_iter();
         let (Some(input), None) = (inputs.next(), inputs.next()) else {
@@ -68,14 +91,6 @@ impl ApiBackend {
             unreachable!("InputSpec::check accepts FP32 only");
         };
         spec.check_finite(&data)?;
-        let requested: Vec<RequestedOutput> = call
-            .outputs
-            .into_iter()
-            .map(|name| RequestedOutput {
-                name,
-                parameters: Default::default(),
-            })
-            .collect();
         let selection = select(model, &requested, true)?;
         let rows = Rows::new(data, model.n_features());
         let inferred = pipeline::infer(model, rows, routed.shadow.is_some()).await?;
@@ -85,7 +100,7 @@ impl ApiBackend {
             .map(|s| {
                 Ok(NamedTensor {
                     name: s.name.to_owned(),
-                    tensor: output_tensor(model, &output, s.role)?,
+                    tensor: output_tensor(model, &output, s.key)?,
                 })
             })
             .collect::<Result<_, ApiError>>()?;
@@ -96,6 +111,25 @@ impl ApiBackend {
             outputs,
         })
     }
+}
+
+/// The selected outputs of a tensors model's answer, moved out of it (one selected twice is
+/// copied the second time).
+fn take_selected(outputs: Vec<NamedTensor>, selection: &[Selected<usize>]) -> Vec<NamedTensor> {
+    let mut slots: Vec<Option<NamedTensor>> = outputs.into_iter().map(Some).collect();
+    let mut taken: Vec<NamedTensor> = Vec::with_capacity(selection.len());
+    for s in selection {
+        let output = match slots[s.key].take() {
+            Some(output) => output,
+            None => taken
+                .iter()
+                .find(|t| t.name == s.name)
+                .cloned()
+                .expect("an output taken earlier"),
+        };
+        taken.push(output);
+    }
+    taken
 }
 
 /// One output role of a model's answer as a typed tensor.
@@ -155,24 +189,23 @@ impl Backend for ApiBackend {
         let repository = self.state.repository()?;
         let model = &self.state.served_in(&repository, Some(name), version)?;
         let versions = repository.models[&model.entry.name].names();
-        let entry = &model.entry;
+        let (inputs, outputs) = tensors_of(model);
+        let listed = |tensors: Vec<TensorInfo>| {
+            tensors
+                .into_iter()
+                .map(|t| TensorMetadata {
+                    name: t.name.to_owned(),
+                    datatype: t.datatype,
+                    shape: t.shape,
+                })
+                .collect()
+        };
         Ok(ModelMetadata {
-            name: entry.name.clone(),
+            name: model.entry.name.clone(),
             versions,
             platform: "onnxruntime_onnx",
-            inputs: vec![TensorMetadata {
-                name: entry.onnx.input.clone(),
-                datatype: ElementType::Float32,
-                shape: vec![-1, model.n_features() as i64],
-            }],
-            outputs: outputs_of(model)
-                .into_iter()
-                .map(|(role, tensor)| TensorMetadata {
-                    name: tensor.to_owned(),
-                    datatype: role.element_type(),
-                    shape: shape_of(model, role, -1),
-                })
-                .collect(),
+            inputs: listed(inputs),
+            outputs: listed(outputs),
         })
     }
 

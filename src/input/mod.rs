@@ -1,6 +1,7 @@
 //! Request bodies → model inputs: the `/predict`/`/explain` body ([`rows`]) and the Open
 //! Inference Protocol's tensors ([`tensors`]), parsed straight into the model's `f32` buffer in
-//! feature order, with no intermediate `Value` tree and no `String` per feature key.
+//! feature order, with no intermediate `Value` tree and no `String` per feature key; and a
+//! tensors model's V2 request ([`typed`]), every input of its own datatype and shape.
 //!
 //! Every problem is an [`InputError`] that names the row, feature, tensor or field at fault, and
 //! carries the stable code clients branch on; the API only decides the HTTP status. The offline
@@ -14,6 +15,7 @@
 
 pub mod rows;
 pub mod tensors;
+pub mod typed;
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -26,6 +28,7 @@ pub use rows::{
     OutputSpace, RequestInput,
 };
 pub use tensors::{header_length, parse_infer, InferRequest, InputSpec, RequestedOutput};
+pub use typed::{parse_typed_infer, TypedRequest};
 
 /// Why a request body cannot become model input. Messages name the field or row and the
 /// problem; [`InputError::code`] is the stable code.

@@ -114,9 +114,16 @@ fn add(args: &ModelsAddArgs, runtime: &Runtime, out: &mut dyn Write) -> Result<(
     let version_text = version.to_string();
     let bytes = std::fs::read(&args.file).map_err(io_error(&args.file))?;
     let (_, signature) = discover::read_signature(runtime, &bytes, &args.name, &version_text)?;
-    let mut entry =
-        tabular::entry_from_signature(&args.name, &version_text, &sha256_hex(&bytes), &signature)
-            .map_err(|e| e.into_load_error(&args.name, &version_text))?;
+    let (mut entry, why_tensors) =
+        tabular::entry_from_signature(&args.name, &version_text, &sha256_hex(&bytes), &signature);
+    if let Some(why) = why_tensors {
+        if !args.feature_names.is_empty() || args.background.is_some() || args.reference.is_some() {
+            return Err(input_error(
+                &args.file,
+                format!("--feature-names, --background and --reference need the rows form, and this model is served as named tensors: {why}"),
+            ));
+        }
+    }
     name_columns(&mut entry, args)?;
     if let Some(raw) = &manifest {
         let taken = raw["models"].as_array().is_some_and(|models| {
@@ -258,10 +265,10 @@ fn name_columns(entry: &mut ModelEntry, args: &ModelsAddArgs) -> Result<(), JobE
         entry.feature_names = args.feature_names.clone();
     }
     if !args.class_labels.is_empty() {
-        if entry.task != Task::Classification {
+        if entry.class_labels.is_empty() {
             return Err(input_error(
                 &args.file,
-                "--class-labels is for classifiers, and the graph is a regressor".into(),
+                "--class-labels is for classifiers, and the graph states no class labels".into(),
             ));
         }
         if args.class_labels.len() != entry.class_labels.len() {
@@ -372,6 +379,7 @@ fn describe(entry: &ModelEntry) -> String {
             entry.class_labels.join(", ")
         ),
         Task::Regression => format!("regression, {features}"),
+        Task::Tensors => "named tensors (V2 and gRPC), see the signature".into(),
     }
 }
 

@@ -392,14 +392,13 @@ mod tests {
         ]);
         // 1 serves its old file, 2 is new, 3 is not served, "bare" is not in the manifest.
         let actions = plan(&scan, &[loaded("m", 1, "aa")]).actions;
-        let refuse = |name: &str, version: u64, reason: &str, serving: Option<&str>| {
-            Action::Refuse {
+        let refuse =
+            |name: &str, version: u64, reason: &str, serving: Option<&str>| Action::Refuse {
                 name: name.into(),
                 version: Version(version),
                 reason: reason.into(),
                 serving: serving.map(str::to_string),
-            }
-        };
+            };
         assert_eq!(
             actions,
             [

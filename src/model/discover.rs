@@ -134,8 +134,16 @@ pub fn entry_of_file(
         source,
     })?;
     let (_, signature) = read_signature(runtime, &bytes, name, version)?;
-    let entry = tabular::entry_from_signature(name, version, &sha256_hex(&bytes), &signature)
-        .map_err(|e| e.into_load_error(name, version))?;
+    let (entry, why_tensors) =
+        tabular::entry_from_signature(name, version, &sha256_hex(&bytes), &signature);
+    if let Some(why) = why_tensors {
+        tracing::info!(
+            model = name,
+            version,
+            why = %why,
+            "served as named tensors (V2 and gRPC), not as /predict rows"
+        );
+    }
     Ok((entry, signature))
 }
 

@@ -95,6 +95,13 @@ pub fn run(
         .collect()
 }
 
+/// Checks `inputs` against `signature` as [`run`] will (every input once, types, shapes, batch
+/// sizes agreeing), so a request is refused with its input named before it takes a place in
+/// a queue.
+pub fn check_inputs(signature: &Signature, inputs: &[NamedTensor]) -> Result<(), RunError> {
+    match_inputs(signature, inputs).map(|_| ())
+}
+
 /// Copies the output `spec` describes out of a run's `outputs` as a typed tensor, a ZipMap as
 /// its probabilities `[rows, classes]`. Public so a caller that builds its own inputs (the
 /// `f32` rows path of [`super::LoadedModel`]) reads outputs exactly as [`run`] does.

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use ort::session::{Session, SessionInputValue};
 use ort::value::TensorRef;
 
-use super::infer::{self, RunError};
+use super::infer::{self, NamedTensor, RunError};
 use super::manifest::{ModelEntry, Task};
 use super::output::ModelOutput;
 use super::runtime::{ProviderName, SessionPool};
@@ -76,6 +76,25 @@ impl LoadedModel {
         self.sessions.size()
     }
 
+    /// True when the model is served in the tensors form (V2 and gRPC take its own inputs),
+    /// not as `/predict` rows.
+    pub fn is_tensors(&self) -> bool {
+        self.entry.task == Task::Tensors
+    }
+
+    /// Runs the model on named typed `inputs` (one per model input) and returns every output in
+    /// the signature's order, calling `on_session` once a session is held (as
+    /// [`LoadedModel::infer_with`]). Blocking: call from a blocking thread.
+    pub fn infer_tensors(
+        &self,
+        inputs: &[NamedTensor],
+        on_session: impl FnOnce(),
+    ) -> Result<Vec<NamedTensor>, RunError> {
+        let mut session = self.sessions.acquire();
+        on_session();
+        infer::run(&mut session, &self.signature, inputs)
+    }
+
     /// Runs the model on `rows`. Blocking: call from a blocking thread.
     pub fn infer(&self, rows: &Rows) -> Result<ModelOutput, InferenceError> {
         self.infer_with(rows, || {})
@@ -88,6 +107,9 @@ impl LoadedModel {
         rows: &Rows,
         on_session: impl FnOnce(),
     ) -> Result<ModelOutput, InferenceError> {
+        if self.is_tensors() {
+            return Err(not_rows());
+        }
         if rows.n_cols != self.n_features() {
             return Err(InferenceError::Output(format!(
                 "input has {} columns, model takes {}",
@@ -137,6 +159,7 @@ impl LoadedModel {
                     n_classes,
                 })
             }
+            Task::Tensors => Err(not_rows()),
             Task::Regression => {
                 let values = float32(output("value")?)?;
                 if values.len() != n {
@@ -184,6 +207,12 @@ impl LoadedModel {
             ))),
         }
     }
+}
+
+/// A rows call on a tensors model: the layers above route those models to
+/// [`LoadedModel::infer_tensors`], so this is a caller's bug, reported rather than run.
+fn not_rows() -> InferenceError {
+    InferenceError::Output("a tensors model takes named tensors, not rows".into())
 }
 
 /// The elements of a float32 output (its type is checked at load).

@@ -28,6 +28,10 @@ pub enum Task {
     Classification,
     /// Outputs one number.
     Regression,
+    /// Takes and gives named typed tensors exactly as the ONNX file declares them (several
+    /// inputs, any element type and rank: a ColumnTransformer pipeline, a float64 or int64
+    /// model, an image model): served through V2 and gRPC, where a request is those tensors.
+    Tensors,
 }
 
 /// One model version as the manifest describes it.
@@ -38,7 +42,8 @@ pub struct ModelEntry {
     pub task: Task,
     /// The version's folder, relative to the models directory.
     pub path: String,
-    /// Model input columns, in order.
+    /// Model input columns, in order (none for a `tensors` model).
+    #[serde(default)]
     pub feature_names: Vec<String>,
     /// Classifiers: label `i` is ONNX label value `i` and probability column `i`.
     #[serde(default)]
@@ -82,9 +87,13 @@ pub struct FeatureStoreSpec {
 pub struct OnnxEntry {
     pub file: String,
     pub sha256: String,
-    /// The single float32 `[batch, features]` input.
+    /// The single float32 `[batch, features]` input (empty for a `tensors` model, whose inputs
+    /// are the file's).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub input: String,
-    /// Role → tensor name: `label` and `probabilities` for classifiers, `value` for regressors.
+    /// Role → tensor name: `label` and `probabilities` for classifiers, `value` for regressors
+    /// (empty for a `tensors` model).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub outputs: BTreeMap<String, String>,
 }
 
@@ -169,6 +178,17 @@ impl ModelEntry {
         match self.task {
             Task::Classification => "classification",
             Task::Regression => "regression",
+            Task::Tensors => "tensors",
+        }
+    }
+
+    /// The output role holding the scores an explanation attributes (the probabilities, or
+    /// the value); `None` for a tensors model, which has no roles.
+    pub fn score_role(&self) -> Option<&'static str> {
+        match self.task {
+            Task::Classification => Some("probabilities"),
+            Task::Regression => Some("value"),
+            Task::Tensors => None,
         }
     }
 
@@ -177,6 +197,15 @@ impl ModelEntry {
         let who = format!("model '{}' version '{}'", self.name, self.version);
         if self.version.parse::<u64>().is_err() {
             return Err(format!("{who}: version must be a whole number"));
+        }
+        if self.task == Task::Tensors {
+            // The file's signature is the whole contract; a feature store needs named columns.
+            if self.feature_store.is_some() {
+                return Err(format!(
+                    "{who}: a tensors model has no feature columns for feature_store"
+                ));
+            }
+            return Ok(());
         }
         if self.feature_names.is_empty() {
             return Err(format!("{who}: feature_names is empty"));
@@ -188,6 +217,7 @@ impl ModelEntry {
         let roles: &[&str] = match self.task {
             Task::Classification => &["label", "probabilities"],
             Task::Regression => &["value"],
+            Task::Tensors => &[],
         };
         if let Some(missing) = roles.iter().find(|r| !self.onnx.outputs.contains_key(**r)) {
             return Err(format!("{who}: onnx.outputs has no '{missing}'"));

@@ -7,9 +7,11 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use super::infer::NamedTensor;
 use super::manifest::{Manifest, ModelEntry};
 use super::runtime::ExecutionProviderChoice;
 use super::runtime::Runtime;
+use super::tensor::TypedTensor;
 use super::{LoadError, LoadedModel, LookupError, Rows};
 
 /// How to build sessions; from the server configuration.
@@ -241,6 +243,10 @@ fn load_version(
 /// Runs the model on a row of zeros (and checks the output's shape): the first inference pays
 /// for ONNX Runtime's lazy allocations, so it must not be a client's.
 fn warm_up(model: &LoadedModel, runs: usize) -> Result<(), LoadError> {
+    if model.is_tensors() {
+        warm_up_tensors(model, runs);
+        return Ok(());
+    }
     let rows = Rows::new(vec![0.0; model.n_features()], model.n_features());
     for _ in 0..runs.max(1) {
         let output = model.infer(&rows).map_err(|source| LoadError::Warmup {
@@ -251,4 +257,34 @@ fn warm_up(model: &LoadedModel, runs: usize) -> Result<(), LoadError> {
         debug_assert_eq!(output.len(), 1);
     }
     Ok(())
+}
+
+/// A tensors model's warm-up: zeros (empty strings) for each input, one row where the batch
+/// dimension is dynamic. Zeros are not always a valid input of such a model (a category
+/// lookup may refuse an empty string), so a failure is logged, not fatal: it says nothing
+/// about the model's real inputs, and requests get the runtime's words if it is real.
+fn warm_up_tensors(model: &LoadedModel, runs: usize) {
+    let inputs: Vec<NamedTensor> = model
+        .signature
+        .inputs
+        .iter()
+        .map(|spec| NamedTensor {
+            name: spec.name.clone(),
+            tensor: TypedTensor::zeros(
+                spec.element_type,
+                spec.shape.iter().map(|d| d.fixed().unwrap_or(1)).collect(),
+            ),
+        })
+        .collect();
+    for _ in 0..runs.max(1) {
+        if let Err(error) = model.infer_tensors(&inputs, || {}) {
+            tracing::warn!(
+                model = %model.entry.name,
+                version = %model.entry.version,
+                error = %error,
+                "warm-up on zero inputs failed; the first request pays ONNX Runtime's lazy allocations"
+            );
+            return;
+        }
+    }
 }

@@ -1,13 +1,14 @@
-//! What the serving path serves today: one float `[N, F]` input (the row-major matrix
-//! [`super::Rows`]), and as outputs a classifier's label and probabilities (a float tensor or a
-//! ZipMap) or a regressor's one float value per row. Typed multi-input tensors (issue #13's
-//! next step) are not served yet, so a model outside this is refused at load with its input or
-//! output named, instead of failing at its first request.
+//! The two forms a model is served in. The rows form: one float `[N, F]` input (the row-major
+//! matrix [`super::Rows`]) and as outputs a classifier's label and probabilities (a float tensor
+//! or a ZipMap) or a regressor's one float value per row — what `/predict`, `/explain`, drift
+//! and the feature store work on. The tensors form ([`Task::Tensors`]): every other model
+//! (several inputs, other element types, other ranks, named outputs), served through V2 and
+//! gRPC as the named typed tensors its file declares.
 //!
 //! Two uses, one set of rules: [`entry_from_signature`] writes the manifest entry of a model
-//! served without a manifest (`--manifest none`, `models add`), and [`check_entry`] checks a
-//! manifest's entry against the file, which is what catches a manifest and a model from
-//! different training runs.
+//! served without a manifest (`--manifest none`, `models add`), in the rows form when the file
+//! fits it and the tensors form otherwise; [`check_entry`] checks a manifest's entry against
+//! the file, which is what catches a manifest and a model from different training runs.
 
 use std::collections::BTreeMap;
 
@@ -19,15 +20,15 @@ use super::LoadError;
 /// The file name of a model in a repository version folder (Triton's layout).
 pub const MODEL_FILE: &str = "model.onnx";
 
-/// What is served now, said at the end of every refusal so the log reads as a limit of this
-/// version, not as a broken model.
-const SERVED_NOW: &str = "one float (FP32) input [N, F] and a classifier's label and probabilities or one float regression value per row; see docs/your-models.md";
+/// What the rows form takes, said at the end of every refusal with the way out, so the log
+/// reads as a choice of form, not as a broken model.
+const ROWS_FORM: &str = "the rows form takes one float (FP32) input [N, F] and gives a classifier's label and probabilities or one float regression value per row; declare task \"tensors\" (or serve without a manifest) to serve the model as named tensors through V2 and gRPC; see docs/your-models.md";
 
 /// Why an entry and a file do not go together.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EntryError {
-    /// The file is a valid model this version cannot serve yet.
-    #[error("{0} (served now: {SERVED_NOW})")]
+    /// The file is a valid model that does not fit the rows form.
+    #[error("{0} ({ROWS_FORM})")]
     Unsupported(String),
     /// The manifest says something the file contradicts.
     #[error("{0}")]
@@ -69,7 +70,7 @@ pub fn rows_input(signature: &Signature) -> Result<(&TensorSpec, usize), EntryEr
             .map(|i| format!("'{}' {}", i.name, tensor_text(i)))
             .collect();
         return unsupported(format!(
-            "the model has {} inputs ({}): models with several inputs are not served yet",
+            "the model has {} inputs ({}): models with several inputs do not fit the rows form",
             signature.inputs.len(),
             inputs.join(", ")
         ));
@@ -77,7 +78,7 @@ pub fn rows_input(signature: &Signature) -> Result<(&TensorSpec, usize), EntryEr
     let what = || format!("input '{}' is {}", input.name, tensor_text(input));
     if input.element_type != ElementType::Float32 {
         return unsupported(format!(
-            "{}: {} inputs are not served yet",
+            "{}: {} inputs do not fit the rows form",
             what(),
             input.element_type
         ));
@@ -85,25 +86,68 @@ pub fn rows_input(signature: &Signature) -> Result<(&TensorSpec, usize), EntryEr
     match input.shape.as_slice() {
         [Dim::Dynamic(_), Dim::Fixed(f)] if *f > 0 => Ok((input, *f)),
         [Dim::Fixed(_), _] => unsupported(format!(
-            "{}: a fixed first dimension (no batch dimension) is not served yet",
+            "{}: a fixed first dimension (no batch dimension) does not fit the rows form",
             what()
         )),
         [_, _] => unsupported(format!(
-            "{}: a dynamic number of features (second dimension) is not served yet",
+            "{}: a dynamic number of features (second dimension) does not fit the rows form",
             what()
         )),
         shape => unsupported(format!(
-            "{}: inputs of rank {} are not served yet",
+            "{}: inputs of rank {} do not fit the rows form",
             what(),
             shape.len()
         )),
     }
 }
 
-/// The manifest entry of a model served from its file alone: the ONNX input and outputs,
-/// the task and class labels the graph states, feature names `f0..` (see
-/// [`default_feature_names`]), and the file's sha256.
+/// The manifest entry of a model served from its file alone: in the rows form when the file
+/// fits it (see [`rows_entry`]), else in the tensors form, with why it is not rows (for the log
+/// and `models add`).
 pub fn entry_from_signature(
+    name: &str,
+    version: &str,
+    sha256: &str,
+    signature: &Signature,
+) -> (ModelEntry, Option<EntryError>) {
+    match rows_entry(name, version, sha256, signature) {
+        Ok(entry) => (entry, None),
+        Err(why) => {
+            let mut entry = base_entry(name, version, sha256);
+            entry.task = Task::Tensors;
+            if let GraphTask::Classifier { labels, .. } = &signature.task {
+                entry.class_labels = labels.names();
+            }
+            (entry, Some(why))
+        }
+    }
+}
+
+/// An entry with the file's place and hash and nothing about its inputs and outputs.
+fn base_entry(name: &str, version: &str, sha256: &str) -> ModelEntry {
+    ModelEntry {
+        name: name.to_owned(),
+        version: version.to_owned(),
+        task: Task::Tensors,
+        path: format!("{name}/{version}"),
+        feature_names: Vec::new(),
+        class_labels: Vec::new(),
+        onnx: OnnxEntry {
+            file: MODEL_FILE.to_owned(),
+            sha256: sha256.to_owned(),
+            input: String::new(),
+            outputs: BTreeMap::new(),
+        },
+        dataset: Default::default(),
+        artifacts: Default::default(),
+        feature_store: None,
+    }
+}
+
+/// The rows-form entry of a file: the ONNX input and outputs, the task and class labels the
+/// graph states, feature names `f0..` (see [`default_feature_names`]), and the file's sha256;
+/// or why the file does not fit the rows form.
+pub fn rows_entry(
     name: &str,
     version: &str,
     sha256: &str,
@@ -134,28 +178,18 @@ pub fn entry_from_signature(
                 .map(|o| format!("'{}' {}", o.name(), output_text(o)))
                 .collect();
             return Err(EntryError::Unsupported(format!(
-                "its outputs ({}) are neither a classifier's label and probabilities (with class labels in the graph) nor one regression value per row: named tensor outputs are not served yet",
+                "its outputs ({}) are neither a classifier's label and probabilities (with class labels in the graph) nor one regression value per row",
                 outputs.join(", ")
             )));
         }
     };
-    Ok(ModelEntry {
-        name: name.to_owned(),
-        version: version.to_owned(),
-        task,
-        path: format!("{name}/{version}"),
-        feature_names: default_feature_names(n_features),
-        class_labels,
-        onnx: OnnxEntry {
-            file: MODEL_FILE.to_owned(),
-            sha256: sha256.to_owned(),
-            input: input.name.clone(),
-            outputs,
-        },
-        dataset: Default::default(),
-        artifacts: Default::default(),
-        feature_store: None,
-    })
+    let mut entry = base_entry(name, version, sha256);
+    entry.task = task;
+    entry.feature_names = default_feature_names(n_features);
+    entry.class_labels = class_labels;
+    entry.onnx.input = input.name.clone();
+    entry.onnx.outputs = outputs;
+    Ok(entry)
 }
 
 /// Checks a manifest entry against the file's signature: the same input, as many features,
@@ -168,6 +202,22 @@ pub fn check_entry(
     signature: &Signature,
 ) -> Result<Option<ClassLabels>, EntryError> {
     let mismatch = |reason: String| Err(EntryError::Mismatch(reason));
+    if entry.task == Task::Tensors {
+        // The file's own signature is what is served; only labels the manifest adds can
+        // contradict it.
+        return match &signature.task {
+            GraphTask::Classifier { labels, .. }
+                if !entry.class_labels.is_empty() && labels.len() != entry.class_labels.len() =>
+            {
+                mismatch(format!(
+                    "the graph has {} class labels, the manifest lists {}",
+                    labels.len(),
+                    entry.class_labels.len()
+                ))
+            }
+            _ => Ok(None),
+        };
+    }
     let (input, n_features) = rows_input(signature)?;
     if input.name != entry.onnx.input {
         return mismatch(format!(
@@ -190,6 +240,7 @@ pub fn check_entry(
         }
     }
     match entry.task {
+        Task::Tensors => Ok(None),
         Task::Regression => {
             regression_value(signature, &entry.onnx.outputs["value"])?;
             Ok(None)
@@ -355,7 +406,8 @@ mod tests {
     #[test]
     fn a_regressor_gets_an_entry_with_default_feature_names() {
         let sig = regressor(rows(3), value(ElementType::Float32));
-        let entry = entry_from_signature("xgb", "2", "ab", &sig).unwrap();
+        let (entry, why_tensors) = entry_from_signature("xgb", "2", "ab", &sig);
+        assert_eq!(why_tensors, None);
         assert_eq!(entry.feature_names, ["f0", "f1", "f2"]);
         assert_eq!(entry.task, Task::Regression);
         assert_eq!(entry.path, "xgb/2");
@@ -365,15 +417,21 @@ mod tests {
     }
 
     #[test]
-    fn what_is_not_served_yet_is_named() {
-        let unsupported = |sig: &Signature| match entry_from_signature("m", "1", "", sig) {
-            Err(EntryError::Unsupported(reason)) => reason,
+    fn what_is_not_rows_is_served_as_tensors_and_says_why() {
+        let unsupported = |sig: &Signature| match entry_from_signature("m", "1", "ab", sig) {
+            (entry, Some(EntryError::Unsupported(reason))) => {
+                assert_eq!(entry.task, Task::Tensors);
+                assert_eq!(entry.onnx.sha256, "ab");
+                assert!(entry.feature_names.is_empty() && entry.onnx.outputs.is_empty());
+                assert_eq!(check_entry(&entry, sig), Ok(None));
+                reason
+            }
             other => panic!("{other:?}"),
         };
         let f64_input = tensor("x", ElementType::Float64, vec![batch(), Dim::Fixed(2)]);
         assert_eq!(
             unsupported(&regressor(f64_input, value(ElementType::Float32))),
-            "input 'x' is double[?, 2]: double inputs are not served yet"
+            "input 'x' is double[?, 2]: double inputs do not fit the rows form"
         );
         let image = tensor(
             "pixels",
@@ -382,7 +440,7 @@ mod tests {
         );
         assert_eq!(
             unsupported(&regressor(image, value(ElementType::Float32))),
-            "input 'pixels' is float[N, 1, 8]: inputs of rank 3 are not served yet"
+            "input 'pixels' is float[N, 1, 8]: inputs of rank 3 do not fit the rows form"
         );
         let fixed = tensor(
             "x",
@@ -390,7 +448,7 @@ mod tests {
             vec![Dim::Fixed(1), Dim::Fixed(2)],
         );
         assert!(unsupported(&regressor(fixed, value(ElementType::Float32)))
-            .ends_with("a fixed first dimension (no batch dimension) is not served yet"));
+            .ends_with("a fixed first dimension (no batch dimension) does not fit the rows form"));
         let mut two = regressor(rows(1), value(ElementType::Float32));
         two.inputs.push(tensor(
             "city",
@@ -399,7 +457,7 @@ mod tests {
         ));
         assert_eq!(
             unsupported(&two),
-            "the model has 2 inputs ('input' float[?, 1], 'city' string[?, 1]): models with several inputs are not served yet"
+            "the model has 2 inputs ('input' float[?, 1], 'city' string[?, 1]): models with several inputs do not fit the rows form"
         );
         assert_eq!(
             unsupported(&regressor(rows(2), value(ElementType::Float64))),
@@ -409,7 +467,7 @@ mod tests {
         tensors.task = GraphTask::Tensors;
         assert!(unsupported(&tensors).starts_with("its outputs ('variable' float[?, 1])"));
         let message = EntryError::Unsupported("x".into()).to_string();
-        assert!(message.starts_with("x (served now: one float (FP32) input [N, F]"));
+        assert!(message.starts_with("x (the rows form takes one float (FP32) input [N, F]"));
     }
 
     #[test]
@@ -432,7 +490,7 @@ mod tests {
             },
             batched: false,
         };
-        let mut entry = entry_from_signature("m", "1", "", &sig).unwrap();
+        let mut entry = rows_entry("m", "1", "", &sig).unwrap();
         assert_eq!(entry.class_labels, ["3", "7"]);
         assert_eq!(check_entry(&entry, &sig), Ok(Some(labels)));
         entry.class_labels.push("9".into());

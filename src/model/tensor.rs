@@ -414,6 +414,13 @@ impl TypedTensor {
         self.shape.iter().skip(1).product()
     }
 
+    /// A tensor of `shape` holding zeros (`false`, empty strings): a warm-up input.
+    pub fn zeros(ty: ElementType, shape: Vec<usize>) -> TypedTensor {
+        let count = shape.iter().product::<usize>();
+        let data = data_of_type!(ty, T => vec![T::default(); count], vec![String::new(); count]);
+        TypedTensor { shape, data }
+    }
+
     /// Joins tensors along the first dimension, as the batcher does with the requests it runs
     /// together. Every part must have the same element type and the same trailing dimensions.
     pub fn concat_batch(parts: &[&TypedTensor]) -> Result<TypedTensor, TensorError> {
@@ -594,7 +601,9 @@ fn write_le<T: LeBytes>(values: &[T]) -> Vec<u8> {
 /// Decodes `count` length-prefixed UTF-8 strings filling `bytes` exactly.
 fn read_strings(mut bytes: &[u8], count: usize) -> Result<Vec<String>, TensorError> {
     let bad = |index: usize, reason: String| TensorError::BadElement { index, reason };
-    let mut strings = Vec::with_capacity(count);
+    // Each string takes at least its 4-byte length: a shape claiming more is refused below
+    // without first reserving room for it.
+    let mut strings = Vec::with_capacity(count.min(bytes.len() / 4));
     for index in 0..count {
         let (len, rest) = bytes
             .split_first_chunk::<4>()

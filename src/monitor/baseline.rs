@@ -259,6 +259,9 @@ impl Baseline {
                 value.check("prediction.value")?;
                 PredictionDrift::Regression { value }
             }
+            Task::Tensors => {
+                return Err("a tensors model has no prediction columns to watch".into())
+            }
         };
         Ok(Baseline {
             model: file.model,

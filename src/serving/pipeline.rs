@@ -13,7 +13,9 @@ use tracing::Instrument;
 use super::live::Routed;
 use super::{ServedModel, ServingError};
 use crate::features::{rows_for, FeatureStore, TraceContext};
+use crate::input::typed::inputs_text;
 use crate::input::{parse_request, InferenceRequest, InputError, RequestInput};
+use crate::model::infer::{check_inputs, NamedTensor};
 use crate::model::{ModelOutput, Rows};
 use crate::monitor::drift::DriftHandle;
 use crate::telemetry::metrics;
@@ -40,12 +42,19 @@ where
         .map_err(ServingError::from)
 }
 
-/// Parses a `/predict` or `/explain` body for `model`, taking at most `max_rows` rows.
+/// Parses a `/predict` or `/explain` body for `model`, taking at most `max_rows` rows; a
+/// tensors model is refused with the routes that take its inputs.
 pub async fn parse_rows_request(
     body: Bytes,
     model: &Arc<ServedModel>,
     max_rows: usize,
 ) -> Result<InferenceRequest, ServingError> {
+    if model.is_tensors() {
+        return Err(ServingError::TensorsModel {
+            model: model.entry.name.clone(),
+            inputs: inputs_text(&model.signature),
+        });
+    }
     let model = model.clone();
     parse_off_runtime(body.len(), move || parse_request(&body, &model, max_rows)).await
 }
@@ -71,10 +80,11 @@ pub async fn rows_of(
         .await?)
 }
 
-/// What one inference call gives back.
-pub struct Inferred {
+/// What one inference call gives back: a [`ModelOutput`] for the rows form, the output
+/// tensors for a tensors model.
+pub struct Inferred<O = ModelOutput> {
     /// The model's output.
-    pub output: ModelOutput,
+    pub output: O,
     /// The input rows, when asked for (drift monitoring takes them after the response).
     pub rows: Option<Rows>,
     /// Queue wait and inference time, for the timing headers.
@@ -101,18 +111,87 @@ pub async fn infer(
         .await;
     queued.started();
     let inferred = result?;
-    let timing = InferenceTiming {
-        queue: inferred.queue_time,
-        inference: inferred.inference_time,
-    };
-    metrics::record_inference(name, version, timing.queue);
-    span.record("queue_ms", timing.queue.as_secs_f64() * 1000.0);
-    span.record("inference_ms", timing.inference.as_secs_f64() * 1000.0);
+    let timing = record_timing(
+        name,
+        version,
+        &span,
+        inferred.queue_time,
+        inferred.inference_time,
+    );
     Ok(Inferred {
         output: inferred.output,
         rows: kept,
         timing,
     })
+}
+
+/// Runs a tensors model on named `inputs` (a V2 or gRPC request's): checked against the
+/// signature first, so a bad input is the client's error with its name, then the model's
+/// executor, with the same span, queue and inference metrics as [`infer`].
+pub async fn infer_tensors(
+    model: &ServedModel,
+    inputs: Vec<NamedTensor>,
+    max_rows: usize,
+) -> Result<Inferred<Vec<NamedTensor>>, ServingError> {
+    check_inputs(&model.signature, &inputs)
+        .map_err(|e| InputError::InvalidTensor(e.to_string()))?;
+    let batched = |name: &str| {
+        model
+            .signature
+            .input(name)
+            .and_then(|spec| spec.shape.first())
+            .is_some_and(|d| d.fixed().is_none())
+    };
+    if let Some(rows) = inputs
+        .iter()
+        .filter(|i| batched(&i.name))
+        .filter_map(|i| i.tensor.batch_size())
+        .find(|&rows| rows > max_rows)
+    {
+        return Err(InputError::TooManyTensorRows {
+            rows,
+            limit: max_rows,
+        }
+        .into());
+    }
+    let (name, version) = (model.entry.name.as_str(), model.entry.version.as_str());
+    let rows = inputs
+        .first()
+        .and_then(|i| i.tensor.batch_size())
+        .unwrap_or(1);
+    let span = inference_span(name, version, rows);
+    let mut queued = metrics::inference_queued(name, version);
+    let result = crate::batching::infer_tensors(&model.executor, &model.model, inputs)
+        .instrument(span.clone())
+        .await;
+    queued.started();
+    let inferred = result?;
+    let timing = record_timing(
+        name,
+        version,
+        &span,
+        inferred.queue_time,
+        inferred.inference_time,
+    );
+    Ok(Inferred {
+        output: inferred.output,
+        rows: None,
+        timing,
+    })
+}
+
+/// Records a call's queue wait in the metrics and both times on its span.
+fn record_timing(
+    name: &str,
+    version: &str,
+    span: &tracing::Span,
+    queue: std::time::Duration,
+    inference: std::time::Duration,
+) -> InferenceTiming {
+    metrics::record_inference(name, version, queue);
+    span.record("queue_ms", queue.as_secs_f64() * 1000.0);
+    span.record("inference_ms", inference.as_secs_f64() * 1000.0);
+    InferenceTiming { queue, inference }
 }
 
 /// A `/predict` answer before it is shaped: the output, the entity ids it echoes and where the

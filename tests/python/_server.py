@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class Server:
-    def __init__(self, *args, timeout=60.0):
+    def __init__(self, *args, timeout=60.0, models_dir=None, manifest=None):
         binary = os.environ.get("FERRUM_SERVE_BIN", str(REPO / "target/debug/ferrum-serve"))
         # gRPC off unless asked for (--grpc-port): its default port would be shared by servers.
         env = dict(os.environ, LOG_FORMAT="json")
@@ -27,7 +27,8 @@ class Server:
         self.logs = []
         self.proc = subprocess.Popen(
             [binary, "--host", "127.0.0.1", "--port", "0",
-             "--models-dir", str(REPO / "models"), "--manifest", str(REPO / "manifest.json"),
+             "--models-dir", str(models_dir or REPO / "models"),
+             "--manifest", str(manifest or REPO / "manifest.json"),
              *args],
             cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True)

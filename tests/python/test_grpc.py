@@ -34,9 +34,9 @@ def free_port():
 class GrpcServer:
     """A server with gRPC on a free port, and clients for both protocols."""
 
-    def __init__(self, *args):
+    def __init__(self, *args, **server_options):
         self.grpc_address = f"127.0.0.1:{free_port()}"
-        self.server = Server("--grpc-port", self.grpc_address.rsplit(":", 1)[1], *args)
+        self.server = Server("--grpc-port", self.grpc_address.rsplit(":", 1)[1], *args, **server_options)
         self.http = httpclient.InferenceServerClient(self.server.address)
         self.grpc = grpcclient.InferenceServerClient(self.grpc_address)
 

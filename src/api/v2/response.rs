@@ -1,5 +1,7 @@
 //! V2 responses: which outputs a model has (for metadata and for `outputs` selection), and the
-//! inference response, as JSON or as a JSON header followed by binary tensors.
+//! inference response, as JSON or as a JSON header followed by binary tensors. A rows-form
+//! model answers with its roles' tensors ([`Role`]); a tensors model with its own outputs, of
+//! any datatype, exactly as ONNX Runtime gave them.
 
 use axum::http::header::CONTENT_TYPE;
 use axum::http::HeaderValue;
@@ -10,7 +12,9 @@ use serde::{Serialize, Serializer};
 use super::HEADER_LENGTH;
 use crate::api::ApiError;
 use crate::input::{InputError, RequestedOutput};
-use crate::model::tensor::ElementType;
+use crate::model::infer::NamedTensor;
+use crate::model::signature::{Dim, TensorSpec};
+use crate::model::tensor::{ElementType, TensorData, TypedTensor};
 use crate::model::{LoadedModel, ModelOutput, Task};
 
 /// What an output tensor carries.
@@ -52,6 +56,7 @@ pub fn outputs_of(model: &LoadedModel) -> Vec<(Role, &str)> {
     let roles: &[Role] = match model.entry.task {
         Task::Classification => &[Role::Label, Role::Probabilities],
         Task::Regression => &[Role::Value],
+        Task::Tensors => &[],
     };
     roles
         .iter()
@@ -77,12 +82,71 @@ pub fn shape_of(model: &LoadedModel, role: Role, rows: i64) -> Vec<i64> {
     }
 }
 
-/// One output to return.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Selected<'m> {
-    pub role: Role,
+/// One input or output as model metadata lists it (`-1` for a dimension chosen per call).
+pub struct TensorInfo<'m> {
     pub name: &'m str,
-    /// As binary data after the JSON header, rather than inline.
+    pub datatype: ElementType,
+    pub shape: Vec<i64>,
+}
+
+/// A model's inputs and outputs for V2 metadata (REST and gRPC): a rows-form model's one FP32
+/// input and its roles' outputs; a tensors model's as its signature declares them (a ZipMap
+/// as the FP32 probabilities it is served as).
+pub fn tensors_of(model: &LoadedModel) -> (Vec<TensorInfo<'_>>, Vec<TensorInfo<'_>>) {
+    if model.is_tensors() {
+        let info = |t: &'_ TensorSpec| -> (Vec<i64>, ElementType) {
+            (t.shape.iter().map(Dim::v2).collect(), t.element_type)
+        };
+        let signature = &model.signature;
+        let inputs = signature
+            .inputs
+            .iter()
+            .map(|t| {
+                let (shape, datatype) = info(t);
+                TensorInfo {
+                    name: &t.name,
+                    datatype,
+                    shape,
+                }
+            })
+            .collect();
+        let outputs = signature
+            .outputs
+            .iter()
+            .map(|o| {
+                let (shape, datatype) = info(&o.served());
+                TensorInfo {
+                    name: o.name(),
+                    datatype,
+                    shape,
+                }
+            })
+            .collect();
+        return (inputs, outputs);
+    }
+    let entry = &model.entry;
+    let inputs = vec![TensorInfo {
+        name: &entry.onnx.input,
+        datatype: ElementType::Float32,
+        shape: vec![-1, entry.feature_names.len() as i64],
+    }];
+    let outputs = outputs_of(model)
+        .into_iter()
+        .map(|(role, name)| TensorInfo {
+            name,
+            datatype: role.element_type(),
+            shape: shape_of(model, role, -1),
+        })
+        .collect();
+    (inputs, outputs)
+}
+
+/// One output to return: which one (`key`: its role, or a tensors model's output index), its
+/// name, and whether it goes as binary data after the JSON header rather than inline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Selected<'m, K = Role> {
+    pub key: K,
+    pub name: &'m str,
     pub binary: bool,
 }
 
@@ -94,12 +158,35 @@ pub fn select<'m>(
     outputs: &[RequestedOutput],
     binary_data_output: bool,
 ) -> Result<Vec<Selected<'m>>, ApiError> {
-    let available = outputs_of(model);
+    pick(outputs_of(model), outputs, binary_data_output)
+}
+
+/// [`select`] for a tensors model: its outputs by index in the signature's order.
+pub fn select_tensors<'m>(
+    model: &'m LoadedModel,
+    outputs: &[RequestedOutput],
+    binary_data_output: bool,
+) -> Result<Vec<Selected<'m, usize>>, ApiError> {
+    let available = model
+        .signature
+        .outputs
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (i, o.name()))
+        .collect();
+    pick(available, outputs, binary_data_output)
+}
+
+fn pick<'m, K: Copy>(
+    available: Vec<(K, &'m str)>,
+    outputs: &[RequestedOutput],
+    binary_data_output: bool,
+) -> Result<Vec<Selected<'m, K>>, ApiError> {
     if outputs.is_empty() {
         return Ok(available
             .into_iter()
-            .map(|(role, name)| Selected {
-                role,
+            .map(|(key, name)| Selected {
+                key,
                 name,
                 binary: binary_data_output,
             })
@@ -108,7 +195,7 @@ pub fn select<'m>(
     outputs
         .iter()
         .map(|wanted| {
-            let (role, name) = available
+            let (key, name) = available
                 .iter()
                 .copied()
                 .find(|(_, name)| *name == wanted.name)
@@ -121,7 +208,7 @@ pub fn select<'m>(
                     )))
                 })?;
             Ok(Selected {
-                role,
+                key,
                 name,
                 binary: wanted.parameters.binary_data.unwrap_or(binary_data_output),
             })
@@ -134,6 +221,8 @@ pub fn select<'m>(
 enum Values<'a> {
     I64(&'a [i64]),
     F32(&'a [f32]),
+    /// A tensors model's output, of any element type.
+    Typed(&'a TypedTensor),
 }
 
 impl Values<'_> {
@@ -149,6 +238,10 @@ impl Values<'_> {
         match self {
             Values::I64(v) => v.len() * 8,
             Values::F32(v) => v.len() * 4,
+            Values::Typed(t) => match t.data() {
+                TensorData::String(v) => v.iter().map(|s| 4 + s.len()).sum(),
+                data => data.len() * t.element_type().byte_width().unwrap_or_default(),
+            },
         }
     }
 
@@ -160,24 +253,48 @@ impl Values<'_> {
             Values::F32(v) => v
                 .iter()
                 .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Values::Typed(t) => out.extend_from_slice(&t.to_le_bytes()),
         }
     }
 }
 
-/// Numbers widened exactly to f64, so a JSON client sees the float32 the model computed.
+/// Numbers widened exactly to f64, so a JSON client sees the float the model computed; other
+/// element types as themselves (integers exact, booleans, strings).
 impl Serialize for Values<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match *self {
             Values::I64(v) => v.serialize(s),
-            Values::F32(v) => {
-                let mut seq = s.serialize_seq(Some(v.len()))?;
-                for x in v {
-                    seq.serialize_element(&f64::from(*x))?;
-                }
-                seq.end()
-            }
+            Values::F32(v) => widened(s, v, |x| f64::from(*x)),
+            Values::Typed(t) => match t.data() {
+                TensorData::Float16(v) => widened(s, v, |x| x.to_f64()),
+                TensorData::Float32(v) => widened(s, v, |x| f64::from(*x)),
+                TensorData::Float64(v) => v.serialize(s),
+                TensorData::Bool(v) => v.serialize(s),
+                TensorData::Uint8(v) => v.serialize(s),
+                TensorData::Uint16(v) => v.serialize(s),
+                TensorData::Uint32(v) => v.serialize(s),
+                TensorData::Uint64(v) => v.serialize(s),
+                TensorData::Int8(v) => v.serialize(s),
+                TensorData::Int16(v) => v.serialize(s),
+                TensorData::Int32(v) => v.serialize(s),
+                TensorData::Int64(v) => v.serialize(s),
+                TensorData::String(v) => v.serialize(s),
+            },
         }
     }
+}
+
+/// A float list as exact f64s.
+fn widened<S: Serializer, T>(
+    s: S,
+    values: &[T],
+    widen: impl Fn(&T) -> f64,
+) -> Result<S::Ok, S::Error> {
+    let mut seq = s.serialize_seq(Some(values.len()))?;
+    for x in values {
+        seq.serialize_element(&widen(x))?;
+    }
+    seq.end()
 }
 
 /// A V2 inference response (with binary outputs: its JSON header).
@@ -199,7 +316,7 @@ pub struct Header<'a> {
 #[schema(as = V2OutputTensor)]
 pub struct OutputTensor<'a> {
     name: &'a str,
-    /// `INT64` (class indices) or `FP32`.
+    /// `INT64` (class indices) or `FP32` for a rows-form model; a tensors model's own.
     datatype: &'static str,
     shape: Vec<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -217,8 +334,7 @@ pub struct BinaryParameters {
     binary_data_size: usize,
 }
 
-/// The inference response: JSON, or (when any output is binary) the JSON header followed by
-/// the binary outputs in header order, with `Inference-Header-Content-Length`.
+/// The inference response of a rows-form model: its selected roles' tensors.
 pub fn infer_response(
     model: &LoadedModel,
     id: Option<&str>,
@@ -226,52 +342,91 @@ pub fn infer_response(
     selection: &[Selected],
 ) -> Response {
     let rows = output.len() as i64;
-    let values: Vec<Values> = selection
+    let tensors = selection
         .iter()
-        .map(|s| Values::of(output, s.role))
+        .map(|s| {
+            let values = Values::of(output, s.key);
+            (
+                s.name,
+                s.key.datatype(),
+                shape_of(model, s.key, rows),
+                values,
+                s.binary,
+            )
+        })
         .collect();
+    respond(model, id, tensors, rows as usize * 48)
+}
+
+/// The inference response of a tensors model: the selected outputs as ONNX Runtime gave them.
+pub fn tensors_response(
+    model: &LoadedModel,
+    id: Option<&str>,
+    outputs: &[NamedTensor],
+    selection: &[Selected<usize>],
+) -> Response {
+    let tensors = selection
+        .iter()
+        .map(|s| {
+            let tensor = &outputs[s.key].tensor;
+            let shape = tensor.shape().iter().map(|&d| d as i64).collect();
+            let values = Values::Typed(tensor);
+            (
+                s.name,
+                tensor.element_type().v2_name(),
+                shape,
+                values,
+                s.binary,
+            )
+        })
+        .collect();
+    respond(model, id, tensors, 256)
+}
+
+/// One output as it goes out: name, datatype, shape, values, and whether binary.
+type Outgoing<'a> = (&'a str, &'static str, Vec<i64>, Values<'a>, bool);
+
+/// JSON, or (when any output is binary) the JSON header followed by the binary outputs in
+/// header order, with `Inference-Header-Content-Length`. `json_hint` is room to reserve for
+/// inline data.
+fn respond(
+    model: &LoadedModel,
+    id: Option<&str>,
+    tensors: Vec<Outgoing>,
+    json_hint: usize,
+) -> Response {
+    let binary_len: usize = tensors.iter().filter(|t| t.4).map(|t| t.3.byte_len()).sum();
     let header = Header {
         model_name: &model.entry.name,
         model_version: &model.entry.version,
         id,
-        outputs: selection
+        outputs: tensors
             .iter()
-            .zip(&values)
-            .map(|(s, &v)| OutputTensor {
-                name: s.name,
-                datatype: s.role.datatype(),
-                shape: shape_of(model, s.role, rows),
-                parameters: s.binary.then(|| BinaryParameters {
-                    binary_data_size: v.byte_len(),
-                }),
-                data: (!s.binary).then_some(v),
-            })
+            .map(
+                |&(name, datatype, ref shape, values, binary)| OutputTensor {
+                    name,
+                    datatype,
+                    shape: shape.clone(),
+                    parameters: binary.then(|| BinaryParameters {
+                        binary_data_size: values.byte_len(),
+                    }),
+                    data: (!binary).then_some(values),
+                },
+            )
             .collect(),
     };
-    let binary_len: usize = selection
-        .iter()
-        .zip(&values)
-        .filter(|(s, _)| s.binary)
-        .map(|(_, v)| v.byte_len())
-        .sum();
-    let mut body = Vec::with_capacity(
-        256 + binary_len
-            + if binary_len == 0 {
-                rows as usize * 48
-            } else {
-                0
-            },
-    );
+    let mut body =
+        Vec::with_capacity(256 + binary_len + if binary_len == 0 { json_hint } else { 0 });
     if let Err(e) = serde_json::to_writer(&mut body, &header) {
         return ApiError::Inference(format!("cannot serialize the response: {e}")).into_response();
     }
-    if !selection.iter().any(|s| s.binary) {
+    if !tensors.iter().any(|t| t.4) {
         return ([(CONTENT_TYPE, "application/json")], body).into_response();
     }
     let header_len = body.len();
-    for (s, v) in selection.iter().zip(&values) {
-        if s.binary {
-            v.write_le(&mut body);
+    for (_, _, _, values, binary) in &tensors {
+        if *binary {
+            values.write_le(&mut body);
         }
     }
     let mut response = ([(CONTENT_TYPE, "application/octet-stream")], body).into_response();

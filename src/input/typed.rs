@@ -1,0 +1,269 @@
+//! V2 inference requests for a tensors model: every input the model's signature declares, of
+//! any datatype (BOOL, INT8…UINT64, FP16, FP32, FP64, BYTES) and rank, from inline JSON `data`
+//! (flat or nested, row-major) or Triton's binary tensor data extension.
+//!
+//! Unlike the rows form's streaming parser ([`super::tensors`]), this one reads the JSON header
+//! into a `Value` first: a value's meaning depends on its input's datatype, which the header
+//! may give after the data, and a tensors model's requests are few large tensors, not many
+//! small rows. Checks that the inputs fit the model (all present, types, shapes, batch sizes)
+//! are the model layer's ([`crate::model::infer::check_inputs`]), so REST and gRPC say the same.
+
+use half::f16;
+use serde_json::{Map, Value};
+
+use super::tensors::RequestedOutput;
+use super::InputError;
+use crate::model::infer::NamedTensor;
+use crate::model::signature::Signature;
+use crate::model::tensor::{ElementType, TensorData, TypedTensor};
+
+/// A parsed V2 request for a tensors model.
+#[derive(Debug, PartialEq)]
+pub struct TypedRequest {
+    /// The client's request id, echoed in the response.
+    pub id: Option<String>,
+    /// One tensor per input the request names, in request order.
+    pub inputs: Vec<NamedTensor>,
+    /// The outputs asked for, in order; empty means all of them.
+    pub outputs: Vec<RequestedOutput>,
+    /// `parameters.binary_data_output`: outputs default to binary data.
+    pub binary_data_output: bool,
+}
+
+/// Parses a body whose JSON header is its first `header_len` bytes (all of it when `None`)
+/// into the named tensors it declares.
+pub fn parse_typed_infer(
+    body: &[u8],
+    header_len: Option<usize>,
+) -> Result<TypedRequest, InputError> {
+    let split = header_len.unwrap_or(body.len()).min(body.len());
+    let (json, mut binary) = body.split_at(split);
+    let header: Value =
+        serde_json::from_slice(json).map_err(|e| InputError::InvalidJson(e.to_string()))?;
+    let Value::Object(header) = header else {
+        return Err(InputError::InvalidJson(
+            "the body must be a JSON object".into(),
+        ));
+    };
+    let id = match header.get("id") {
+        None => None,
+        Some(Value::String(id)) => Some(id.clone()),
+        Some(_) => return Err(InputError::InvalidTensor("'id' must be a string".into())),
+    };
+    let Some(Value::Array(raw_inputs)) = header.get("inputs") else {
+        return Err(InputError::InvalidTensor(
+            "the request has no 'inputs' list".into(),
+        ));
+    };
+    let mut inputs = Vec::with_capacity(raw_inputs.len());
+    for (i, raw) in raw_inputs.iter().enumerate() {
+        inputs.push(parse_input(i, raw, &mut binary)?);
+    }
+    if !binary.is_empty() {
+        return Err(InputError::InvalidBinaryData(format!(
+            "{} bytes after the JSON header are not claimed by any input's binary_data_size",
+            binary.len()
+        )));
+    }
+    let outputs = match header.get("outputs") {
+        None => Vec::new(),
+        Some(outputs) => serde_json::from_value(outputs.clone())
+            .map_err(|e| InputError::InvalidTensor(format!("'outputs': {e}")))?,
+    };
+    let binary_data_output = parameter(&header, "binary_data_output")
+        .map(|v| {
+            v.as_bool().ok_or_else(|| {
+                InputError::InvalidTensor("parameters.binary_data_output must be a boolean".into())
+            })
+        })
+        .transpose()?
+        .unwrap_or(false);
+    Ok(TypedRequest {
+        id,
+        inputs,
+        outputs,
+        binary_data_output,
+    })
+}
+
+/// `object.parameters[name]`, when given.
+fn parameter<'v>(object: &'v Map<String, Value>, name: &str) -> Option<&'v Value> {
+    object.get("parameters")?.get(name)
+}
+
+/// One input tensor object, its binary data (if any) taken from the front of `binary`.
+fn parse_input(index: usize, raw: &Value, binary: &mut &[u8]) -> Result<NamedTensor, InputError> {
+    let invalid = |reason: String| InputError::InvalidTensor(reason);
+    let Value::Object(raw) = raw else {
+        return Err(invalid(format!("inputs[{index}] must be an object")));
+    };
+    let Some(Value::String(name)) = raw.get("name") else {
+        return Err(invalid(format!("inputs[{index}] has no 'name'")));
+    };
+    let fail = |reason: String| invalid(format!("input '{name}': {reason}"));
+    let ty = match raw.get("datatype").and_then(Value::as_str) {
+        Some(given) => ElementType::from_v2_name(given).ok_or_else(|| {
+            fail(format!(
+                "datatype '{given}' is not one of BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, FP64, BYTES"
+            ))
+        })?,
+        None => return Err(fail("no datatype".into())),
+    };
+    let shape = shape_of(raw.get("shape"))
+        .ok_or_else(|| fail("'shape' must be a list of whole numbers >= 0".into()))?;
+    let count = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| {
+            fail(format!(
+                "shape {shape:?} holds more elements than can be counted"
+            ))
+        })?;
+    let binary_size = parameter(raw, "binary_data_size");
+    let tensor = match (raw.get("data"), binary_size) {
+        (Some(_), Some(_)) => {
+            return Err(fail(
+                "has both 'data' and a binary_data_size parameter".into(),
+            ))
+        }
+        (None, None) => {
+            return Err(fail(
+                "has no 'data' and no binary_data_size parameter".into(),
+            ))
+        }
+        (Some(data), None) => {
+            let mut values = Vec::new();
+            flatten(data, &mut values, count).map_err(fail)?;
+            if values.len() != count {
+                return Err(fail(format!(
+                    "shape {shape:?} needs {count} values, 'data' has {}",
+                    values.len()
+                )));
+            }
+            let data = json_values(ty, &values).map_err(fail)?;
+            TypedTensor::new(shape, data).map_err(|e| fail(e.to_string()))?
+        }
+        (None, Some(size)) => {
+            let size = size.as_u64().ok_or_else(|| {
+                InputError::InvalidBinaryData(format!(
+                    "input '{name}': binary_data_size must be a byte count"
+                ))
+            })? as usize;
+            let Some((bytes, rest)) = binary.split_at_checked(size) else {
+                return Err(InputError::InvalidBinaryData(format!(
+                    "input '{name}' needs {size} bytes, the binary section has {}",
+                    binary.len()
+                )));
+            };
+            *binary = rest;
+            TypedTensor::from_le_bytes(ty, shape, bytes)
+                .map_err(|e| InputError::InvalidBinaryData(format!("input '{name}': {e}")))?
+        }
+    };
+    Ok(NamedTensor {
+        name: name.clone(),
+        tensor,
+    })
+}
+
+/// The model's inputs as messages list them: `'city' BYTES [-1, 1], 'x1' FP32 [-1, 1]`.
+pub fn inputs_text(signature: &Signature) -> String {
+    let inputs: Vec<String> = signature
+        .inputs
+        .iter()
+        .map(|i| {
+            let dims: Vec<String> = i.shape.iter().map(|d| d.v2().to_string()).collect();
+            format!(
+                "'{}' {} [{}]",
+                i.name,
+                i.element_type.v2_name(),
+                dims.join(", ")
+            )
+        })
+        .collect();
+    inputs.join(", ")
+}
+
+/// A V2 shape: whole numbers >= 0, however spelled (`2` or `2.0`).
+fn shape_of(shape: Option<&Value>) -> Option<Vec<usize>> {
+    shape?
+        .as_array()?
+        .iter()
+        .map(|d| {
+            let d = d.as_f64()?;
+            (d >= 0.0 && d.fract() == 0.0 && d < 9.0e15).then_some(d as usize)
+        })
+        .collect()
+}
+
+/// Appends the leaves of `data` (arrays nested to any depth) in row-major order, refusing more
+/// than `limit` of them before collecting them all.
+fn flatten<'v>(data: &'v Value, out: &mut Vec<&'v Value>, limit: usize) -> Result<(), String> {
+    match data {
+        Value::Array(items) => items.iter().try_for_each(|item| flatten(item, out, limit)),
+        leaf if out.len() < limit => {
+            out.push(leaf);
+            Ok(())
+        }
+        _ => Err(format!(
+            "'data' has more than the {limit} values its shape holds"
+        )),
+    }
+}
+
+/// JSON values as elements of `ty`: `true`/`false` for BOOL, whole numbers in range for the
+/// integer types (exact, never through a float), numbers for the floats (narrowed as numpy
+/// narrows a Python float), strings for BYTES.
+fn json_values(ty: ElementType, values: &[&Value]) -> Result<TensorData, String> {
+    fn each<T>(
+        values: &[&Value],
+        what: &str,
+        read: impl Fn(&Value) -> Option<T>,
+    ) -> Result<Vec<T>, String> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| read(v).ok_or_else(|| format!("data[{i}]: expected {what}, got {v}")))
+            .collect()
+    }
+    fn int<T: TryFrom<i64> + TryFrom<u64>>(v: &Value) -> Option<T> {
+        match v.as_i64() {
+            Some(i) => T::try_from(i).ok(),
+            None => T::try_from(v.as_u64()?).ok(),
+        }
+    }
+    fn finite<T>(
+        v: &Value,
+        narrow: impl Fn(f64) -> T,
+        is_finite: impl Fn(&T) -> bool,
+    ) -> Option<T> {
+        let x = narrow(v.as_f64()?);
+        is_finite(&x).then_some(x)
+    }
+    let name = ty.v2_name();
+    let integer = format!("a whole number in {name}'s range");
+    let float = format!("a number finite in {name}");
+    Ok(match ty {
+        ElementType::Bool => TensorData::Bool(each(values, "true or false", Value::as_bool)?),
+        ElementType::Uint8 => TensorData::Uint8(each(values, &integer, int)?),
+        ElementType::Uint16 => TensorData::Uint16(each(values, &integer, int)?),
+        ElementType::Uint32 => TensorData::Uint32(each(values, &integer, int)?),
+        ElementType::Uint64 => TensorData::Uint64(each(values, &integer, int)?),
+        ElementType::Int8 => TensorData::Int8(each(values, &integer, int)?),
+        ElementType::Int16 => TensorData::Int16(each(values, &integer, int)?),
+        ElementType::Int32 => TensorData::Int32(each(values, &integer, int)?),
+        ElementType::Int64 => TensorData::Int64(each(values, &integer, int)?),
+        ElementType::Float16 => TensorData::Float16(each(values, &float, |v| {
+            finite(v, f16::from_f64, |x| x.is_finite())
+        })?),
+        ElementType::Float32 => TensorData::Float32(each(values, &float, |v| {
+            finite(v, |x| x as f32, |x| x.is_finite())
+        })?),
+        ElementType::Float64 => TensorData::Float64(each(values, &float, |v| {
+            finite(v, |x| x, |x| x.is_finite())
+        })?),
+        ElementType::String => {
+            TensorData::String(each(values, "a string", |v| v.as_str().map(str::to_owned))?)
+        }
+    })
+}
