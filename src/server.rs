@@ -74,6 +74,10 @@ pub async fn run(
             .extend(unservable.into_iter().map(Refusal::from));
         manifest
     };
+    let manifest = match &args.model_name {
+        Some(name) => manifest.serve_as(name).map_err(ServeError::Config)?,
+        None => manifest,
+    };
     // Before binding: a bad FEATURE_STORE_URI or unreadable snapshot stops the start with a
     // clear message. A remote store is only checked in the background: being down is not
     // a start-up error, it is a 503 per entity-id request until it is back.
@@ -157,6 +161,7 @@ pub async fn run(
 async fn mirror_remote_repository(mut args: ServeArgs) -> Result<(ServeArgs, Start), ServeError> {
     let mut start = Start {
         exit_on_error: args.exit_on_error,
+        model_name: args.model_name.clone(),
         ..Start::default()
     };
     let uri = args.models_dir.to_string_lossy().into_owned();

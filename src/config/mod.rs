@@ -197,6 +197,13 @@ pub struct ServeArgs {
     #[arg(long, env = "EXIT_ON_ERROR", default_value_t = true, action = clap::ArgAction::Set)]
     pub exit_on_error: bool,
 
+    /// Serve the repository's model under this name (KServe's `--model-name={{.Name}}`, the
+    /// InferenceService's name, so that `/v2/models/<name>` is the model): a repository of one
+    /// model is served as `name`; one with several must have a model of that name (it is an
+    /// error otherwise: which one was meant cannot be guessed).
+    #[arg(long, env = "MODEL_NAME")]
+    pub model_name: Option<String>,
+
     /// Dynamic batching: on (merge concurrent requests for a model into one ONNX Runtime call),
     /// off (one call per request), or auto (per model, the mode measured faster for it).
     #[arg(long, env = "BATCHING", value_enum, default_value = "auto")]

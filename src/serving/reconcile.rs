@@ -56,6 +56,8 @@ pub struct Start {
     pub refused: Vec<Refusal>,
     /// Runs before each rescan and repository `load`.
     pub refresh: Option<Refresh>,
+    /// `--model-name`: every manifest read is served under it ([`Manifest::serve_as`]).
+    pub model_name: Option<String>,
 }
 
 /// `--exit-on-error`'s default, a local repository: the first failure stops the start.
@@ -65,6 +67,7 @@ impl Default for Start {
             exit_on_error: true,
             refused: Vec::new(),
             refresh: None,
+            model_name: None,
         }
     }
 }
@@ -269,6 +272,7 @@ impl ModelController {
             unloaded: BTreeSet::new(),
             shadow_queue,
             hashes: FileHashes::default(),
+            model_name: start.model_name,
         };
         let controller = ModelController {
             reconciler: Arc::new(Mutex::new(reconciler)),
@@ -378,6 +382,8 @@ struct Reconciler {
     shadow_queue: ShadowQueue<ShadowJob>,
     /// Model files' hashes as last read, so a rescan reads only the files that changed.
     hashes: FileHashes,
+    /// `--model-name`, applied to every manifest read.
+    model_name: Option<String>,
 }
 
 /// A version that was not loaded, and why.
@@ -497,6 +503,10 @@ impl Reconciler {
         .map_err(|e| e.to_string())
         .and_then(|(manifest, unservable)| {
             refused.extend(unservable.into_iter().map(Refusal::from));
+            let manifest = match &self.model_name {
+                Some(name) => manifest.serve_as(name)?,
+                None => manifest,
+            };
             let configs = RolloutConfigs::from_manifest(&manifest)
                 .map_err(|e| format!("invalid manifest {}: {e}", self.manifest_path.display()))?;
             Ok((manifest, configs))
