@@ -3,7 +3,9 @@
 //! by one handler that takes a [`ModelSelector`] from whichever path parameters its form has.
 //! An unversioned request goes where the model's traffic split sends it, sticky by its routing
 //! key (the `x-ferrum-routing-key` header, else the body's first entity id); the answer's
-//! `x-ferrum-version` header says which version it was.
+//! `x-ferrum-version` header says which version it was. A version the repository lists but
+//! that does not serve because its load failed or its file was refused is answered 503
+//! `model_unavailable` with why, not 404: it exists, it is just not loaded.
 
 use std::collections::HashMap;
 use std::sync::Arc;
