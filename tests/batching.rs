@@ -25,7 +25,7 @@ struct Gate {
     release: mpsc::Sender<()>,
 }
 
-fn gated_scheduler(model: &str, config: SchedulerConfig) -> (Scheduler, Gate) {
+fn gated_scheduler(model: &str, config: SchedulerConfig) -> (Scheduler<Rows>, Gate) {
     let (calls_tx, calls) = mpsc::channel();
     let (release, release_rx) = mpsc::channel::<()>();
     let calls_tx = Mutex::new(calls_tx);
@@ -50,7 +50,6 @@ fn config(threads: usize, max_batch_rows: usize, max_queue_depth: usize) -> Sche
         max_queue_delay: std::time::Duration::ZERO,
         max_queue_depth,
         threads,
-        n_cols: 1,
     }
 }
 

@@ -889,3 +889,71 @@ async fn tensors_requests_are_refused_with_the_input_named() {
         );
     }
 }
+
+/// With the batcher on, a tensors model with a dynamic batch dimension is batched (its executor
+/// line says so; a fixed-batch model stays direct), and concurrent requests, merged or not,
+/// each get exactly the bits of their own rows.
+#[tokio::test]
+async fn tensors_models_are_batched_and_each_request_gets_its_own_bits() {
+    let (repo, _) = served_repository();
+    let dir = repo.path().to_str().unwrap();
+    let server = common::Server::start_ready(&[
+        "--models-dir",
+        dir,
+        "--manifest",
+        "none",
+        "--batching",
+        "on",
+        "--max-queue-delay-us",
+        "2000",
+    ])
+    .await;
+    let log = server.log_text();
+    let executor_line = |model: &str| {
+        log.lines()
+            .find(|l| {
+                l.contains("inference executor attached")
+                    && l.contains(&format!("\"model\":\"{model}\""))
+            })
+            .unwrap_or_else(|| panic!("no executor line for {model}: {log}"))
+            .to_owned()
+    };
+    assert!(executor_line("cnn").contains("\"mode\":\"Batched\""));
+    assert!(executor_line("column-transformer").contains("\"mode\":\"Batched\""));
+    assert!(executor_line("fixed-batch").contains("\"mode\":\"Direct\""));
+    for name in ["cnn", "column-transformer"] {
+        let case = case(name);
+        let inputs = recorded_inputs(&case);
+        let rows = inputs[0].tensor.batch_size().unwrap();
+        // One request per row, all at once; each answer must be that row of the recording.
+        let requests = (0..rows).map(|r| {
+            let inputs: serde_json::Map<String, Value> = inputs
+                .iter()
+                .map(|i| {
+                    let row = i.tensor.slice_batch(r, r + 1).unwrap();
+                    let mut recorded = serde_json::json!({
+                        "datatype": row.element_type().v2_name(), "shape": row.shape(),
+                    });
+                    match row.data() {
+                        TensorData::String(v) => recorded["strings"] = serde_json::json!(v),
+                        _ => recorded["hex"] = hex::encode(row.to_le_bytes()).into(),
+                    }
+                    (i.name.clone(), recorded)
+                })
+                .collect();
+            let case = serde_json::json!({"inputs": inputs});
+            let server = &server;
+            async move { v2_infer(server, name, &case, true).await }
+        });
+        let answers = futures_util::future::join_all(requests).await;
+        for (output, want) in case["outputs"].as_object().unwrap() {
+            let whole = recorded_tensor(want);
+            for (r, answer) in answers.iter().enumerate() {
+                let (_, shape, bytes) = &answer.as_ref().unwrap()[output];
+                let expected = whole.slice_batch(r, r + 1).unwrap();
+                assert_eq!(shape, expected.shape(), "{name} '{output}' row {r}");
+                assert_eq!(bytes, &expected.to_le_bytes(), "{name} '{output}' row {r}");
+            }
+        }
+    }
+}

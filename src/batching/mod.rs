@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::model::infer::{NamedTensor, RunError};
+use crate::model::tensor::TypedTensor;
 use crate::model::{InferenceError, LoadedModel, ModelOutput, Rows};
 use crate::telemetry::metrics::InferenceCalls;
 pub use scheduler::{Scheduler, SchedulerConfig, SubmitError};
@@ -112,8 +113,10 @@ pub enum Executor {
         max_queue_depth: usize,
         calls: InferenceCalls,
     },
-    /// The dynamic batcher.
-    Batched(Scheduler),
+    /// The dynamic batcher, over the rows form's row matrices.
+    Batched(Scheduler<Rows>),
+    /// The dynamic batcher, over a tensors model's named inputs.
+    BatchedTensors(Scheduler<Vec<NamedTensor>>),
 }
 
 impl Executor {
@@ -130,21 +133,17 @@ impl Executor {
             Mode::Batched => {
                 let weak: Weak<LoadedModel> = Arc::downgrade(model);
                 let name = format!("{}-v{}", model.entry.name, model.entry.version);
-                Executor::Batched(Scheduler::start(
-                    &name,
-                    SchedulerConfig {
-                        max_batch_rows: config.max_batch_rows,
-                        max_queue_delay: config.max_queue_delay,
-                        max_queue_depth: config.max_queue_depth,
-                        threads: config.threads,
-                        n_cols: model.n_features(),
-                    },
-                    calls,
-                    move |rows: &Rows| match weak.upgrade() {
-                        Some(model) => model.infer(rows),
-                        None => Err(InferenceError::Runtime("the model was unloaded".into())),
-                    },
-                ))
+                let config = SchedulerConfig {
+                    max_batch_rows: config.max_batch_rows,
+                    max_queue_delay: config.max_queue_delay,
+                    max_queue_depth: config.max_queue_depth,
+                    threads: config.threads,
+                };
+                if model.is_tensors() {
+                    Executor::BatchedTensors(Scheduler::start(&name, config, calls, runner(weak)))
+                } else {
+                    Executor::Batched(Scheduler::start(&name, config, calls, runner(weak)))
+                }
             }
         }
     }
@@ -153,8 +152,18 @@ impl Executor {
     pub fn mode(&self) -> Mode {
         match self {
             Executor::Direct { .. } => Mode::Direct,
-            Executor::Batched(_) => Mode::Batched,
+            Executor::Batched(_) | Executor::BatchedTensors(_) => Mode::Batched,
         }
+    }
+}
+
+/// A batcher's runner: `work` on the model while it is loaded (the batcher holds it weakly).
+fn runner<W: Work>(
+    weak: Weak<LoadedModel>,
+) -> impl Fn(&W) -> Result<W::Output, InferenceError> + Send + Sync + 'static {
+    move |work| match weak.upgrade() {
+        Some(model) => work.run(&model),
+        None => Err(InferenceError::Runtime("the model was unloaded".into())),
     }
 }
 
@@ -167,10 +176,10 @@ pub async fn infer(
 ) -> Result<Inferred, InferError> {
     let submitted = Instant::now();
     match executor {
-        Executor::Batched(scheduler) => match scheduler.submit(rows)?.await {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(InferError::Lost("the batcher stopped")),
-        },
+        Executor::Batched(scheduler) => batched(scheduler, rows).await,
+        Executor::BatchedTensors(_) => Err(InferError::Lost(
+            "rows were sent to a tensors model's batcher",
+        )),
         Executor::Direct {
             in_flight,
             max_queue_depth,
@@ -183,8 +192,8 @@ pub async fn infer(
 }
 
 /// Runs a tensors model on named `inputs` (checked against its signature by the caller) through
-/// its executor, always direct: the batcher merges rows-form requests only, and
-/// [`executor_for`] gives a tensors model no other executor.
+/// its executor: per request, or concatenated with concurrent requests along the batch
+/// dimension.
 pub async fn infer_tensors(
     executor: &Executor,
     model: &Arc<LoadedModel>,
@@ -200,14 +209,26 @@ pub async fn infer_tensors(
             let _slot = Slot::take(in_flight, *max_queue_depth).ok_or(InferError::QueueFull)?;
             run_blocking(model.clone(), inputs, submitted, calls.clone()).await
         }
+        Executor::BatchedTensors(scheduler) => batched(scheduler, inputs).await,
         Executor::Batched(_) => Err(InferError::Lost(
-            "a tensors model was given the batcher, which merges rows only",
+            "named tensors were sent to a rows-form model's batcher",
         )),
     }
 }
 
+/// Queues `work` on the batcher and waits for its share of the batch's output.
+async fn batched<W: Batch>(
+    scheduler: &Scheduler<W>,
+    work: W,
+) -> Result<Inferred<W::Output>, InferError> {
+    match scheduler.submit(work)?.await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(InferError::Lost("the batcher stopped")),
+    }
+}
+
 /// What one ONNX Runtime call carries: rows-form rows or a tensors model's named inputs.
-pub(crate) trait Work: Send + 'static {
+pub trait Work: Send + 'static {
     /// What the call gives back.
     type Output: Send + 'static;
     /// Rows in the call (its batch dimension), for the metrics.
@@ -216,6 +237,93 @@ pub(crate) trait Work: Send + 'static {
     fn output_rows(output: &Self::Output) -> Option<usize>;
     /// Makes the call. Blocking.
     fn run(&self, model: &LoadedModel) -> Result<Self::Output, InferenceError>;
+}
+
+/// Work the batcher can merge: several requests joined into one call, and the call's output cut
+/// back into each request's rows, in order.
+pub trait Batch: Work + Sized {
+    /// Room for merged batches that a scheduler thread keeps between calls.
+    type Scratch: Default;
+    /// Joins `parts` (in order) into one call's work.
+    fn merge<'a>(parts: impl Iterator<Item = &'a Self>, scratch: &mut Self::Scratch) -> Self;
+    /// Gives the merged work's room back for the next batch.
+    fn recycle(self, scratch: &mut Self::Scratch);
+    /// Rows `start..end` of a merged call's output.
+    fn slice(
+        output: &Self::Output,
+        start: usize,
+        end: usize,
+    ) -> Result<Self::Output, InferenceError>;
+}
+
+impl Batch for Rows {
+    /// One buffer per thread: merging the rows form's small requests allocates nothing.
+    type Scratch = Vec<f32>;
+    fn merge<'a>(parts: impl Iterator<Item = &'a Rows>, buffer: &mut Vec<f32>) -> Rows {
+        buffer.clear();
+        let mut n_cols = 1;
+        for rows in parts {
+            n_cols = rows.n_cols;
+            buffer.extend_from_slice(&rows.data);
+        }
+        Rows::new(std::mem::take(buffer), n_cols)
+    }
+    fn recycle(self, buffer: &mut Vec<f32>) {
+        *buffer = self.data;
+    }
+    fn slice(
+        output: &ModelOutput,
+        start: usize,
+        end: usize,
+    ) -> Result<ModelOutput, InferenceError> {
+        Ok(slice_output(output, start, end))
+    }
+}
+
+impl Batch for Vec<NamedTensor> {
+    type Scratch = ();
+    /// Each input concatenated along its batch dimension, by name (requests may list inputs in
+    /// any order; each was checked to name every input once).
+    fn merge<'a>(
+        parts: impl Iterator<Item = &'a Vec<NamedTensor>>,
+        _: &mut (),
+    ) -> Vec<NamedTensor> {
+        let parts: Vec<&Vec<NamedTensor>> = parts.collect();
+        parts[0]
+            .iter()
+            .map(|input| {
+                let tensors: Vec<&TypedTensor> = parts
+                    .iter()
+                    .filter_map(|part| part.iter().find(|t| t.name == input.name))
+                    .map(|t| &t.tensor)
+                    .collect();
+                NamedTensor {
+                    name: input.name.clone(),
+                    tensor: TypedTensor::concat_batch(&tensors)
+                        .expect("inputs checked against one signature concatenate"),
+                }
+            })
+            .collect()
+    }
+    fn recycle(self, _: &mut ()) {}
+    fn slice(
+        outputs: &Vec<NamedTensor>,
+        start: usize,
+        end: usize,
+    ) -> Result<Vec<NamedTensor>, InferenceError> {
+        outputs
+            .iter()
+            .map(|output| {
+                let tensor = output.tensor.slice_batch(start, end).map_err(|e| {
+                    InferenceError::Output(format!("output '{}': {e}", output.name))
+                })?;
+                Ok(NamedTensor {
+                    name: output.name.clone(),
+                    tensor,
+                })
+            })
+            .collect()
+    }
 }
 
 impl Work for Rows {
@@ -359,9 +467,10 @@ pub fn executor_for(
     config: BatchingConfig,
 ) -> Executor {
     let (mode, why) = match choice {
-        _ if model.is_tensors() => (
+        _ if model.is_tensors() && !model.signature.batched => (
             Mode::Direct,
-            "a tensors model: the batcher merges rows-form requests only".to_string(),
+            "a tensors model without a dynamic batch dimension on every input and output"
+                .to_string(),
         ),
         BatchingChoice::On => (Mode::Batched, "--batching on".to_string()),
         BatchingChoice::Off => (Mode::Direct, "--batching off".to_string()),
@@ -414,11 +523,17 @@ pub const AUTO_MIN_GAIN: f64 = 2.0;
 fn per_row_gain(model: &LoadedModel) -> Option<f64> {
     let width = model.n_features();
     let time = |n: usize| -> Option<f64> {
-        let rows = Rows::new(vec![0.0; n * width], width);
+        let call: Box<dyn Fn() -> bool> = if model.is_tensors() {
+            let inputs = model.zero_inputs(n);
+            Box::new(move || model.infer_tensors(&inputs, || {}).is_ok())
+        } else {
+            let rows = Rows::new(vec![0.0; n * width], width);
+            Box::new(move || model.infer(&rows).is_ok())
+        };
         let mut samples = Vec::with_capacity(15);
         for _ in 0..15 {
             let started = Instant::now();
-            model.infer(&rows).ok()?;
+            call().then_some(())?;
             samples.push(started.elapsed().as_secs_f64());
         }
         samples.sort_by(f64::total_cmp);

@@ -16,7 +16,9 @@
 //! - Every runner call is recorded once in the per-call inference metrics ([`InferenceCalls`]):
 //!   a batch that merged N requests is one observation of its total rows, not N.
 //!
-//! The runner is a plain function over a row matrix, so the batcher is tested without a model.
+//! The batcher carries any [`Batch`]: the rows form's row matrices (one buffer reused per
+//! thread) and a tensors model's named inputs (concatenated along their batch dimension). The
+//! runner is a plain function over one merged batch, so the batcher is tested without a model.
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -26,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::{record_call, slice_output, Inferred};
-use crate::model::{InferenceError, ModelOutput, Rows};
+use super::{record_call, Batch, Inferred};
+use crate::model::InferenceError;
 use crate::telemetry::metrics::InferenceCalls;
 
 /// The batcher's limits.
@@ -41,8 +43,6 @@ pub struct SchedulerConfig {
     pub max_queue_depth: usize,
     /// Scheduler threads (each runs one batch at a time).
     pub threads: usize,
-    /// Columns of every row matrix (the model's feature count).
-    pub n_cols: usize,
 }
 
 /// Below this many rows a batch waits (up to the queue delay) for company; at or above it, the
@@ -62,21 +62,21 @@ pub enum SubmitError {
 }
 
 /// The result a request receives.
-pub type Reply = oneshot::Receiver<Result<Inferred, InferenceError>>;
+pub type Reply<W> = oneshot::Receiver<Result<Inferred<<W as super::Work>::Output>, InferenceError>>;
 
-type Runner = dyn Fn(&Rows) -> Result<ModelOutput, InferenceError> + Send + Sync;
+type Runner<W> = dyn Fn(&W) -> Result<<W as super::Work>::Output, InferenceError> + Send + Sync;
 
 /// A dynamic batcher with its threads. Dropping it lets the threads finish the queue and exit.
-pub struct Scheduler {
-    shared: Arc<Shared>,
+pub struct Scheduler<W: Batch> {
+    shared: Arc<Shared<W>>,
 }
 
-struct Shared {
-    state: Mutex<State>,
+struct Shared<W: Batch> {
+    state: Mutex<State<W>>,
     /// Signalled when work arrives for a sleeping thread, and on close.
     work: Condvar,
     config: SchedulerConfig,
-    runner: Box<Runner>,
+    runner: Box<Runner<W>>,
     /// Where each call of `runner` is recorded.
     calls: InferenceCalls,
     /// Rows in ONNX Runtime calls underway: a thread waits for company only when some are, and
@@ -86,8 +86,8 @@ struct Shared {
     threads: usize,
 }
 
-struct State {
-    queue: VecDeque<Job>,
+struct State<W: Batch> {
+    queue: VecDeque<Job<W>>,
     /// Rows in `queue`.
     queued_rows: usize,
     /// Threads waiting on `work`.
@@ -98,7 +98,7 @@ struct State {
     closed: bool,
 }
 
-impl State {
+impl<W: Batch> State<W> {
     /// Whether to notify a sleeping thread now that `queue` has grown or a batch has started.
     fn should_wake(&self, threads: usize, running_rows: usize, big: usize) -> bool {
         if self.sleeping <= self.waking || self.queue.is_empty() {
@@ -109,19 +109,19 @@ impl State {
     }
 }
 
-struct Job {
-    rows: Rows,
-    reply: oneshot::Sender<Result<Inferred, InferenceError>>,
+struct Job<W: Batch> {
+    work: W,
+    reply: oneshot::Sender<Result<Inferred<W::Output>, InferenceError>>,
     submitted: Instant,
 }
 
-impl Job {
+impl<W: Batch> Job<W> {
     fn cancelled(&self) -> bool {
         self.reply.is_closed()
     }
 }
 
-impl Scheduler {
+impl<W: Batch> Scheduler<W> {
     /// Starts `config.threads` scheduler threads (at least one) named after `name`, each calling
     /// `runner` on merged batches and recording every call in `calls`.
     pub fn start<F>(
@@ -129,11 +129,10 @@ impl Scheduler {
         config: SchedulerConfig,
         calls: InferenceCalls,
         runner: F,
-    ) -> Scheduler
+    ) -> Scheduler<W>
     where
-        F: Fn(&Rows) -> Result<ModelOutput, InferenceError> + Send + Sync + 'static,
+        F: Fn(&W) -> Result<W::Output, InferenceError> + Send + Sync + 'static,
     {
-        assert!(config.n_cols > 0, "rows need at least one column");
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 queue: VecDeque::with_capacity(config.max_queue_depth.min(4096)),
@@ -159,9 +158,9 @@ impl Scheduler {
         Scheduler { shared }
     }
 
-    /// Queues `rows` and returns the channel its result will arrive on, or refuses at once when
+    /// Queues `work` and returns the channel its result will arrive on, or refuses at once when
     /// the queue is full. Never blocks beyond a short lock.
-    pub fn submit(&self, rows: Rows) -> Result<Reply, SubmitError> {
+    pub fn submit(&self, work: W) -> Result<Reply<W>, SubmitError> {
         let (reply, receiver) = oneshot::channel();
         let mut state = self.shared.lock();
         if state.closed {
@@ -170,9 +169,9 @@ impl Scheduler {
         if state.queue.len() >= self.shared.config.max_queue_depth {
             return Err(SubmitError::Full);
         }
-        state.queued_rows += rows.n_rows;
+        state.queued_rows += work.rows();
         state.queue.push_back(Job {
-            rows,
+            work,
             reply,
             submitted: Instant::now(),
         });
@@ -191,15 +190,15 @@ impl Scheduler {
     }
 }
 
-impl Drop for Scheduler {
+impl<W: Batch> Drop for Scheduler<W> {
     fn drop(&mut self) {
         self.shared.lock().closed = true;
         self.shared.work.notify_all();
     }
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
+impl<W: Batch> Shared<W> {
+    fn lock(&self) -> MutexGuard<'_, State<W>> {
         // The lock is never held across user code, so a poisoned lock holds a consistent queue.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -210,7 +209,7 @@ impl Shared {
     }
 
     /// Notifies one sleeping thread if [`State::should_wake`] says so; releases the lock first.
-    fn wake_if_worth_it(&self, mut state: MutexGuard<'_, State>) {
+    fn wake_if_worth_it(&self, mut state: MutexGuard<'_, State<W>>) {
         let running = self.running_rows.load(Ordering::Acquire);
         if state.should_wake(self.threads, running, self.big()) {
             state.waking += 1;
@@ -219,7 +218,7 @@ impl Shared {
         }
     }
 
-    fn wait<'a>(&self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+    fn wait<'a>(&self, mut state: MutexGuard<'a, State<W>>) -> MutexGuard<'a, State<W>> {
         state.sleeping += 1;
         let mut state = self.work.wait(state).unwrap_or_else(|p| p.into_inner());
         state.sleeping -= 1;
@@ -231,9 +230,9 @@ impl Shared {
 
     fn wait_until<'a>(
         &self,
-        mut state: MutexGuard<'a, State>,
+        mut state: MutexGuard<'a, State<W>>,
         deadline: Instant,
-    ) -> MutexGuard<'a, State> {
+    ) -> MutexGuard<'a, State<W>> {
         let timeout = deadline.saturating_duration_since(Instant::now());
         state.sleeping += 1;
         let (mut state, _) = self
@@ -247,8 +246,8 @@ impl Shared {
 
     /// A scheduler thread: gather a batch, run it, repeat until closed and drained.
     fn run(&self) {
-        let mut batch: Vec<Job> = Vec::new();
-        let mut buffer: Vec<f32> = Vec::new();
+        let mut batch: Vec<Job<W>> = Vec::new();
+        let mut scratch = W::Scratch::default();
         loop {
             let mut state = self.lock();
             let mut rows = 0;
@@ -283,15 +282,15 @@ impl Shared {
             } else {
                 drop(state);
             }
-            self.execute(&mut batch, &mut buffer);
+            self.execute(&mut batch, &mut scratch);
         }
     }
 
     /// Moves queued jobs into `batch` while they fit in `max_batch_rows` (the first always
     /// does), dropping cancelled ones. Returns the batch's row count.
-    fn take(&self, state: &mut State, batch: &mut Vec<Job>, mut rows: usize) -> usize {
+    fn take(&self, state: &mut State<W>, batch: &mut Vec<Job<W>>, mut rows: usize) -> usize {
         while let Some(job) = state.queue.front() {
-            let n = job.rows.n_rows;
+            let n = job.work.rows();
             if job.cancelled() {
                 state.queue.pop_front();
                 state.queued_rows -= n;
@@ -308,7 +307,7 @@ impl Shared {
     }
 
     /// Runs one batch as one recorded call and answers each job with its own rows, in order.
-    fn execute(&self, batch: &mut Vec<Job>, buffer: &mut Vec<f32>) {
+    fn execute(&self, batch: &mut Vec<Job<W>>, scratch: &mut W::Scratch) {
         // The client may have gone while the batch formed: don't compute for it.
         batch.retain(|job| !job.cancelled());
         if batch.is_empty() {
@@ -317,9 +316,9 @@ impl Shared {
         let started = Instant::now();
         if let [_] = batch.as_slice() {
             let job = batch.pop().expect("one job");
-            let n_rows = job.rows.n_rows;
+            let n_rows = job.work.rows();
             let (result, inference_time) =
-                record_call(&self.calls, &job.rows, |rows| self.call(rows));
+                record_call(&self.calls, &job.work, |work| self.call(work));
             let _ = job.reply.send(result.map(|output| Inferred {
                 output,
                 queue_time: started - job.submitted,
@@ -328,20 +327,16 @@ impl Shared {
             }));
             return;
         }
-        buffer.clear();
-        for job in batch.iter() {
-            buffer.extend_from_slice(&job.rows.data);
-        }
-        let merged = Rows::new(std::mem::take(buffer), self.config.n_cols);
-        let (result, inference_time) = record_call(&self.calls, &merged, |rows| self.call(rows));
-        let total = merged.n_rows;
-        *buffer = merged.data;
+        let merged = W::merge(batch.iter().map(|job| &job.work), scratch);
+        let total = merged.rows();
+        let (result, inference_time) = record_call(&self.calls, &merged, |work| self.call(work));
+        merged.recycle(scratch);
         let mut start = 0;
         for job in batch.drain(..) {
-            let end = start + job.rows.n_rows;
+            let end = start + job.work.rows();
             let answer = match &result {
-                Ok(output) => Ok(Inferred {
-                    output: slice_output(output, start, end),
+                Ok(output) => W::slice(output, start, end).map(|output| Inferred {
+                    output,
                     queue_time: started - job.submitted,
                     inference_time,
                     batch_rows: total,
@@ -356,10 +351,11 @@ impl Shared {
     /// The runner, with a panic turned into an error so the thread keeps serving. Counts as
     /// busy only during the call itself: a client answered from this batch may send its next
     /// request at once, and that request must find the batcher idle, not wait for company.
-    fn call(&self, rows: &Rows) -> Result<ModelOutput, InferenceError> {
-        self.running_rows.fetch_add(rows.n_rows, Ordering::AcqRel);
-        let result = catch_panic(|| (self.runner)(rows));
-        self.running_rows.fetch_sub(rows.n_rows, Ordering::AcqRel);
+    fn call(&self, work: &W) -> Result<W::Output, InferenceError> {
+        let rows = work.rows();
+        self.running_rows.fetch_add(rows, Ordering::AcqRel);
+        let result = catch_panic(|| (self.runner)(work));
+        self.running_rows.fetch_sub(rows, Ordering::AcqRel);
         result
     }
 }

@@ -95,6 +95,27 @@ impl LoadedModel {
         infer::run(&mut session, &self.signature, inputs)
     }
 
+    /// Zeros (empty strings) for every input, `rows` rows where the batch dimension is dynamic
+    /// and one element along any other dynamic dimension: a warm-up or probe input.
+    pub fn zero_inputs(&self, rows: usize) -> Vec<NamedTensor> {
+        self.signature
+            .inputs
+            .iter()
+            .map(|spec| {
+                let shape = spec
+                    .shape
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| d.fixed().unwrap_or(if i == 0 { rows } else { 1 }))
+                    .collect();
+                NamedTensor {
+                    name: spec.name.clone(),
+                    tensor: TypedTensor::zeros(spec.element_type, shape),
+                }
+            })
+            .collect()
+    }
+
     /// Runs the model on `rows`. Blocking: call from a blocking thread.
     pub fn infer(&self, rows: &Rows) -> Result<ModelOutput, InferenceError> {
         self.infer_with(rows, || {})

@@ -7,11 +7,9 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::infer::NamedTensor;
 use super::manifest::{Manifest, ModelEntry};
 use super::runtime::ExecutionProviderChoice;
 use super::runtime::Runtime;
-use super::tensor::TypedTensor;
 use super::{LoadError, LoadedModel, LookupError, Rows};
 
 /// How to build sessions; from the server configuration.
@@ -264,18 +262,7 @@ fn warm_up(model: &LoadedModel, runs: usize) -> Result<(), LoadError> {
 /// lookup may refuse an empty string), so a failure is logged, not fatal: it says nothing
 /// about the model's real inputs, and requests get the runtime's words if it is real.
 fn warm_up_tensors(model: &LoadedModel, runs: usize) {
-    let inputs: Vec<NamedTensor> = model
-        .signature
-        .inputs
-        .iter()
-        .map(|spec| NamedTensor {
-            name: spec.name.clone(),
-            tensor: TypedTensor::zeros(
-                spec.element_type,
-                spec.shape.iter().map(|d| d.fixed().unwrap_or(1)).collect(),
-            ),
-        })
-        .collect();
+    let inputs = model.zero_inputs(1);
     for _ in 0..runs.max(1) {
         if let Err(error) = model.infer_tensors(&inputs, || {}) {
             tracing::warn!(

@@ -458,6 +458,21 @@ impl TypedTensor {
         Ok(TypedTensor { shape, data })
     }
 
+    /// A copy of rows `start..end` of the first dimension: one request's share of a batch.
+    pub fn slice_batch(&self, start: usize, end: usize) -> Result<TypedTensor, TensorError> {
+        let batch = self.batch_size().ok_or(TensorError::NoBatchDimension)?;
+        if start > end || end > batch {
+            return Err(TensorError::SplitSizes { sum: end, batch });
+        }
+        let row_len = self.row_len();
+        let mut shape = self.shape.clone();
+        shape[0] = end - start;
+        Ok(TypedTensor {
+            shape,
+            data: self.data.slice(start * row_len, end * row_len),
+        })
+    }
+
     /// Cuts the first dimension into consecutive parts of `sizes` rows: the batcher's way back
     /// from one batch output to each request's rows.
     pub fn split_batch(&self, sizes: &[usize]) -> Result<Vec<TypedTensor>, TensorError> {
