@@ -1,10 +1,14 @@
 //! Start-up and shutdown, in the order Kubernetes expects: bind and answer liveness at once,
 //! load and warm up every model on a blocking thread, only then report ready (and start the
 //! model controller, which changes what serves from then on); on SIGTERM fail readiness first,
-//! then let in-flight requests finish.
+//! then let in-flight requests finish. With `--exit-on-error false` a version that cannot be
+//! served (found at discovery, refused by the remote sync, or failing its load) is reported
+//! unavailable instead of stopping the start.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -15,12 +19,13 @@ use crate::api::{self, Admission, ApiKey, AppState, Limits};
 use crate::config::ServeArgs;
 use crate::features::FeatureStore;
 use crate::grpc;
+use crate::lifecycle::{Refusal, Version};
 use crate::listener::{self, ConnectionLimits};
 use crate::model::{discover, LoadError, LoadOptions, Manifest, Runtime};
-use crate::serving::reconcile::{Control, ModelController};
+use crate::serving::reconcile::{Control, ModelController, Refresh, Start};
 use crate::serving::{shadow, Loader};
 use crate::shutdown::Hangups;
-use crate::storage::{self, RemoteRepository, StorageError};
+use crate::storage::{self, RefusedVersion, RemoteRepository, StorageError};
 use crate::telemetry;
 
 /// Why the server stopped with an error.
@@ -57,15 +62,28 @@ pub async fn run(
     // First: from here on SIGHUP asks for a rescan instead of ending the process.
     let hangups = Hangups::install();
     telemetry::metrics::set_build_info(std::env::var("IMAGE_TAG").ok().as_deref());
-    let args = mirror_remote_repository(args).await?;
+    let (args, mut start) = mirror_remote_repository(args).await?;
     let runtime = Runtime::load(&args.ort_dylib_path)?;
-    let manifest = discover::manifest_for(&args.manifest, &args.models_dir, &runtime)?;
+    let manifest = if args.exit_on_error {
+        discover::manifest_for(&args.manifest, &args.models_dir, &runtime)?
+    } else {
+        let (manifest, unservable) =
+            discover::manifest_for_each(&args.manifest, &args.models_dir, &runtime)?;
+        start
+            .refused
+            .extend(unservable.into_iter().map(Refusal::from));
+        manifest
+    };
+    let manifest = match &args.model_name {
+        Some(name) => manifest.serve_as(name).map_err(ServeError::Config)?,
+        None => manifest,
+    };
     // Before binding: a bad FEATURE_STORE_URI or unreadable snapshot stops the start with a
     // clear message. A remote store is only checked in the background: being down is not
     // a start-up error, it is a 503 per entity-id request until it is back.
     let feature_store = FeatureStore::open(
         &args.feature_store.store_config(),
-        &manifest,
+        &without_refused(&manifest, &start.refused),
         &args.models_dir,
     )
     .await
@@ -95,7 +113,7 @@ pub async fn run(
     let state = AppState::new(manifest.clone(), limits, admission, api_key(&args)?);
     feature_store.spawn_monitor();
     state.set_feature_store(feature_store);
-    let load_failed = spawn_model_load(&args, manifest, runtime, state.clone(), hangups)?;
+    let load_failed = spawn_model_load(&args, manifest, runtime, state.clone(), hangups, start)?;
 
     // Set when the listeners stop accepting: the HTTP one (its shutdown future sends it), then
     // the gRPC one, and the grace period's start.
@@ -137,11 +155,18 @@ pub async fn run(
 /// A `--models-dir` in object storage is mirrored into the model cache first (the manifest
 /// fetched, every model file sha256-checked against it); the rest of start-up then reads the
 /// local copy as it would any directory. Before binding, like the manifest check: the feature
-/// store reads its snapshots from the models directory at open.
-async fn mirror_remote_repository(mut args: ServeArgs) -> Result<ServeArgs, ServeError> {
+/// store reads its snapshots from the models directory at open. Returns what the start-up
+/// load takes: the refused versions (with `--exit-on-error false`; else the first stops the
+/// start, as a local sha256 mismatch does) and the re-sync every rescan runs first.
+async fn mirror_remote_repository(mut args: ServeArgs) -> Result<(ServeArgs, Start), ServeError> {
+    let mut start = Start {
+        exit_on_error: args.exit_on_error,
+        model_name: args.model_name.clone(),
+        ..Start::default()
+    };
     let uri = args.models_dir.to_string_lossy().into_owned();
     if !storage::is_remote(&uri) {
-        return Ok(args);
+        return Ok((args, start));
     }
     let cache = args
         .model_cache_dir
@@ -153,21 +178,81 @@ async fn mirror_remote_repository(mut args: ServeArgs) -> Result<ServeArgs, Serv
             "a remote --models-dir ({uri}) needs a manifest; serve without one from a local directory"
         )));
     }
-    let repository = RemoteRepository::open(&uri, &cache)?;
-    args.manifest = repository.resolve_manifest(&args.manifest).await?;
-    let report = repository.sync(&Manifest::read(&args.manifest)?).await?;
+    let repository = Arc::new(RemoteRepository::open(&uri, &cache)?);
+    let source = args.manifest.clone();
+    let (manifest, refused) = sync_remote(&repository, &source).await?;
+    if args.exit_on_error {
+        if let Some(refused) = refused.into_iter().next() {
+            return Err(refused.error.into());
+        }
+    } else {
+        start.refused = refusals(&repository, refused);
+    }
+    args.manifest = manifest;
+    args.models_dir = repository.local_dir().to_path_buf();
+    start.refresh = Some(remote_refresh(repository, source));
+    Ok((args, start))
+}
+
+/// Fetches the manifest (`source` as `--manifest` gave it) and mirrors what it lists; returns
+/// the local manifest and the refused versions. The manifest is read on the blocking pool.
+async fn sync_remote(
+    repository: &RemoteRepository,
+    source: &Path,
+) -> Result<(PathBuf, Vec<RefusedVersion>), ServeError> {
+    let local = repository.resolve_manifest(source).await?;
+    let path = local.clone();
+    let manifest = tokio::task::spawn_blocking(move || Manifest::read(&path))
+        .await
+        .map_err(|e| ServeError::Config(format!("manifest read task failed: {e}")))??;
+    let report = repository.sync(&manifest).await?;
     telemetry::metrics::record_model_store_sync(
         report.downloaded.len() as u64,
         report.downloaded_bytes,
         report.reused.len() as u64,
     );
-    // One refused version stops the start, as a local sha256 mismatch does, until models can
-    // fail one at a time.
-    if let Some(refused) = report.refused.into_iter().next() {
-        return Err(refused.into());
-    }
-    args.models_dir = repository.local_dir().to_path_buf();
-    Ok(args)
+    Ok((local, report.refused))
+}
+
+/// The re-sync each rescan runs first: the manifest fetched again and new or changed objects
+/// mirrored (sha256-checked, cached files reused); refused versions are not loaded.
+fn remote_refresh(repository: Arc<RemoteRepository>, source: PathBuf) -> Refresh {
+    Arc::new(move || {
+        let (repository, source) = (repository.clone(), source.clone());
+        Box::pin(async move {
+            let (_, refused) = sync_remote(&repository, &source)
+                .await
+                .map_err(|e| format!("{}: {e}", repository.uri()))?;
+            Ok(refusals(&repository, refused))
+        })
+    })
+}
+
+/// The versions the sync refused, as the controller refuses them.
+fn refusals(repository: &RemoteRepository, refused: Vec<RefusedVersion>) -> Vec<Refusal> {
+    refused
+        .into_iter()
+        .filter_map(|r| {
+            Some(Refusal {
+                version: Version(r.version.parse().ok()?),
+                file: repository.local_dir().join(&r.file),
+                reason: r.error.to_string(),
+                name: r.name,
+            })
+        })
+        .collect()
+}
+
+/// `manifest` without the versions refused before loading: what the feature store opens
+/// with, since a refused remote version's files (its snapshot) were not mirrored.
+fn without_refused(manifest: &Manifest, refused: &[Refusal]) -> Manifest {
+    let mut kept = manifest.clone();
+    kept.models.retain(|entry| {
+        !refused
+            .iter()
+            .any(|r| r.name == entry.name && entry.version.parse() == Ok(r.version.0))
+    });
+    kept
 }
 
 /// Binds `--grpc-port` on `--host` (none when it is 0): at start, with the HTTP port, so a port
@@ -243,6 +328,7 @@ fn spawn_model_load(
     runtime: Runtime,
     state: AppState,
     hangups: Hangups,
+    start: Start,
 ) -> Result<oneshot::Receiver<LoadError>, ServeError> {
     let control = args.model_control().map_err(ServeError::Config)?;
     let (failed, load_failed) = oneshot::channel();
@@ -266,7 +352,14 @@ fn spawn_model_load(
     let runtime_handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let models_dir = loader.models_dir.clone();
-        match ModelController::start(loader, manifest_path, manifest, control, shadow_queue) {
+        match ModelController::start(
+            loader,
+            manifest_path,
+            manifest,
+            control,
+            shadow_queue,
+            start,
+        ) {
             Ok((controller, control_handle, live)) => {
                 let snapshot = live.current();
                 if let Some(drift) =

@@ -8,11 +8,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use common::{client, copy_dir, training_log, RepoCopy, Server};
+use common::{client, copy_dir, eventually, index, training_log, RepoCopy, Server};
 
 const MODEL: &str = "breast-cancer";
 
@@ -65,44 +65,6 @@ impl RepoCopy {
         ];
         args.extend_from_slice(extra);
         Server::start_ready(&args).await
-    }
-}
-
-/// The repository index, keyed by (model, version).
-async fn index(server: &Server, key: Option<&str>) -> BTreeMap<(String, String), Value> {
-    let mut request = client().post(server.url("/v2/repository/index")).body("{}");
-    if let Some(key) = key {
-        request = request.bearer_auth(key);
-    }
-    let response = request.send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    let entries: Vec<Value> = response.json().await.unwrap();
-    entries
-        .into_iter()
-        .map(|e| {
-            let key = (
-                e["name"].as_str().unwrap().to_string(),
-                e["version"].as_str().unwrap().to_string(),
-            );
-            (key, e)
-        })
-        .collect()
-}
-
-/// Polls `check` until it holds, or fails with the server's logs after 30 s.
-async fn eventually<F, Fut>(server: &Server, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check().await {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within 30 s; logs:\n{}",
-            server.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

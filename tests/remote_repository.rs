@@ -1,8 +1,10 @@
 //! `--models-dir s3://...` against a real S3-compatible server (moto's standalone server from
 //! the hash-locked dev venv, on a loopback port): the bundled models served from a bucket give
 //! the training log's predictions, a tampered object is refused on its sha256 before any
-//! session is built, and a restart reuses the cache without downloading again. A plain HTTP
-//! repository (the `https://` code path, over loopback HTTP) is served the same way.
+//! session is built, and a restart reuses the cache without downloading again. In poll mode
+//! each rescan re-syncs: a version uploaded later is served, a tampered one refused with its
+//! reason while the others keep serving. A plain HTTP repository (the `https://` code path,
+//! over loopback HTTP) is served the same way.
 
 mod common;
 
@@ -11,7 +13,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::s3::{repository_files, Helper, BUCKET, MODELS, PREFIX, S3};
-use common::{assert_json_close, repo_root, run_to_exit, server_command, training_log, Server};
+use common::{
+    assert_json_close, client, eventually, index, repo_root, run_to_exit, server_command,
+    training_log, Server,
+};
 use serde_json::{json, Value};
 
 fn server_for(s3: &S3, cache: &Path) -> Command {
@@ -200,6 +205,209 @@ async fn a_tampered_object_is_refused_on_its_sha256() {
         .filter(|name| name.starts_with("model.onnx"))
         .collect();
     assert!(left.is_empty(), "left in the cache: {left:?}");
+}
+
+#[tokio::test]
+async fn with_exit_on_error_false_a_tampered_object_leaves_the_other_model_serving() {
+    let s3 = S3::start().await;
+    let mut tampered = std::fs::read(repo_root().join("models/diabetes/1/model.onnx")).unwrap();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0xff;
+    s3.upload_repository(&[("diabetes/1/model.onnx", &tampered)])
+        .await;
+    let cache = tempfile::tempdir().unwrap();
+    let mut command = server_for(&s3, cache.path());
+    command.args(["--exit-on-error", "false"]);
+    let server = Server::spawn(command);
+    server.wait_ready(Duration::from_secs(60)).await;
+    let rows = training_log("breast-cancer");
+    let (status, body) = server
+        .post(
+            "/models/breast-cancer/predict",
+            &json!({"instances": [rows[0]["features"]]}),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["predictions"][0]),
+        (200, &rows[0]["prediction"])
+    );
+    let (status, _, body) = diabetes_predict(&server, "/models/diabetes/predict").await;
+    let error = body["error"].as_str().unwrap_or_default();
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("model_unavailable")),
+        "{body}"
+    );
+    assert!(
+        error.contains(&format!(
+            "s3://{BUCKET}/{PREFIX}/diabetes/1/model.onnx has sha256 {}",
+            sha256_hex(&tampered)
+        )),
+        "{error}"
+    );
+    let state = &index(&server, None).await[&("diabetes".to_string(), "1".to_string())];
+    assert_eq!(state["state"], "UNAVAILABLE");
+    assert!(
+        state["reason"]
+            .as_str()
+            .unwrap()
+            .contains("but the manifest says"),
+        "{state}"
+    );
+}
+
+/// Uploads `diabetes/<version>/` as a copy of version 1's objects (its model file replaced by
+/// `model`, if given), then the manifest with that version's entry added (a copy of version
+/// 1's, the model's sha256 as version 1's): what a training pipeline publishing a version does.
+fn publish_diabetes_version(s3: &S3, manifest: &mut Value, version: &str, model: Option<&[u8]>) {
+    for (relative, bytes) in repository_files() {
+        let Some(file) = relative.strip_prefix("diabetes/1/") else {
+            continue;
+        };
+        let bytes = match model {
+            Some(model) if file == "model.onnx" => model.to_vec(),
+            _ => bytes,
+        };
+        s3.put_signed(&format!("diabetes/{version}/{file}"), &bytes);
+    }
+    let models = manifest["models"].as_array_mut().unwrap();
+    let mut entry = models
+        .iter()
+        .find(|m| m["name"] == "diabetes" && m["version"] == "1")
+        .unwrap()
+        .clone();
+    entry["version"] = json!(version);
+    entry["path"] = json!(format!("diabetes/{version}"));
+    models.push(entry);
+    s3.put_signed(
+        "manifest.json",
+        &serde_json::to_vec_pretty(manifest).unwrap(),
+    );
+}
+
+/// A diabetes prediction from `path` on the first training-log row: status, the answering
+/// version (`x-ferrum-version`) and the body.
+async fn diabetes_predict(server: &Server, path: &str) -> (u16, Option<String>, Value) {
+    let row = &training_log("diabetes")[0]["features"];
+    let response = client()
+        .post(server.url(path))
+        .json(&json!({ "instances": [row] }))
+        .send()
+        .await
+        .unwrap();
+    let version = response
+        .headers()
+        .get("x-ferrum-version")
+        .map(|v| v.to_str().unwrap().to_string());
+    (
+        response.status().as_u16(),
+        version,
+        response.json().await.unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn poll_mode_resyncs_the_bucket_serving_new_versions_and_refusing_tampered_ones() {
+    let s3 = S3::start().await;
+    s3.upload_repository(&[]).await;
+    let cache = tempfile::tempdir().unwrap();
+    let mut command = server_for(&s3, cache.path());
+    command.args([
+        "--model-control-mode",
+        "poll",
+        "--repository-poll-secs",
+        "1",
+    ]);
+    let server = Server::spawn(command);
+    server.wait_ready(Duration::from_secs(60)).await;
+    let logged = &training_log("diabetes")[0]["prediction"];
+    let mut manifest = common::read_json(&repo_root().join("manifest.json"));
+
+    // Version 2 published to the bucket: mirrored and served by a poll.
+    publish_diabetes_version(&s3, &mut manifest, "2", None);
+    eventually(&server, "diabetes 2 served from the bucket", || async {
+        diabetes_predict(&server, "/models/diabetes/versions/2/predict")
+            .await
+            .0
+            == 200
+    })
+    .await;
+    let (status, version, body) =
+        diabetes_predict(&server, "/models/diabetes/versions/2/predict").await;
+    assert_eq!(
+        (status, version.as_deref(), &body["predictions"][0]),
+        (200, Some("2"), logged)
+    );
+    let local = cache.path().join("s3").join(BUCKET).join(PREFIX);
+    assert_eq!(
+        std::fs::read(local.join("diabetes/2/model.onnx")).unwrap(),
+        std::fs::read(repo_root().join("models/diabetes/1/model.onnx")).unwrap()
+    );
+
+    // Version 3 published with a tampered model object: refused on its sha256, reported,
+    // and versions 1 and 2 keep serving.
+    let mut tampered = std::fs::read(repo_root().join("models/diabetes/1/model.onnx")).unwrap();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0xff;
+    publish_diabetes_version(&s3, &mut manifest, "3", Some(&tampered));
+    let expected = manifest["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "diabetes")
+        .unwrap()["onnx"]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reason = format!(
+        "model 'diabetes' version '3': s3://{BUCKET}/{PREFIX}/diabetes/3/model.onnx has sha256 {}, but the manifest says {expected}",
+        sha256_hex(&tampered)
+    );
+    eventually(&server, "diabetes 3 refused", || async {
+        index(&server, None)
+            .await
+            .get(&("diabetes".to_string(), "3".to_string()))
+            .is_some_and(|state| state["state"] == "UNAVAILABLE" && state["reason"] == reason)
+    })
+    .await;
+    let (status, _, body) = diabetes_predict(&server, "/models/diabetes/versions/3/predict").await;
+    assert_eq!(
+        (status, body["code"].as_str(), body["error"].as_str()),
+        (
+            503,
+            Some("model_unavailable"),
+            Some(
+                format!("model 'diabetes' version 3 is unavailable (UNAVAILABLE): {reason}")
+                    .as_str()
+            )
+        )
+    );
+    let refusals = server
+        .scrape()
+        .await
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(
+                r#"ferrum_model_load_failures_total{model="diabetes",reason="refused",version="3"} "#,
+            )
+            .map(|v| v.parse::<f64>().unwrap())
+        })
+        .unwrap_or(0.0);
+    assert!(refusals >= 1.0, "refusals counted: {refusals}");
+    for (path, answering) in [
+        ("/models/diabetes/versions/1/predict", "1"),
+        ("/models/diabetes/versions/2/predict", "2"),
+        ("/models/diabetes/predict", "2"),
+    ] {
+        let (status, version, body) = diabetes_predict(&server, path).await;
+        assert_eq!(
+            (status, version.as_deref(), &body["predictions"][0]),
+            (200, Some(answering), logged),
+            "{path}"
+        );
+    }
+    // Nothing of the refused object reached the cache.
+    assert!(!local.join("diabetes/3/model.onnx").exists());
 }
 
 #[tokio::test]

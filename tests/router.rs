@@ -17,7 +17,7 @@ use ferrum_serve::lifecycle::{ModelControl, ModelControlMode};
 use ferrum_serve::model::runtime::ExecutionProviderChoice;
 use ferrum_serve::model::{LoadOptions, Manifest, Runtime};
 use ferrum_serve::serving;
-use ferrum_serve::serving::reconcile::ModelController;
+use ferrum_serve::serving::reconcile::{ModelController, Start};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -72,6 +72,7 @@ fn loaded_state() -> AppState {
         state.manifest.clone(),
         control,
         queue,
+        Start::default(),
     )
     .unwrap();
     state.set_models(live, handle);

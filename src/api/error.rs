@@ -47,6 +47,15 @@ pub enum ApiError {
     // -- capacity and availability
     #[error("{0}")]
     NotReady(&'static str),
+    /// The repository lists the version but it does not serve: its load failed or its file
+    /// was refused (`--exit-on-error false`, or a rescan). Not a 404: it exists.
+    #[error("model '{name}' version {version} is unavailable ({state}): {reason}")]
+    ModelUnavailable {
+        name: String,
+        version: String,
+        state: &'static str,
+        reason: String,
+    },
     #[error("the server is at capacity ({limit} requests running or queued); retry shortly")]
     Overloaded { limit: usize },
     #[error("the request took longer than the server's limit of {after_ms} ms")]
@@ -116,6 +125,7 @@ impl ApiError {
             }
             Feature(e) => feature_status(e),
             NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            ModelUnavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "model_unavailable"),
             Overloaded { .. } | ExplainOverloaded { .. } | ModelQueueFull => {
                 (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
             }

@@ -23,7 +23,9 @@ pub async fn live() -> Json<Value> {
     Json(json!({"status": "live"}))
 }
 
-/// Readiness: 200 only once every model is loaded and warmed up, 503 before and while draining.
+/// Readiness: 200 only once every model is loaded and warmed up (or, with
+/// `--exit-on-error false`, reported unavailable while at least one serves), 503 before and
+/// while draining.
 /// A down feature store does not fail it (requests with `instances` still work); a feature
 /// snapshot not verified to match the manifest does, under `--require-snapshot-match`.
 #[utoipa::path(
@@ -32,11 +34,11 @@ pub async fn live() -> Json<Value> {
     tag = "operations",
     responses(
         (status = 200, description = "Every model is loaded and warmed up", body = Status),
-        (status = 503, description = "not_ready: models loading, the server draining, or the feature snapshot unverified (with Retry-After)", body = ErrorBody),
+        (status = 503, description = "not_ready: models loading, the server draining, no model serving (every one failed, with --exit-on-error false), or the feature snapshot unverified (with Retry-After)", body = ErrorBody),
     )
 )]
 pub async fn ready(State(state): State<AppState>) -> Response {
-    match state.repository() {
+    match state.ready() {
         Ok(_) => match state.feature_store().readiness() {
             Ok(()) => Json(json!({"status": "ready"})).into_response(),
             Err(reason) => ApiError::NotReady(reason).into_response(),
@@ -86,6 +88,7 @@ pub async fn summary(State(state): State<AppState>) -> Json<Value> {
     let feature_store = state.feature_store();
     let status = match (status, feature_store.readiness()) {
         ("ready", Err(_)) => "not_ready",
+        ("ready", _) if state.ready().is_err() => "not_ready",
         (status, _) => status,
     };
     let (model_control, repository) = match state.control() {

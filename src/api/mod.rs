@@ -171,6 +171,22 @@ impl AppState {
             .ok_or(ApiError::NotReady("models are still loading"))
     }
 
+    /// Readiness: the models loaded (see [`AppState::repository`]) and, when some version
+    /// failed to load or was refused, at least one serving. With `--exit-on-error false` a
+    /// server whose every model failed stays up (live, its repository index saying why, a
+    /// rescan retrying) but is not ready, as Triton's; one model serving is enough to be
+    /// ready, since the others answer `model_unavailable` on their own. A server with nothing
+    /// loaded only because of explicit-mode unloads stays ready, as Triton's.
+    pub fn ready(&self) -> Result<Arc<Snapshot>, ApiError> {
+        let snapshot = self.repository()?;
+        if snapshot.models.is_empty() && self.control()?.any_unavailable() {
+            return Err(ApiError::NotReady(
+                "no model serves: every model failed to load or was refused (see /v2/repository/index)",
+            ));
+        }
+        Ok(snapshot)
+    }
+
     /// The model controller, once the models are loaded.
     pub fn control(&self) -> Result<&Control, ApiError> {
         self.control

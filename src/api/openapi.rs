@@ -646,7 +646,7 @@ impl IntoResponses for InferenceErrors {
             ("422", "a body that parses but cannot be served: missing, unknown or non-numeric features, too many rows, an explanation too expensive, ..."),
             ("500", "inference_failed: the model failed on validated input; internal_error: the handler panicked (a bug: logged, counted in ferrum_http_panics_total, connection closed)"),
             ("502", "feature_store_error: the feature store answered with an error"),
-            ("503", "not_ready, overloaded or feature_store_unavailable (with Retry-After)"),
+            ("503", "not_ready, overloaded or feature_store_unavailable (with Retry-After); model_unavailable: the repository lists the version but its load failed or its file was refused (the reason in the message)"),
             ("504", "request_timeout or feature_store_timeout"),
         ]
         .into_iter()
@@ -708,7 +708,7 @@ impl IntoResponses for ModelLookupErrors {
             ("404", "model_not_found or version_not_found"),
             (
                 "503",
-                "not_ready: models loading or the server draining (with Retry-After)",
+                "not_ready: models loading or the server draining (with Retry-After); model_unavailable: the version's load failed or its file was refused (the reason in the message)",
             ),
         ]
         .into_iter()

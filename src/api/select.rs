@@ -3,7 +3,9 @@
 //! by one handler that takes a [`ModelSelector`] from whichever path parameters its form has.
 //! An unversioned request goes where the model's traffic split sends it, sticky by its routing
 //! key (the `x-ferrum-routing-key` header, else the body's first entity id); the answer's
-//! `x-ferrum-version` header says which version it was.
+//! `x-ferrum-version` header says which version it was. A version the repository lists but
+//! that does not serve because its load failed or its file was refused is answered 503
+//! `model_unavailable` with why, not 404: it exists, it is just not loaded.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,8 +18,8 @@ use axum::response::Response;
 use super::error::ApiError;
 use super::AppState;
 use crate::input::first_entity_id;
-use crate::model::LoadedModel;
-use crate::serving::live::Routed;
+use crate::model::{LoadedModel, LookupError};
+use crate::serving::live::{Routed, Snapshot};
 use crate::serving::ServedModel;
 
 /// The request header that keeps one client on one version of a split model.
@@ -58,27 +60,67 @@ impl<S: Send + Sync> FromRequestParts<S> for ModelSelector {
 impl AppState {
     /// The served model version `selector` names, without routing a request (metadata,
     /// readiness): an unversioned path names the model's primary version. Or why there is
-    /// none (`not_ready`, `model_not_found`, `version_not_found`).
+    /// none (`not_ready`, `model_not_found`, `version_not_found`, `model_unavailable`).
     pub fn served(&self, selector: &ModelSelector) -> Result<Arc<ServedModel>, ApiError> {
-        Ok(self
-            .repository()?
-            .named(selector.name.as_deref(), selector.version.as_deref())?)
+        let snapshot = self.repository()?;
+        self.served_in(
+            &snapshot,
+            selector.name.as_deref(),
+            selector.version.as_deref(),
+        )
+    }
+
+    /// [`AppState::served`] in a snapshot the caller holds (to read more of it consistently).
+    pub fn served_in(
+        &self,
+        snapshot: &Snapshot,
+        name: Option<&str>,
+        version: Option<&str>,
+    ) -> Result<Arc<ServedModel>, ApiError> {
+        snapshot
+            .named(name, version)
+            .map_err(|e| self.lookup_failed(e))
+    }
+
+    /// A lookup that found nothing serving: `model_unavailable` with the reason when the
+    /// repository lists the version but its load failed or its file was refused, else the
+    /// lookup's own 404.
+    fn lookup_failed(&self, error: LookupError) -> ApiError {
+        let (name, version) = match &error {
+            LookupError::ModelNotFound { name, .. } => (name, None),
+            LookupError::VersionNotFound { name, version, .. } => (name, Some(version.as_str())),
+        };
+        match self
+            .control()
+            .ok()
+            .and_then(|c| c.unavailable(name, version))
+        {
+            Some(state) => ApiError::ModelUnavailable {
+                name: state.name,
+                version: state.version.to_string(),
+                state: state.state.as_str(),
+                reason: state.reason,
+            },
+            None => error.into(),
+        }
     }
 
     /// The version that answers an inference request, and its shadow: the split's pick for an
     /// unversioned one, keyed by the routing key header or else the first of the body's
     /// `entity_ids` (read only when the model's traffic is split).
     pub fn route(&self, selector: &ModelSelector, body: &[u8]) -> Result<Routed, ApiError> {
-        Ok(self.repository()?.route(
-            selector.name.as_deref(),
-            selector.version.as_deref(),
-            || {
-                selector
-                    .routing_key
-                    .clone()
-                    .or_else(|| first_entity_id(body))
-            },
-        )?)
+        self.repository()?
+            .route(
+                selector.name.as_deref(),
+                selector.version.as_deref(),
+                || {
+                    selector
+                        .routing_key
+                        .clone()
+                        .or_else(|| first_entity_id(body))
+                },
+            )
+            .map_err(|e| self.lookup_failed(e))
     }
 }
 

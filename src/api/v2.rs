@@ -109,7 +109,7 @@ async fn live() -> Json<Value> {
     )
 )]
 async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    state.repository()?;
+    state.ready()?;
     Ok(Json(json!({"ready": true})))
 }
 
@@ -133,7 +133,11 @@ async fn model_metadata(
 ) -> Result<Json<Value>, ApiError> {
     // One snapshot for the version and the list, so a reload in between cannot split them.
     let repository = state.repository()?;
-    let model = repository.named(selector.name.as_deref(), selector.version.as_deref())?;
+    let model = state.served_in(
+        &repository,
+        selector.name.as_deref(),
+        selector.version.as_deref(),
+    )?;
     let entry = &model.entry;
     let versions = repository.models[&entry.name].names();
     let (inputs, outputs) = tensors_of(&model);

@@ -189,6 +189,21 @@ pub struct ServeArgs {
     #[arg(long, env = "REPOSITORY_POLL_SECS", default_value_t = DEFAULT_POLL_SECS)]
     pub repository_poll_secs: u64,
 
+    /// Whether a model version that cannot be served at start (a bad graph, a signature that
+    /// disagrees with its manifest entry, a sha256 pin mismatch, a failed warm-up, a refused
+    /// remote object) stops the start (true, Triton's default: a pod that cannot serve what it
+    /// was deployed with should crash-loop visibly), or is reported unavailable while the
+    /// other models serve (false; a rescan retries it).
+    #[arg(long, env = "EXIT_ON_ERROR", default_value_t = true, action = clap::ArgAction::Set)]
+    pub exit_on_error: bool,
+
+    /// Serve the repository's model under this name (KServe's `--model-name={{.Name}}`, the
+    /// InferenceService's name, so that `/v2/models/<name>` is the model): a repository of one
+    /// model is served as `name`; one with several must have a model of that name (it is an
+    /// error otherwise: which one was meant cannot be guessed).
+    #[arg(long, env = "MODEL_NAME")]
+    pub model_name: Option<String>,
+
     /// Dynamic batching: on (merge concurrent requests for a model into one ONNX Runtime call),
     /// off (one call per request), or auto (per model, the mode measured faster for it).
     #[arg(long, env = "BATCHING", value_enum, default_value = "auto")]
@@ -495,6 +510,18 @@ mod tests {
         assert_eq!(cli.serve.port, 9000);
         assert_eq!(cli.serve.execution_provider, ExecutionProviderChoice::Cpu);
         assert!(Cli::try_parse_from(["ferrum-serve", "--execution-provider", "tpu"]).is_err());
+    }
+
+    #[test]
+    fn exit_on_error_defaults_to_true_and_takes_an_explicit_value() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("ferrum-serve").chain(args.iter().copied()))
+                .map(|cli| cli.serve.exit_on_error)
+        };
+        assert!(parse(&[]).unwrap());
+        assert!(!parse(&["--exit-on-error", "false"]).unwrap());
+        assert!(parse(&["--exit-on-error", "true"]).unwrap());
+        assert!(parse(&["--exit-on-error", "maybe"]).is_err());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::backend::{
 use crate::api::v2::response::{
     select, select_tensors, shape_of, tensors_of, Role, Selected, TensorInfo,
 };
-use crate::api::{counted_against, ApiError, AppState};
+use crate::api::{counted_against, ApiError, AppState, ModelSelector};
 use crate::input::{InputSpec, RequestedOutput};
 use crate::model::infer::NamedTensor;
 use crate::model::tensor::{TensorData, TypedTensor};
@@ -37,10 +37,12 @@ impl ApiBackend {
     /// The version that answers a call, as the V2 REST route picks it (the split's pick for
     /// an unversioned call; there is no routing key over gRPC yet).
     fn lookup(&self, name: &str, version: Option<&str>) -> Result<Routed, ApiError> {
-        Ok(self
-            .state
-            .repository()?
-            .route(Some(name), version, || None)?)
+        let selector = ModelSelector {
+            name: Some(name.to_owned()),
+            version: version.map(str::to_owned),
+            routing_key: None,
+        };
+        self.state.route(&selector, &[])
     }
 
     /// The V2 inference route's steps on typed tensors: check the input, select the outputs,
@@ -174,7 +176,7 @@ impl From<ApiError> for BackendError {
 
 impl Backend for ApiBackend {
     fn server_ready(&self) -> Result<(), BackendError> {
-        self.state.repository()?;
+        self.state.ready()?;
         Ok(())
     }
 
@@ -185,9 +187,7 @@ impl Backend for ApiBackend {
         version: Option<&str>,
     ) -> Result<ModelMetadata, BackendError> {
         let repository = self.state.repository()?;
-        let model = &repository
-            .named(Some(name), version)
-            .map_err(ApiError::from)?;
+        let model = &self.state.served_in(&repository, Some(name), version)?;
         let versions = repository.models[&model.entry.name].names();
         let (inputs, outputs) = tensors_of(model);
         let listed = |tensors: Vec<TensorInfo>| {

@@ -26,8 +26,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub use control::{ModelControl, ModelControlMode};
 pub use policy::{newest_version, served_versions, VersionPolicy};
 pub use reconcile::{
-    plan, unload_model, Action, FileHashes, FoundFile, LoadedVersion, Plan, RepositoryScan,
-    ScannedVersion,
+    plan, unload_model, Action, FileHashes, FoundFile, LoadedVersion, Plan, Refusal,
+    RepositoryScan, ScannedVersion,
 };
 pub use rollout::{ModelConfig, Role, Rollout, RolloutConfigs};
 pub use router::SplitTable;

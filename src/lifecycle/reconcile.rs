@@ -44,6 +44,28 @@ pub struct ScannedVersion {
     pub in_policy: bool,
 }
 
+/// A version that must not be loaded, found before the repository is scanned, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub name: String,
+    pub version: Version,
+    /// The model file (local), for the index and the log.
+    pub file: PathBuf,
+    pub reason: String,
+}
+
+/// A file a bare repository cannot serve is refused with why it cannot.
+impl From<crate::model::discover::Unservable> for Refusal {
+    fn from(unservable: crate::model::discover::Unservable) -> Refusal {
+        Refusal {
+            name: unservable.version.name,
+            version: Version(unservable.version.version),
+            file: unservable.version.file,
+            reason: unservable.error.to_string(),
+        }
+    }
+}
+
 /// Every version the repository lists, with what is on disk: the desired state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RepositoryScan {
@@ -120,6 +142,33 @@ impl RepositoryScan {
             })
             .collect();
         RepositoryScan { versions }
+    }
+
+    /// Marks versions found unservable before the scan (a file a bare repository cannot serve,
+    /// a remote object refused on its sha256) as unreadable with their reason, so the plan
+    /// refuses them (the loaded file keeps serving, if one does). A version the manifest does
+    /// not list (a bare repository leaves unservable files out of it) is added.
+    pub fn refuse(&mut self, refusals: &[Refusal]) {
+        for refusal in refusals {
+            let found = FoundFile::Unreadable(refusal.reason.clone());
+            match self
+                .versions
+                .iter_mut()
+                .find(|v| v.name == refusal.name && v.version == refusal.version)
+            {
+                // Outside the version policy it would not be loaded anyway.
+                Some(scanned) if !scanned.in_policy => {}
+                Some(scanned) => scanned.found = found,
+                None => self.versions.push(ScannedVersion {
+                    name: refusal.name.clone(),
+                    version: refusal.version,
+                    file: refusal.file.clone(),
+                    pinned_sha256: None,
+                    found,
+                    in_policy: true,
+                }),
+            }
+        }
     }
 
     /// The part of the scan about one model: what an explicit-mode `load` reconciles.
@@ -316,6 +365,48 @@ mod tests {
 
     fn sha(s: &str) -> FoundFile {
         FoundFile::Sha256(s.into())
+    }
+
+    #[test]
+    fn refusals_found_before_the_scan_are_refused_by_the_plan() {
+        let mut out_of_policy = scanned("m", 3, Some("cc"), FoundFile::NotChecked);
+        out_of_policy.in_policy = false;
+        let mut scan = RepositoryScan {
+            versions: vec![
+                scanned("m", 1, Some("aa"), sha("aa")),
+                scanned("m", 2, Some("bb"), sha("bb")),
+                out_of_policy,
+            ],
+        };
+        let refusal = |name: &str, version: u64, reason: &str| Refusal {
+            name: name.into(),
+            version: Version(version),
+            file: PathBuf::from(format!("models/{name}/{version}/model.onnx")),
+            reason: reason.into(),
+        };
+        scan.refuse(&[
+            refusal("m", 1, "object tampered"),
+            refusal("m", 2, "object tampered"),
+            refusal("m", 3, "outside the policy anyway"),
+            refusal("bare", 1, "not an ONNX model"),
+        ]);
+        // 1 serves its old file, 2 is new, 3 is not served, "bare" is not in the manifest.
+        let actions = plan(&scan, &[loaded("m", 1, "aa")]).actions;
+        let refuse =
+            |name: &str, version: u64, reason: &str, serving: Option<&str>| Action::Refuse {
+                name: name.into(),
+                version: Version(version),
+                reason: reason.into(),
+                serving: serving.map(str::to_string),
+            };
+        assert_eq!(
+            actions,
+            [
+                refuse("bare", 1, "not an ONNX model", None),
+                refuse("m", 1, "object tampered", Some("aa")),
+                refuse("m", 2, "object tampered", None),
+            ]
+        );
     }
 
     fn loaded(name: &str, version: u64, sha256: &str) -> LoadedVersion {

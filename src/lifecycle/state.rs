@@ -23,6 +23,18 @@ pub enum ModelStateKind {
     Unloading,
 }
 
+impl ModelStateKind {
+    /// As the index spells it (`READY`, ...), for messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelStateKind::Ready => "READY",
+            ModelStateKind::Unavailable => "UNAVAILABLE",
+            ModelStateKind::Loading => "LOADING",
+            ModelStateKind::Unloading => "UNLOADING",
+        }
+    }
+}
+
 /// One entry of the repository index: `{"name", "version", "state", "reason"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelState {
@@ -45,6 +57,10 @@ struct Entry {
     /// Whether the last scan listed it: an unloaded version that is no longer listed leaves
     /// the index.
     listed: bool,
+    /// Whether it is not serving because its last load failed or its file was refused (not
+    /// merely unloaded or outside the policy): requests to it are answered "unavailable"
+    /// with the reason, not "not found".
+    failed: bool,
 }
 
 impl StateTable {
@@ -64,10 +80,14 @@ impl StateTable {
         for scanned in &scan.versions {
             let entry = self.entry(&scanned.name, scanned.version);
             entry.listed = true;
+            if !scanned.in_policy {
+                entry.failed = false;
+            }
             if entry.state.state == ModelStateKind::Ready {
                 // Serving as wanted unless the plan says otherwise below.
                 entry.state.reason.clear();
-            } else {
+            } else if !entry.failed {
+                // (A failed version keeps why it failed until it serves.)
                 entry.state.state = ModelStateKind::Unavailable;
                 entry.state.reason = if scanned.in_policy {
                     "not loaded".into()
@@ -97,9 +117,17 @@ impl StateTable {
                         ModelStateKind::Ready,
                         format!("{reason}; still serving sha256 {sha256}"),
                     ),
-                    None => (ModelStateKind::Unavailable, reason.clone()),
+                    None => {
+                        entry.failed = true;
+                        (ModelStateKind::Unavailable, reason.clone())
+                    }
                 },
             };
+            if state == ModelStateKind::Loading && entry.failed {
+                // A retry: requests are still answered with why the last try failed.
+                entry.state.state = state;
+                continue;
+            }
             entry.state.state = state;
             entry.state.reason = reason;
         }
@@ -112,6 +140,7 @@ impl StateTable {
         let entry = self.entry(name, version);
         entry.state.state = ModelStateKind::Ready;
         entry.state.reason.clear();
+        entry.failed = false;
     }
 
     /// A load or reload failed: a reload keeps serving the old file (READY, with why),
@@ -124,6 +153,7 @@ impl StateTable {
         } else {
             entry.state.state = ModelStateKind::Unavailable;
             entry.state.reason = format!("load failed: {reason}");
+            entry.failed = true;
         }
     }
 
@@ -144,6 +174,7 @@ impl StateTable {
             let entry = self.entry(name, version);
             entry.state.state = ModelStateKind::Unavailable;
             entry.state.reason = "unloaded".into();
+            entry.failed = false;
         } else {
             self.entries.remove(&key);
         }
@@ -160,6 +191,24 @@ impl StateTable {
             .collect()
     }
 
+    /// The state of a version of `name` (the highest one when `version` is `None`) that does not
+    /// serve because it failed to load or was refused: what a request to it is answered with.
+    /// `None` when there is no such version (unknown, unloaded, or serving).
+    pub fn unavailable(&self, name: &str, version: Option<Version>) -> Option<&ModelState> {
+        self.entries
+            .values()
+            .filter(|e| e.failed && e.state.state != ModelStateKind::Ready)
+            .map(|e| &e.state)
+            .rfind(|s| s.name == name && version.is_none_or(|v| s.version == v))
+    }
+
+    /// Whether some version does not serve because it failed to load or was refused.
+    pub fn any_unavailable(&self) -> bool {
+        self.entries
+            .values()
+            .any(|e| e.failed && e.state.state != ModelStateKind::Ready)
+    }
+
     fn entry(&mut self, name: &str, version: Version) -> &mut Entry {
         self.entries
             .entry((name.to_string(), version))
@@ -171,6 +220,7 @@ impl StateTable {
                     reason: String::new(),
                 },
                 listed: false,
+                failed: false,
             })
     }
 }
@@ -265,6 +315,58 @@ mod tests {
             states(&table),
             [(1, Unavailable, "not served by the version policy".into())]
         );
+    }
+
+    #[test]
+    fn a_failed_version_is_unavailable_with_its_reason_through_retries_until_it_serves() {
+        let mut table = StateTable::default();
+        let scan = RepositoryScan {
+            versions: vec![scanned(1, "a", "a", true), scanned(2, "b", "b", true)],
+        };
+        table.begin(&scan, &plan(&scan, &[]));
+        table.load_failed("m", Version(2), "bad graph");
+        table.loaded("m", Version(1));
+        let reason = |table: &StateTable, version| {
+            table
+                .unavailable("m", version)
+                .map(|s| (s.version.0, s.state, s.reason.clone()))
+        };
+        let failed = Some((
+            2,
+            ModelStateKind::Unavailable,
+            "load failed: bad graph".into(),
+        ));
+        assert_eq!(reason(&table, Some(Version(2))), failed);
+        assert_eq!(reason(&table, None), failed);
+        // Serving, unknown or merely unloaded versions are not "unavailable".
+        assert_eq!(reason(&table, Some(Version(1))), None);
+        assert_eq!(reason(&table, Some(Version(3))), None);
+        assert_eq!(table.unavailable("other", None), None);
+        // A rescan retries it: LOADING, still with why the last try failed.
+        let loaded = [LoadedVersion {
+            name: "m".into(),
+            version: Version(1),
+            sha256: "a".into(),
+        }];
+        table.begin(&scan, &plan(&scan, &loaded));
+        assert_eq!(
+            reason(&table, Some(Version(2))),
+            Some((2, ModelStateKind::Loading, "load failed: bad graph".into()))
+        );
+        assert!(table.any_unavailable());
+        table.loaded("m", Version(2));
+        assert_eq!(reason(&table, None), None);
+        assert!(!table.any_unavailable());
+        table.unloaded("m", Version(2));
+        assert_eq!(reason(&table, Some(Version(2))), None);
+    }
+
+    #[test]
+    fn state_names_are_spelled_as_the_index_serializes_them() {
+        use ModelStateKind::*;
+        for kind in [Ready, Unavailable, Loading, Unloading] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
     }
 
     #[test]

@@ -52,14 +52,29 @@ pub fn manifest_for(
     models_dir: &Path,
     runtime: &Runtime,
 ) -> Result<Manifest, LoadError> {
+    let (manifest, unservable) = manifest_for_each(manifest, models_dir, runtime)?;
+    match unservable.into_iter().next() {
+        Some(first) => Err(first.error),
+        None => Ok(manifest),
+    }
+}
+
+/// [`manifest_for`], except that in a bare repository a file the server cannot serve is left
+/// out of the manifest and returned with why, so the others can serve
+/// (`--exit-on-error false`, and every rescan).
+pub fn manifest_for_each(
+    manifest: &Path,
+    models_dir: &Path,
+    runtime: &Runtime,
+) -> Result<(Manifest, Vec<Unservable>), LoadError> {
     if !is_bare(manifest) {
-        return Manifest::read(manifest);
+        return Ok((Manifest::read(manifest)?, Vec::new()));
     }
     tracing::info!(
         models_dir = %models_dir.display(),
         "no manifest: serving every <name>/<version>/model.onnx with the signature its file declares"
     );
-    discover(models_dir, runtime)
+    discover_each(models_dir, runtime)
 }
 
 /// Every `<name>/<version>/model.onnx` under `models_dir`, by name then version. A version is
@@ -139,10 +154,30 @@ pub fn entry_json(entry: &ModelEntry, signature: &Signature) -> serde_json::Valu
     json
 }
 
+/// A model file of a bare repository that the server cannot serve, and why.
+#[derive(Debug)]
+pub struct Unservable {
+    pub version: FoundVersion,
+    pub error: LoadError,
+}
+
 /// The manifest of a repository without one: an entry per model file. The first model by
 /// name is the default. Every file is read, so one the server cannot serve stops the start
 /// with its name, input or output, and why.
 pub fn discover(models_dir: &Path, runtime: &Runtime) -> Result<Manifest, LoadError> {
+    let (manifest, unservable) = discover_each(models_dir, runtime)?;
+    match unservable.into_iter().next() {
+        Some(first) => Err(first.error),
+        None => Ok(manifest),
+    }
+}
+
+/// [`discover`], the files the server cannot serve left out and returned with why. Still an
+/// error when none can be served: there is no manifest to serve.
+pub fn discover_each(
+    models_dir: &Path,
+    runtime: &Runtime,
+) -> Result<(Manifest, Vec<Unservable>), LoadError> {
     let found = find_versions(models_dir)?;
     if found.is_empty() {
         return Err(LoadError::Manifest {
@@ -152,23 +187,36 @@ pub fn discover(models_dir: &Path, runtime: &Runtime) -> Result<Manifest, LoadEr
             ),
         });
     }
-    let models: Vec<serde_json::Value> = found
-        .iter()
-        .map(|v| {
-            let (entry, signature) =
-                entry_of_file(runtime, &v.name, &v.version.to_string(), &v.file)?;
-            Ok(entry_json(&entry, &signature))
-        })
-        .collect::<Result<_, LoadError>>()?;
+    let mut models = Vec::new();
+    let mut servable = Vec::new();
+    let mut unservable = Vec::new();
+    for version in found {
+        match entry_of_file(
+            runtime,
+            &version.name,
+            &version.version.to_string(),
+            &version.file,
+        ) {
+            Ok((entry, signature)) => {
+                models.push(entry_json(&entry, &signature));
+                servable.push(version);
+            }
+            Err(error) => unservable.push(Unservable { version, error }),
+        }
+    }
+    let Some(default_model) = servable.first().map(|v| v.name.clone()) else {
+        return Err(unservable.remove(0).error);
+    };
     let raw = json!({
         "source": SOURCE_ONNX,
-        "default_model": found[0].name,
+        "default_model": default_model,
         "models": models,
     });
-    Manifest::parse(&raw.to_string()).map_err(|reason| LoadError::Manifest {
+    let manifest = Manifest::parse(&raw.to_string()).map_err(|reason| LoadError::Manifest {
         path: models_dir.to_path_buf(),
         reason,
-    })
+    })?;
+    Ok((manifest, unservable))
 }
 
 fn sorted_dirs(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {

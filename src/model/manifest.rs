@@ -172,6 +172,48 @@ impl Manifest {
     }
 }
 
+impl Manifest {
+    /// The manifest served under `--model-name` (KServe passes the InferenceService's name, so
+    /// that `/v2/models/<that name>` is the model): unchanged when a model already has that
+    /// name; a repository of one model serves it under `name` (entries, default, rollout block;
+    /// its files stay where they are); a repository of several models, none named so, is an
+    /// error naming them, since which one was meant cannot be guessed.
+    pub fn serve_as(self, name: &str) -> Result<Manifest, String> {
+        let names: std::collections::BTreeSet<&str> =
+            self.models.iter().map(|m| m.name.as_str()).collect();
+        if names.contains(name) {
+            return Ok(self);
+        }
+        let [old] = names.into_iter().collect::<Vec<_>>()[..] else {
+            return Err(format!(
+                "--model-name {name}: the repository has several models ({}) and none is named {name}; name the InferenceService after one of them, or give it a repository of one model",
+                self.models
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        };
+        let old = old.to_string();
+        let mut raw = self.raw;
+        raw["default_model"] = serde_json::Value::from(name);
+        if let Some(models) = raw["models"].as_array_mut() {
+            for entry in models {
+                entry["name"] = serde_json::Value::from(name);
+            }
+        }
+        if let Some(rollout) = raw.get_mut("rollout").and_then(|r| r.as_object_mut()) {
+            if let Some(config) = rollout.remove(&old) {
+                rollout.insert(name.to_string(), config);
+            }
+        }
+        tracing::info!(model = %old, served_as = %name, "serving the repository's one model under --model-name");
+        Manifest::parse(&raw.to_string())
+    }
+}
+
 impl ModelEntry {
     /// The task as the manifest spells it.
     pub fn task_name(&self) -> &'static str {
@@ -277,6 +319,34 @@ mod tests {
         assert_eq!(m.default_model, "m");
         assert_eq!(m.models[0].feature_names, ["a", "b"]);
         assert_eq!(m.raw["models"][0]["path"], "m/1");
+    }
+
+    #[test]
+    fn one_model_is_served_under_the_model_name_and_several_need_one_so_named() {
+        let one: serde_json::Value = serde_json::from_str(&entry("")).unwrap();
+        let mut with_rollout = one.clone();
+        with_rollout["rollout"] = serde_json::json!({"m": {"split": {"1": 1}}});
+        let renamed = Manifest::parse(&with_rollout.to_string())
+            .unwrap()
+            .serve_as("isvc")
+            .unwrap();
+        assert_eq!(renamed.default_model, "isvc");
+        assert_eq!(renamed.models[0].name, "isvc");
+        assert_eq!(renamed.models[0].path, "m/1");
+        assert_eq!(renamed.raw["models"][0]["name"], "isvc");
+        assert_eq!(
+            renamed.raw["rollout"],
+            serde_json::json!({"isvc": {"split": {"1": 1}}})
+        );
+        let mut other = one["models"][0].clone();
+        other["name"] = "n".into();
+        let two = serde_json::json!({"models": [one["models"][0], other]});
+        let two = Manifest::parse(&two.to_string()).unwrap();
+        assert_eq!(two.clone().serve_as("n").unwrap().models[1].name, "n");
+        assert_eq!(
+            two.serve_as("isvc").unwrap_err(),
+            "--model-name isvc: the repository has several models (m, n) and none is named isvc; name the InferenceService after one of them, or give it a repository of one model"
+        );
     }
 
     #[test]

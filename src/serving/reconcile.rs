@@ -7,7 +7,13 @@
 //! of the snapshot ([`Live::replace`]); a removed version is drained (its last request
 //! finishes) before it is dropped. A version that is refused or fails to load leaves what was
 //! serving untouched and is reported: a log line, `ferrum_model_load_failures_total`, and its
-//! state and reason in the repository index (`/v2/repository/index`, `/health`).
+//! state and reason in the repository index (`/v2/repository/index`, `/health`). Requests to
+//! such a version are answered "unavailable" with that reason ([`Control::unavailable`]).
+//!
+//! At start the same holds with `--exit-on-error false`; with `true` (the default) the first
+//! version that cannot be served stops the start. Before each rescan and repository `load`,
+//! a [`Refresh`] (a remote repository's re-sync into the local cache) runs on the async
+//! runtime, and the versions it refuses are refused by the plan as a file refused on disk is.
 //!
 //! [`lifecycle::RepositoryScan`]: crate::lifecycle::RepositoryScan
 //! [`lifecycle::plan`]: crate::lifecycle::plan
@@ -17,6 +23,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
 use super::live::{Live, Snapshot};
@@ -24,7 +31,7 @@ use super::shadow::ShadowJob;
 use super::{Loader, ServedModel, ServedRepository, ServingError};
 use crate::lifecycle::{
     plan, unload_model, Action, FileHashes, LoadedVersion, ModelConfig, ModelControl, ModelState,
-    RepositoryScan, RolloutConfigs, ShadowQueue, StateTable, Version,
+    Refusal, RepositoryScan, RolloutConfigs, ShadowQueue, StateTable, Version,
 };
 use crate::model::repository::ModelVersions;
 use crate::model::{discover, LoadError, LookupError, Manifest, Repository};
@@ -33,6 +40,37 @@ use crate::telemetry::metrics;
 /// Longest an unload waits for the requests still running on a version before dropping the
 /// snapshot's hold on it (the version is then freed when the last of them ends).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Brings the local repository up to date before a rescan (a remote repository's re-sync) and
+/// returns the versions that must not be loaded, with why; an error stops that rescan (nothing
+/// changes). Async: network work stays off the blocking pool's load threads.
+pub type Refresh = Arc<dyn Fn() -> BoxFuture<'static, Result<Vec<Refusal>, String>> + Send + Sync>;
+
+/// What the start-up load takes beyond the manifest.
+pub struct Start {
+    /// Stop at the first version that fails to load (`--exit-on-error true`), or report it
+    /// unavailable and serve the others.
+    pub exit_on_error: bool,
+    /// Versions already found unservable (a bare repository's files, a remote repository's
+    /// refused objects): reported, not loaded. Only given with `exit_on_error` false.
+    pub refused: Vec<Refusal>,
+    /// Runs before each rescan and repository `load`.
+    pub refresh: Option<Refresh>,
+    /// `--model-name`: every manifest read is served under it ([`Manifest::serve_as`]).
+    pub model_name: Option<String>,
+}
+
+/// `--exit-on-error`'s default, a local repository: the first failure stops the start.
+impl Default for Start {
+    fn default() -> Start {
+        Start {
+            exit_on_error: true,
+            refused: Vec::new(),
+            refresh: None,
+            model_name: None,
+        }
+    }
+}
 
 /// What the API sees of the model controller: the repository index, the last rescan's error,
 /// and the repository extension's `load` / `unload`. Cheap to clone.
@@ -84,6 +122,22 @@ impl Control {
     /// `ready_only` keeps the READY ones.
     pub fn index(&self, ready_only: bool) -> Vec<ModelState> {
         self.status.states().index(ready_only)
+    }
+
+    /// The state of the version of `name` a request names (`version`, else the highest) when
+    /// it does not serve because it failed to load or was refused; `None` when it is unknown,
+    /// unloaded or serving (the request is then answered as the lookup says).
+    pub fn unavailable(&self, name: &str, version: Option<&str>) -> Option<ModelState> {
+        let version = match version {
+            Some(version) => Some(Version(version.parse().ok()?)),
+            None => None,
+        };
+        self.status.states().unavailable(name, version).cloned()
+    }
+
+    /// Whether some version does not serve because it failed to load or was refused.
+    pub fn any_unavailable(&self) -> bool {
+        self.status.states().any_unavailable()
     }
 
     /// Why the last rescan applied nothing, if it did not.
@@ -144,41 +198,59 @@ pub struct ModelController {
     reconciler: Arc<Mutex<Reconciler>>,
     commands: mpsc::Receiver<Command>,
     settings: ModelControl,
+    refresh: Option<Refresh>,
+    status: Arc<Status>,
 }
 
 impl ModelController {
     /// Loads every version the manifest's policies serve, each checked and warmed up, and
-    /// returns what serves them with the controller that will change it. Any failure stops the
-    /// start, as before live loading existed: a pod that cannot serve what it was deployed with
-    /// should crash-loop visibly. Blocking: call it off the async workers.
+    /// returns what serves them with the controller that will change it. With
+    /// `start.exit_on_error`, any failure stops the start, as before live loading existed: a
+    /// pod that cannot serve what it was deployed with should crash-loop visibly; without it,
+    /// a version that fails (or was refused before) is reported and the others serve.
+    /// Blocking: call it off the async workers.
     pub fn start(
         loader: Loader,
         manifest_path: PathBuf,
         manifest: Manifest,
         settings: ModelControl,
         shadow_queue: ShadowQueue<ShadowJob>,
+        start: Start,
     ) -> Result<(ModelController, Control, Arc<Live>), LoadError> {
         let configs =
             RolloutConfigs::from_manifest(&manifest).map_err(|e| LoadError::Manifest {
                 path: manifest_path.clone(),
                 reason: e.to_string(),
             })?;
-        let scan = RepositoryScan::as_pinned(&manifest, &configs, &loader.models_dir);
-        let mut models = BTreeMap::new();
-        for scanned in scan.versions.iter().filter(|s| s.in_policy) {
-            let entry = entry_of(&manifest, &scanned.name, scanned.version);
-            let model = loader.load_version(entry)?;
-            insert(&mut models, &scanned.name, scanned.version, Arc::new(model));
-        }
+        let mut scan = RepositoryScan::as_pinned(&manifest, &configs, &loader.models_dir);
+        scan.refuse(&start.refused);
+        let planned = plan(&scan, &[]);
         let status = Arc::new(Status::default());
-        {
-            let mut states = status.states();
-            for (name, versions) in &models {
-                for version in versions.keys() {
-                    states.loaded(name, Version(*version));
+        status.states().begin(&scan, &planned);
+        let mut models = BTreeMap::new();
+        for action in planned.actions {
+            match action {
+                Action::Load { name, version, .. } => {
+                    match loader.load_version(entry_of(&manifest, &name, version)) {
+                        Ok(model) => {
+                            insert(&mut models, &name, version, Arc::new(model));
+                            status.states().loaded(&name, version);
+                        }
+                        Err(error) if start.exit_on_error => return Err(error),
+                        Err(error) => {
+                            load_failed(&status, &name, version, &error.to_string());
+                        }
+                    }
                 }
+                Action::Refuse {
+                    name,
+                    version,
+                    reason,
+                    serving,
+                } => refused(&name, version, &reason, serving.as_deref()),
+                // Nothing is loaded yet: a first plan only loads and refuses.
+                Action::Reload { .. } | Action::Unload { .. } => {}
             }
-            states.begin(&scan, &Default::default());
         }
         let repository = repository_of(manifest, models, &loader);
         let live = Arc::new(Live::new(Snapshot::build(
@@ -200,11 +272,14 @@ impl ModelController {
             unloaded: BTreeSet::new(),
             shadow_queue,
             hashes: FileHashes::default(),
+            model_name: start.model_name,
         };
         let controller = ModelController {
             reconciler: Arc::new(Mutex::new(reconciler)),
             commands,
             settings,
+            refresh: start.refresh,
+            status: status.clone(),
         };
         let control = Control {
             settings,
@@ -233,15 +308,21 @@ impl ModelController {
             };
             tokio::select! {
                 () = tick => {
-                    let _ = self.blocking(Reconciler::rescan).await;
+                    let _ = self.rescan().await;
                 }
                 command = self.commands.recv() => match command {
                     None => return,
                     Some(Command::Rescan) => {
-                        let _ = self.blocking(Reconciler::rescan).await;
+                        let _ = self.rescan().await;
                     }
                     Some(Command::Load { name, config, reply }) => {
-                        let _ = reply.send(self.blocking(move |r| r.load(&name, config)).await);
+                        let loaded = match self.refresh().await {
+                            Ok(refused) => {
+                                self.blocking(move |r| r.load(&name, config, refused)).await
+                            }
+                            Err(error) => Err(error),
+                        };
+                        let _ = reply.send(loaded);
                     }
                     Some(Command::Unload { name, reply }) => {
                         let _ = reply.send(self.blocking(move |r| r.unload(&name)).await);
@@ -249,6 +330,26 @@ impl ModelController {
                 },
             }
         }
+    }
+
+    /// A refresh, then a rescan on the blocking pool.
+    async fn rescan(&self) -> Result<(), ServingError> {
+        let refused = self.refresh().await?;
+        self.blocking(move |r| r.rescan(refused)).await
+    }
+
+    /// Runs the [`Refresh`], if there is one, on the async runtime; a failure is logged,
+    /// counted and reported as a failed rescan.
+    async fn refresh(&self) -> Result<Vec<Refusal>, ServingError> {
+        let Some(refresh) = &self.refresh else {
+            return Ok(Vec::new());
+        };
+        refresh().await.map_err(|reason| {
+            tracing::error!(%reason, "rescan failed: nothing changed, what was serving still serves");
+            metrics::record_repository_rescan("failed");
+            self.status.set_error(Some(reason.clone()));
+            ServingError::Manifest(reason)
+        })
     }
 
     /// Runs one change on the blocking pool (loads read files and warm up).
@@ -281,6 +382,8 @@ struct Reconciler {
     shadow_queue: ShadowQueue<ShadowJob>,
     /// Model files' hashes as last read, so a rescan reads only the files that changed.
     hashes: FileHashes,
+    /// `--model-name`, applied to every manifest read.
+    model_name: Option<String>,
 }
 
 /// A version that was not loaded, and why.
@@ -291,15 +394,16 @@ struct Failure {
 
 impl Reconciler {
     /// Rescans the manifest and the repository and applies what changed (in `explicit` mode,
-    /// only for the models loaded: nothing else loads unless asked).
-    fn rescan(&mut self) -> Result<(), ServingError> {
-        let (manifest, configs) = self.read_manifest()?;
+    /// only for the models loaded: nothing else loads unless asked); `refused` are not loaded.
+    fn rescan(&mut self, mut refused: Vec<Refusal>) -> Result<(), ServingError> {
+        let (manifest, configs) = self.read_manifest(&mut refused)?;
         let mut scan = RepositoryScan::scan(
             &manifest,
             &configs,
             &self.loader.models_dir,
             &mut self.hashes,
         );
+        scan.refuse(&refused);
         let full = !self.settings.accepts_load_requests();
         if !full {
             let current = self.live.current();
@@ -312,9 +416,14 @@ impl Reconciler {
     }
 
     /// A repository `load`: the model's versions (re)loaded per its policy, with `config` as
-    /// its rollout from now on, if given.
-    fn load(&mut self, name: &str, config: Option<ModelConfig>) -> Result<(), ServingError> {
-        let (manifest, mut configs) = self.read_manifest()?;
+    /// its rollout from now on, if given; `refused` are not loaded.
+    fn load(
+        &mut self,
+        name: &str,
+        config: Option<ModelConfig>,
+        mut refused: Vec<Refusal>,
+    ) -> Result<(), ServingError> {
+        let (manifest, mut configs) = self.read_manifest(&mut refused)?;
         if !manifest.models.iter().any(|e| e.name == name) {
             return Err(not_found(name, &manifest));
         }
@@ -323,13 +432,14 @@ impl Reconciler {
             self.overrides.insert(name.to_string(), config);
         }
         self.unloaded.remove(name);
-        let scan = RepositoryScan::scan(
+        let mut scan = RepositoryScan::scan(
             &manifest,
             &configs,
             &self.loader.models_dir,
             &mut self.hashes,
-        )
-        .only(name);
+        );
+        scan.refuse(&refused);
+        let scan = scan.only(name);
         let failures = self.apply(manifest, configs, scan, false);
         metrics::record_repository_rescan("applied");
         if failures.is_empty() {
@@ -377,17 +487,26 @@ impl Reconciler {
     }
 
     /// The manifest and its rollout configurations (with the loads' overrides); on failure
-    /// nothing changes, and the error is logged, counted and reported.
-    fn read_manifest(&mut self) -> Result<(Manifest, RolloutConfigs), ServingError> {
+    /// nothing changes, and the error is logged, counted and reported. The files a bare
+    /// repository cannot serve are added to `refused`.
+    fn read_manifest(
+        &mut self,
+        refused: &mut Vec<Refusal>,
+    ) -> Result<(Manifest, RolloutConfigs), ServingError> {
         // Without a manifest, a rescan reads the repository's files again (new models and
         // versions appear, removed ones go), as Triton's poll mode does.
-        let read = discover::manifest_for(
+        let read = discover::manifest_for_each(
             &self.manifest_path,
             &self.loader.models_dir,
             &self.loader.runtime,
         )
         .map_err(|e| e.to_string())
-        .and_then(|manifest| {
+        .and_then(|(manifest, unservable)| {
+            refused.extend(unservable.into_iter().map(Refusal::from));
+            let manifest = match &self.model_name {
+                Some(name) => manifest.serve_as(name)?,
+                None => manifest,
+            };
             let configs = RolloutConfigs::from_manifest(&manifest)
                 .map_err(|e| format!("invalid manifest {}: {e}", self.manifest_path.display()))?;
             Ok((manifest, configs))
@@ -455,13 +574,7 @@ impl Reconciler {
                         }
                         Err(error) => {
                             let reason = error.to_string();
-                            tracing::error!(model = %name, %version, %reason, "load failed; what was serving still serves");
-                            metrics::record_model_load_failure(
-                                &name,
-                                &version.to_string(),
-                                "load_failed",
-                            );
-                            self.status.states().load_failed(&name, version, &reason);
+                            load_failed(&self.status, &name, version, &reason);
                             failures.push(Failure { version, reason });
                         }
                     }
@@ -472,8 +585,7 @@ impl Reconciler {
                     reason,
                     serving,
                 } => {
-                    tracing::error!(model = %name, %version, %reason, still_serving = serving.as_deref().unwrap_or("nothing"), "model file refused");
-                    metrics::record_model_load_failure(&name, &version.to_string(), "refused");
+                    refused(&name, version, &reason, serving.as_deref());
                     failures.push(Failure { version, reason });
                 }
                 Action::Unload { name, version } => unloads.push((name, version)),
@@ -525,6 +637,21 @@ impl Reconciler {
             self.status.states().unloaded(&name, version);
         }
     }
+}
+
+/// Reports a version whose load failed: a log line, `ferrum_model_load_failures_total`, and its
+/// state and reason.
+fn load_failed(status: &Status, name: &str, version: Version, reason: &str) {
+    tracing::error!(model = %name, %version, %reason, "load failed; what was serving still serves");
+    metrics::record_model_load_failure(name, &version.to_string(), "load_failed");
+    status.states().load_failed(name, version, reason);
+}
+
+/// Reports a version whose file was refused (its state was set when the plan began): a log
+/// line and `ferrum_model_load_failures_total`.
+fn refused(name: &str, version: Version, reason: &str, serving: Option<&str>) {
+    tracing::error!(model = %name, %version, %reason, still_serving = serving.unwrap_or("nothing"), "model file refused");
+    metrics::record_model_load_failure(name, &version.to_string(), "refused");
 }
 
 /// Waits for the requests still running on an unloaded version, then drops the last hold on

@@ -19,7 +19,7 @@ mod repository;
 use std::path::PathBuf;
 
 pub use location::{is_remote, Location};
-pub use repository::{RemoteRepository, SyncReport};
+pub use repository::{RefusedVersion, RemoteRepository, SyncReport};
 
 /// Why a remote model repository could not be mirrored. Each message names the object at fault
 /// by its full URI, because that is what an operator can look up in the bucket.

@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStoreExt};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -43,7 +44,18 @@ pub struct SyncReport {
     /// `<name>/<version>` folders under the prefix that the manifest does not list (a
     /// rescan in poll mode is what would load them once the manifest names them).
     pub unlisted_versions: Vec<String>,
-    pub refused: Vec<StorageError>,
+    pub refused: Vec<RefusedVersion>,
+}
+
+/// A version [`RemoteRepository::sync`] did not mirror, and why: its local files are as they
+/// were (absent, or the previous verified copy).
+#[derive(Debug)]
+pub struct RefusedVersion {
+    pub name: String,
+    pub version: String,
+    /// Its model file, relative to the repository root.
+    pub file: String,
+    pub error: StorageError,
 }
 
 impl SyncReport {
@@ -154,7 +166,12 @@ impl RemoteRepository {
                         index.record(&outcome.relative, outcome.cached);
                     }
                 }
-                Err(error) => report.refused.push(error),
+                Err(error) => report.refused.push(RefusedVersion {
+                    name: entry.name.clone(),
+                    version: entry.version.clone(),
+                    file: format!("{}/{}", entry.path, entry.onnx.file),
+                    error,
+                }),
             }
         }
         let local = self.local.clone();
@@ -282,8 +299,14 @@ impl RemoteRepository {
         index: &CacheIndex,
     ) -> Result<Vec<FileOutcome>, StorageError> {
         let files = self.wanted_files(entry, artifacts, listing)?;
-        futures_util::stream::iter(files)
-            .map(|file| self.sync_file(entry, file, index))
+        // Boxed before they are streamed: with a closure in the stream's type the compiler
+        // cannot prove the sync `Send` for every lifetime, which the model controller's task
+        // (a rescan's re-sync) needs.
+        let syncs: Vec<BoxFuture<'_, Result<FileOutcome, StorageError>>> = files
+            .into_iter()
+            .map(|file| self.sync_file(entry, file, index).boxed())
+            .collect();
+        futures_util::stream::iter(syncs)
             .buffer_unordered(CONCURRENT_DOWNLOADS)
             .try_collect()
             .await

@@ -246,7 +246,7 @@ impl Metrics {
             .expect("valid counter definition"),
             model_load_failures: counter_vec(
                 "ferrum_model_load_failures_total",
-                "Model versions not loaded while the server runs: reason=refused (the file does not match the manifest's sha256 pin, or cannot be read) or load_failed (bad graph, signature, warm-up). What was serving keeps serving; a rescan retries.",
+                "Model versions not loaded (while the server runs, or at start with --exit-on-error false): reason=refused (the file does not match the manifest's sha256 pin, or cannot be read) or load_failed (bad graph, signature, warm-up). What was serving keeps serving; a rescan retries.",
                 &["model", "version", "reason"],
             ),
             repository_rescans: counter_vec(

@@ -421,3 +421,44 @@ pub async fn v2_binary_infer(
     assert!(binary.is_empty(), "every byte is claimed by an output");
     (head, outputs)
 }
+
+/// The repository index, keyed by (model, version).
+pub async fn index(
+    server: &Server,
+    key: Option<&str>,
+) -> std::collections::BTreeMap<(String, String), Value> {
+    let mut request = client().post(server.url("/v2/repository/index")).body("{}");
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let entries: Vec<Value> = response.json().await.unwrap();
+    entries
+        .into_iter()
+        .map(|e| {
+            let key = (
+                e["name"].as_str().unwrap().to_string(),
+                e["version"].as_str().unwrap().to_string(),
+            );
+            (key, e)
+        })
+        .collect()
+}
+
+/// Polls `check` until it holds, or fails with the server's logs after 30 s.
+pub async fn eventually<F, Fut>(server: &Server, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within 30 s; logs:\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -132,6 +132,26 @@ impl S3 {
         }
     }
 
+    /// PUTs an object under [`PREFIX`] with a signed request, through boto3 from the venv
+    /// moto runs from: how an object is overwritten (moto refuses unsigned overwrites).
+    pub fn put_signed(&self, relative: &str, body: &[u8]) {
+        use std::io::Write;
+        let script = r#"
+import sys, boto3
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1",
+                  aws_access_key_id="testing", aws_secret_access_key="testing")
+s3.put_object(Bucket=sys.argv[2], Key=sys.argv[3], Body=sys.stdin.buffer.read())
+"#;
+        let mut child = Command::new(moto_server_bin().with_file_name("python"))
+            .args(["-c", script, &self.server.base(), BUCKET])
+            .arg(format!("{PREFIX}/{relative}"))
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("run the venv's python");
+        child.stdin.take().unwrap().write_all(body).unwrap();
+        assert!(child.wait().unwrap().success(), "signed PUT {relative}");
+    }
+
     /// The variables object_store's S3 builder reads, pointing at this server.
     pub fn env(&self) -> [(&'static str, String); 5] {
         [

@@ -293,14 +293,19 @@ def test_the_runtime_follows_kserve_conventions_for_ports_and_models():
                                                 "prometheus.kserve.io/path": "/metrics"}
 
 
-def test_the_inference_service_is_named_after_a_model_of_the_repository():
-    """The server serves its manifest's models under their own names: the InferenceService's
-    name reaches it only as env INFERENCE_SERVICE_NAME, which it does not read. So the example
-    is named after a model of the repository it points at (this repository's, in the tests)."""
+def test_the_inference_service_name_is_passed_as_the_model_name():
+    """KServe fills {{.Name}} in a runtime's args with the InferenceService's name; the runtime
+    passes it as --model-name, the only template it uses. A repository of one model is served
+    under that name; one of several (this repository's, in the tests) must have a model of
+    that name, so the example is named after one."""
+    (container,) = runtime()["spec"]["containers"]
+    assert flag(container["args"], "model-name") == "{{.Name}}"
+    templated = [a for a in container["args"] if "{{" in a]
+    assert templated == ["--model-name={{.Name}}"], templated
+    assert "{{" not in json.dumps({k: v for k, v in container.items() if k != "args"})
     manifest = json.loads((REPO / "manifest.json").read_text())
-    name = isvc()["metadata"]["name"]
-    assert name in [m["name"] for m in manifest["models"]]
-    assert "{{" not in json.dumps(runtime()), "no KServe template is used, {{.Name}} included"
+    assert len(manifest["models"]) > 1
+    assert isvc()["metadata"]["name"] in [m["name"] for m in manifest["models"]]
 
 
 def test_runtime_security_and_resources_match_the_plain_deployment():

@@ -251,3 +251,16 @@ def test_the_models_are_the_storage_uri_manifests_not_the_images(tmp_path):
         assert served == {m: 200 if m == name else 404 for m in everything}
     finally:
         p.c.remove()
+
+
+def test_a_one_model_repository_is_served_under_the_inference_service_name(tmp_path):
+    """--model-name={{.Name}}: the one model of the storageUri is served under the
+    InferenceService's name, whatever its manifest calls it."""
+    repository = model_repository(tmp_path / "repository", models={"diabetes"})
+    p = Predictor(repository, "glucose")
+    try:
+        metadata = requests.get(p.url("/v2/models/glucose"), timeout=10)
+        assert (metadata.status_code, metadata.json()["name"]) == (200, "glucose")
+        assert requests.get(p.url("/v2/models/diabetes"), timeout=10).status_code == 404
+    finally:
+        p.c.remove()
