@@ -667,7 +667,7 @@ fn has_non_finite(case: &Value) -> bool {
 /// inputs with a string column, a CNN, a fixed batch, every element type)
 /// answers V2 inference, JSON and binary, with onnxruntime Python's outputs bit for bit (JSON
 /// for every input JSON can write); its metadata is its signature; `/predict` says where its
-/// tensors go.
+/// tensors go (`/explain` does not take them).
 #[tokio::test]
 async fn tensors_models_are_served_over_v2_bit_for_bit() {
     let (repo, names) = served_repository();
@@ -759,7 +759,7 @@ async fn tensors_models_are_served_over_v2_bit_for_bit() {
     );
     let (status, body) = server
         .post(
-            "/predict?model=cnn",
+            "/explain?model=cnn",
             &serde_json::json!({"instances": [[0.0]]}),
         )
         .await;
@@ -772,7 +772,7 @@ async fn tensors_models_are_served_over_v2_bit_for_bit() {
         body["error"]
             .as_str()
             .unwrap()
-            .contains("POST /v2/models/cnn/infer"),
+            .contains("/explain takes models with one float input"),
         "{body}"
     );
 }
@@ -955,5 +955,147 @@ async fn tensors_models_are_batched_and_each_request_gets_its_own_bits() {
                 assert_eq!(bytes, &expected.to_le_bytes(), "{name} '{output}' row {r}");
             }
         }
+    }
+}
+
+/// `/predict` on a tensors model: rows keyed by input name, each value of the input's type (a
+/// string for the ColumnTransformer's city, whole numbers for int64, nested arrays for the CNN's
+/// image), answered per row as onnxruntime Python computed it, bit for bit: a classifier's
+/// label and probabilities by class, a regressor's value, other outputs by name.
+#[tokio::test]
+async fn predict_takes_rows_keyed_by_input_name() {
+    let (repo, _) = served_repository();
+    let dir = repo.path().to_str().unwrap();
+    let server = common::Server::start_ready(&["--models-dir", dir, "--manifest", "none"]).await;
+    for name in ["column-transformer", "float64", "int64", "cnn"] {
+        let case = case(name);
+        let inputs = recorded_inputs(&case);
+        let rows = inputs[0].tensor.batch_size().unwrap();
+        let instances: Vec<Value> = (0..rows)
+            .map(|r| {
+                inputs
+                    .iter()
+                    .map(|i| {
+                        let row = i.tensor.slice_batch(r, r + 1).unwrap();
+                        let values = json_data(&row);
+                        let value = match values.as_array().unwrap().as_slice() {
+                            [one] => one.clone(),
+                            _ => values,
+                        };
+                        (i.name.clone(), value)
+                    })
+                    .collect::<serde_json::Map<String, Value>>()
+                    .into()
+            })
+            .collect();
+        let (status, body) = server
+            .post(
+                &format!("/models/{name}/predict"),
+                &serde_json::json!({"instances": instances}),
+            )
+            .await;
+        assert_eq!(status, 200, "{name}: {body}");
+        let predictions = body["predictions"].as_array().unwrap();
+        assert_eq!(predictions.len(), rows, "{name}");
+        let signature = load(Box::leak(name.to_owned().into_boxed_str())).signature;
+        let expected = |output: &str| recorded_tensor(&case["outputs"][output]);
+        for (r, prediction) in predictions.iter().enumerate() {
+            let context = format!("{name} row {r}: {prediction}");
+            let row_of = |output: &str| expected(output).slice_batch(r, r + 1).unwrap();
+            match &signature.task {
+                GraphTask::Classifier {
+                    label_output,
+                    probabilities_output,
+                    labels,
+                } => {
+                    let label = match row_of(label_output).data() {
+                        TensorData::Int64(v) => v[0].to_string(),
+                        TensorData::String(v) => v[0].clone(),
+                        other => panic!("{other:?}"),
+                    };
+                    assert_eq!(prediction["label"], label.as_str(), "{context}");
+                    let probabilities: Vec<Value> = labels
+                        .names()
+                        .iter()
+                        .map(|l| prediction["probabilities"][l].clone())
+                        .collect();
+                    assert_eq!(
+                        json_bytes("FP32", &Value::from(probabilities)),
+                        row_of(probabilities_output).to_le_bytes(),
+                        "{context}"
+                    );
+                }
+                GraphTask::Regressor { output } => {
+                    let want = row_of(output);
+                    let datatype = want.element_type().v2_name();
+                    assert_eq!(
+                        json_bytes(datatype, &Value::from(vec![prediction["value"].clone()])),
+                        want.to_le_bytes(),
+                        "{context}"
+                    );
+                }
+                GraphTask::Tensors => {
+                    for output in case["outputs"].as_object().unwrap().keys() {
+                        let want = row_of(output);
+                        let mut flat = Vec::new();
+                        flatten_json(&prediction[output], &mut flat);
+                        assert_eq!(
+                            json_bytes(want.element_type().v2_name(), &Value::from(flat)),
+                            want.to_le_bytes(),
+                            "{context} '{output}'"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let (status, body) = server
+        .post(
+            "/models/column-transformer/predict",
+            &serde_json::json!({"instances": [{"city": 7, "x1": 0.5, "x2": 0.5, "x3": 0.5}]}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("invalid_tensor")),
+        "{body}"
+    );
+    assert_eq!(body["error"], "instances[0].city: expected a string, got 7");
+    let (status, body) = server
+        .post(
+            "/models/column-transformer/predict",
+            &serde_json::json!({"instances": [{"x1": 0.5, "x2": 0.5, "x3": 0.5}]}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("missing_feature")),
+        "{body}"
+    );
+    let (status, body) = server
+        .post(
+            "/models/cnn/predict",
+            &serde_json::json!({"instances": [{"pixels": [1, 2]}]}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("invalid_tensor")),
+        "{body}"
+    );
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("instances[0].pixels: input 'pixels' takes 64 values per row"),
+        "{body}"
+    );
+}
+
+/// The leaves of nested JSON arrays, in order.
+fn flatten_json(value: &Value, out: &mut Vec<Value>) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|v| flatten_json(v, out)),
+        leaf => out.push(leaf.clone()),
     }
 }

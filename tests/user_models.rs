@@ -614,7 +614,7 @@ fn models_add_refuses_a_reference_the_model_does_not_reproduce() {
 }
 
 /// Models outside the rows form load as named tensors, from a bare repository and through
-/// `models add`, with why in the log; `/predict` points at V2, and `models add` refuses the
+/// `models add`, with why in the log; `/explain` refuses them, and `models add` refuses the
 /// rows-form metadata flags for them with the reason (their V2 answers are checked bit for bit
 /// in tests/typed_models.rs).
 #[tokio::test]
@@ -639,7 +639,7 @@ async fn other_models_are_served_as_named_tensors() {
         );
         let (status, body) = server
             .post(
-                &format!("/predict?model={name}"),
+                &format!("/explain?model={name}"),
                 &json!({"instances": [[0.0]]}),
             )
             .await;

@@ -13,7 +13,7 @@ use super::openapi::{InferenceErrors, ModelVersionPath, PredictRequest, Predicti
 use super::select::{answered_by, ModelSelector};
 use super::AppState;
 use crate::features::TraceContext;
-use crate::model::{LoadedModel, Predictions};
+use crate::model::{LoadedModel, Predictions, TensorPredictions};
 use crate::serving::pipeline;
 use crate::telemetry::metrics;
 
@@ -41,6 +41,23 @@ pub async fn predict(
 ) -> Result<Response, ApiError> {
     let routed = state.route(&selector, &body)?;
     let model = &routed.model;
+    if model.is_tensors() {
+        let (inferred, rows) =
+            pipeline::predict_tensors(model, body, state.limits.max_request_rows)
+                .await
+                .map_err(counted_against(model))?;
+        let mut response = json_response(&TensorPredictResponse {
+            model: ModelRef::of(model),
+            predictions: TensorPredictions {
+                outputs: &inferred.output,
+                task: &model.signature.task,
+                rows,
+            },
+        });
+        inferred.timing.write_headers(response.headers_mut());
+        answered_by(model, &mut response);
+        return Ok(response);
+    }
     let store = state.feature_store();
     let keep_rows = state.drift().is_some() || routed.shadow.is_some();
     let predicted = pipeline::predict(
@@ -112,6 +129,13 @@ pub struct PredictResponse<'a> {
 }
 
 /// Serializes straight to bytes (no `Value` tree) with a JSON content type.
+/// A tensors model's `/predict` answer: one prediction per row (see [`TensorPredictions`]).
+#[derive(Serialize)]
+struct TensorPredictResponse<'a> {
+    model: ModelRef<'a>,
+    predictions: TensorPredictions<'a>,
+}
+
 pub fn json_response<T: Serialize>(body: &T) -> Response {
     match serde_json::to_vec(body) {
         Ok(bytes) => ([(CONTENT_TYPE, "application/json")], bytes).into_response(),

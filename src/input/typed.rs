@@ -140,7 +140,7 @@ fn parse_input(index: usize, raw: &Value, binary: &mut &[u8]) -> Result<NamedTen
                     values.len()
                 )));
             }
-            let data = json_values(ty, &values).map_err(fail)?;
+            let data = json_values(ty, &values, &|i| format!("data[{i}]")).map_err(fail)?;
             TypedTensor::new(shape, data).map_err(|e| fail(e.to_string()))?
         }
         (None, Some(size)) => {
@@ -213,17 +213,25 @@ fn flatten<'v>(data: &'v Value, out: &mut Vec<&'v Value>, limit: usize) -> Resul
 
 /// JSON values as elements of `ty`: `true`/`false` for BOOL, whole numbers in range for the
 /// integer types (exact, never through a float), numbers for the floats (narrowed as numpy
-/// narrows a Python float), strings for BYTES.
-fn json_values(ty: ElementType, values: &[&Value]) -> Result<TensorData, String> {
-    fn each<T>(
+/// narrows a Python float), strings for BYTES. `place(i)` names element `i` in a message.
+fn json_values(
+    ty: ElementType,
+    values: &[&Value],
+    place: &dyn Fn(usize) -> String,
+) -> Result<TensorData, String> {
+    let each = |what: &str| {
+        let what = what.to_owned();
+        move |(i, v): (usize, &&Value)| format!("{}: expected {what}, got {v}", place(i))
+    };
+    fn read<T>(
         values: &[&Value],
-        what: &str,
+        fail: impl Fn((usize, &&Value)) -> String,
         read: impl Fn(&Value) -> Option<T>,
     ) -> Result<Vec<T>, String> {
         values
             .iter()
             .enumerate()
-            .map(|(i, v)| read(v).ok_or_else(|| format!("data[{i}]: expected {what}, got {v}")))
+            .map(|(i, v)| read(v).ok_or_else(|| fail((i, v))))
             .collect()
     }
     fn int<T: TryFrom<i64> + TryFrom<u64>>(v: &Value) -> Option<T> {
@@ -244,26 +252,142 @@ fn json_values(ty: ElementType, values: &[&Value]) -> Result<TensorData, String>
     let integer = format!("a whole number in {name}'s range");
     let float = format!("a number finite in {name}");
     Ok(match ty {
-        ElementType::Bool => TensorData::Bool(each(values, "true or false", Value::as_bool)?),
-        ElementType::Uint8 => TensorData::Uint8(each(values, &integer, int)?),
-        ElementType::Uint16 => TensorData::Uint16(each(values, &integer, int)?),
-        ElementType::Uint32 => TensorData::Uint32(each(values, &integer, int)?),
-        ElementType::Uint64 => TensorData::Uint64(each(values, &integer, int)?),
-        ElementType::Int8 => TensorData::Int8(each(values, &integer, int)?),
-        ElementType::Int16 => TensorData::Int16(each(values, &integer, int)?),
-        ElementType::Int32 => TensorData::Int32(each(values, &integer, int)?),
-        ElementType::Int64 => TensorData::Int64(each(values, &integer, int)?),
-        ElementType::Float16 => TensorData::Float16(each(values, &float, |v| {
+        ElementType::Bool => TensorData::Bool(read(values, each("true or false"), Value::as_bool)?),
+        ElementType::Uint8 => TensorData::Uint8(read(values, each(&integer), int)?),
+        ElementType::Uint16 => TensorData::Uint16(read(values, each(&integer), int)?),
+        ElementType::Uint32 => TensorData::Uint32(read(values, each(&integer), int)?),
+        ElementType::Uint64 => TensorData::Uint64(read(values, each(&integer), int)?),
+        ElementType::Int8 => TensorData::Int8(read(values, each(&integer), int)?),
+        ElementType::Int16 => TensorData::Int16(read(values, each(&integer), int)?),
+        ElementType::Int32 => TensorData::Int32(read(values, each(&integer), int)?),
+        ElementType::Int64 => TensorData::Int64(read(values, each(&integer), int)?),
+        ElementType::Float16 => TensorData::Float16(read(values, each(&float), |v| {
             finite(v, f16::from_f64, |x| x.is_finite())
         })?),
-        ElementType::Float32 => TensorData::Float32(each(values, &float, |v| {
+        ElementType::Float32 => TensorData::Float32(read(values, each(&float), |v| {
             finite(v, |x| x as f32, |x| x.is_finite())
         })?),
-        ElementType::Float64 => TensorData::Float64(each(values, &float, |v| {
+        ElementType::Float64 => TensorData::Float64(read(values, each(&float), |v| {
             finite(v, |x| x, |x| x.is_finite())
         })?),
-        ElementType::String => {
-            TensorData::String(each(values, "a string", |v| v.as_str().map(str::to_owned))?)
-        }
+        ElementType::String => TensorData::String(read(values, each("a string"), |v| {
+            v.as_str().map(str::to_owned)
+        })?),
     })
+}
+
+/// `/predict`'s body for a tensors model: `{"instances": [row, ...]}`, each row an object keyed
+/// by input name (a ColumnTransformer's columns), each value that row's part of the input in
+/// the input's own type: one value where the input holds one per row (`[N]` or `[N, 1]`), else
+/// the dimensions after the batch as arrays, flat or nested (an image `[N, 1, 8, 8]`: 64
+/// numbers). Each input becomes one tensor of all rows; errors name the row and the input.
+pub fn parse_tensor_rows(
+    body: &[u8],
+    signature: &Signature,
+    max_rows: usize,
+) -> Result<Vec<NamedTensor>, InputError> {
+    let body: Value =
+        serde_json::from_slice(body).map_err(|e| InputError::InvalidJson(e.to_string()))?;
+    let Value::Object(body) = body else {
+        return Err(InputError::InvalidJson(
+            "the body must be a JSON object".into(),
+        ));
+    };
+    if let Some(field) = body.keys().find(|k| *k != "instances") {
+        return Err(match field.as_str() {
+            "entity_ids" => InputError::InvalidField {
+                field: "entity_ids",
+                reason:
+                    "a model served as named tensors has no feature store lookup: send 'instances'"
+                        .into(),
+            },
+            other => InputError::UnknownField(other.to_owned()),
+        });
+    }
+    let rows = match body.get("instances") {
+        None => return Err(InputError::MissingInstances),
+        Some(Value::Array(rows)) if rows.is_empty() => return Err(InputError::EmptyInstances),
+        Some(Value::Array(rows)) if rows.len() > max_rows => {
+            return Err(InputError::TooManyRows { limit: max_rows })
+        }
+        Some(Value::Array(rows)) => rows,
+        Some(_) => {
+            return Err(InputError::InvalidField {
+                field: "instances",
+                reason: "must be a list of rows".into(),
+            })
+        }
+    };
+    let names: Vec<&str> = signature.inputs.iter().map(|i| i.name.as_str()).collect();
+    for (r, row) in rows.iter().enumerate() {
+        let Value::Object(row) = row else {
+            return Err(InputError::InvalidTensor(format!(
+                "instances[{r}]: a row must be an object keyed by input name ({}), got {row}",
+                names.join(", ")
+            )));
+        };
+        if let Some(unknown) = row.keys().find(|k| !names.contains(&k.as_str())) {
+            return Err(InputError::UnknownFeature {
+                row: r,
+                name: unknown.clone(),
+            });
+        }
+        let missing: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| !row.contains_key(*n))
+            .collect();
+        if !missing.is_empty() {
+            return Err(InputError::MissingFeatures {
+                row: r,
+                names: missing.join(", "),
+            });
+        }
+    }
+    signature
+        .inputs
+        .iter()
+        .map(|spec| {
+            let name = &spec.name;
+            let trailing: Option<Vec<usize>> =
+                spec.shape.iter().skip(1).map(|d| d.fixed()).collect();
+            let Some(trailing) = trailing else {
+                return Err(InputError::InvalidTensor(format!(
+                    "input '{name}' has a dynamic dimension after the batch ({}): send it through V2, which takes its shape",
+                    spec.shape_text()
+                )));
+            };
+            let per_row: usize = trailing.iter().product();
+            let mut leaves = Vec::with_capacity(rows.len() * per_row);
+            for (r, row) in rows.iter().enumerate() {
+                let before = leaves.len();
+                flatten(&row[name], &mut leaves, before + per_row)
+                    .and_then(|()| match leaves.len() - before {
+                        n if n == per_row => Ok(()),
+                        n => Err(format!("{n} values")),
+                    })
+                    .map_err(|_| {
+                        InputError::InvalidTensor(format!(
+                            "instances[{r}].{name}: input '{name}' takes {per_row} value{} per row ({} {})",
+                            if per_row == 1 { "" } else { "s" },
+                            spec.element_type.v2_name(),
+                            spec.shape_text()
+                        ))
+                    })?;
+            }
+            let place = |i: usize| match per_row {
+                1 => format!("instances[{}].{name}", i),
+                _ => format!("instances[{}].{name}[{}]", i / per_row, i % per_row),
+            };
+            let data = json_values(spec.element_type, &leaves, &place)
+                .map_err(InputError::InvalidTensor)?;
+            let shape = std::iter::once(rows.len()).chain(trailing).collect();
+            let tensor = TypedTensor::new(shape, data)
+                .map_err(|e| InputError::InvalidTensor(format!("input '{name}': {e}")))?;
+            Ok(NamedTensor {
+                name: name.clone(),
+                tensor,
+            })
+        })
+        .collect()
 }

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 
 pub use loaded::LoadedModel;
 pub use manifest::{Manifest, ModelEntry, Task};
-pub use output::{ModelOutput, Predictions};
+pub use output::{ModelOutput, Predictions, TensorPredictions};
 pub use repository::{LoadOptions, Repository};
 pub use runtime::Runtime;
 

@@ -3,6 +3,11 @@
 
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
+use serde_json::{json, Map, Value};
+
+use super::infer::NamedTensor;
+use super::signature::GraphTask;
+use super::tensor::{TensorData, TypedTensor};
 
 /// What one inference call produced, copied out of ONNX Runtime's buffers.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,6 +107,120 @@ impl Serialize for Probabilities<'_> {
             map.serialize_entry(label, &f64::from(*p))?;
         }
         map.end()
+    }
+}
+
+/// A tensors model's outputs as `/predict` predictions, one object per row: a classifier's
+/// `{"label", "probabilities"}` and a regressor's `{"value"}` as the rows form answers them,
+/// other models' outputs by name (one value where the output holds one per row, else that
+/// row's part nested as its dimensions). Floats widened exactly to JSON numbers.
+pub struct TensorPredictions<'a> {
+    pub outputs: &'a [NamedTensor],
+    pub task: &'a GraphTask,
+    pub rows: usize,
+}
+
+impl TensorPredictions<'_> {
+    fn output(&self, name: &str) -> Option<&TypedTensor> {
+        self.outputs
+            .iter()
+            .find(|o| o.name == name)
+            .map(|o| &o.tensor)
+    }
+
+    /// Row `r` as one prediction.
+    fn row(&self, r: usize) -> Value {
+        match self.task {
+            GraphTask::Classifier {
+                label_output,
+                probabilities_output,
+                labels,
+            } => {
+                let (Some(label), Some(probabilities)) =
+                    (self.output(label_output), self.output(probabilities_output))
+                else {
+                    return Value::Null;
+                };
+                let names = labels.names();
+                let scores = row_elements(probabilities, r);
+                let probabilities: Map<String, Value> = names.into_iter().zip(scores).collect();
+                let label = match row_elements(label, r).into_iter().next() {
+                    Some(Value::String(s)) => Value::String(s),
+                    Some(other) => Value::String(other.to_string()),
+                    None => Value::Null,
+                };
+                json!({"label": label, "probabilities": probabilities})
+            }
+            GraphTask::Regressor { output } => match self.output(output) {
+                Some(value) => json!({"value": row_value(value, r)}),
+                None => Value::Null,
+            },
+            GraphTask::Tensors => self
+                .outputs
+                .iter()
+                .map(|o| (o.name.clone(), row_value(&o.tensor, r)))
+                .collect::<Map<String, Value>>()
+                .into(),
+        }
+    }
+}
+
+impl Serialize for TensorPredictions<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.rows))?;
+        for r in 0..self.rows {
+            seq.serialize_element(&self.row(r))?;
+        }
+        seq.end()
+    }
+}
+
+/// Row `r` of `tensor`: one value when it holds one per row, else nested as its dimensions
+/// after the batch.
+fn row_value(tensor: &TypedTensor, r: usize) -> Value {
+    let elements = row_elements(tensor, r);
+    let trailing = tensor.shape().get(1..).unwrap_or_default();
+    if elements.len() == 1 && trailing.len() <= 1 {
+        return elements.into_iter().next().unwrap_or(Value::Null);
+    }
+    nest(&mut elements.into_iter(), trailing)
+}
+
+/// The elements of row `r` (all of them for a tensor without a batch dimension).
+fn row_elements(tensor: &TypedTensor, r: usize) -> Vec<Value> {
+    let per_row: usize = tensor.shape().iter().skip(1).product();
+    let (start, end) = match tensor.batch_size() {
+        Some(_) => (r * per_row, (r + 1) * per_row),
+        None => (0, tensor.data().len()),
+    };
+    (start..end.min(tensor.data().len()))
+        .map(|i| element(tensor.data(), i))
+        .collect()
+}
+
+fn nest(elements: &mut impl Iterator<Item = Value>, dims: &[usize]) -> Value {
+    match dims.split_first() {
+        None => elements.next().unwrap_or(Value::Null),
+        Some((&n, rest)) => Value::Array((0..n).map(|_| nest(elements, rest)).collect()),
+    }
+}
+
+/// Element `i` as JSON: floats widened exactly, integers exact, booleans, strings.
+fn element(data: &TensorData, i: usize) -> Value {
+    match data {
+        TensorData::Bool(v) => v[i].into(),
+        TensorData::Uint8(v) => v[i].into(),
+        TensorData::Uint16(v) => v[i].into(),
+        TensorData::Uint32(v) => v[i].into(),
+        TensorData::Uint64(v) => v[i].into(),
+        TensorData::Int8(v) => v[i].into(),
+        TensorData::Int16(v) => v[i].into(),
+        TensorData::Int32(v) => v[i].into(),
+        TensorData::Int64(v) => v[i].into(),
+        TensorData::Float16(v) => v[i].to_f64().into(),
+        TensorData::Float32(v) => f64::from(v[i]).into(),
+        TensorData::Float64(v) => v[i].into(),
+        TensorData::String(v) => v[i].clone().into(),
     }
 }
 

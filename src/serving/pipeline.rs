@@ -13,7 +13,7 @@ use tracing::Instrument;
 use super::live::Routed;
 use super::{ServedModel, ServingError};
 use crate::features::{rows_for, FeatureStore, TraceContext};
-use crate::input::typed::inputs_text;
+use crate::input::typed::{inputs_text, parse_tensor_rows};
 use crate::input::{parse_request, InferenceRequest, InputError, RequestInput};
 use crate::model::infer::{check_inputs, NamedTensor};
 use crate::model::{ModelOutput, Rows};
@@ -178,6 +178,25 @@ pub async fn infer_tensors(
         rows: None,
         timing,
     })
+}
+
+/// `/predict`'s pipeline for a tensors model: its rows (objects keyed by input name) parsed
+/// into one tensor per input, then [`infer_tensors`]. Returns the outputs and the row count.
+pub async fn predict_tensors(
+    model: &Arc<ServedModel>,
+    body: Bytes,
+    max_rows: usize,
+) -> Result<(Inferred<Vec<NamedTensor>>, usize), ServingError> {
+    let parsing = model.clone();
+    let inputs = parse_off_runtime(body.len(), move || {
+        parse_tensor_rows(&body, &parsing.signature, max_rows)
+    })
+    .await?;
+    let rows = inputs
+        .first()
+        .and_then(|i| i.tensor.batch_size())
+        .unwrap_or(1);
+    Ok((infer_tensors(model, inputs, max_rows).await?, rows))
 }
 
 /// Records a call's queue wait in the metrics and both times on its span.
