@@ -167,38 +167,15 @@ fn runner<W: Work>(
     }
 }
 
-/// Runs `model` on `rows` through `executor`, the one built for it. Returns this request's
-/// outputs, in its row order, with queue and inference times.
-pub async fn infer(
+/// Runs `model` on `work` (rows for the rows form, named inputs checked against the signature
+/// for a tensors model) through `executor`, the one built for it: per request on the blocking
+/// pool, or merged with concurrent requests by the batcher. Returns this request's outputs, in
+/// its row order, with queue and inference times.
+pub async fn infer<W: Batch>(
     executor: &Executor,
     model: &Arc<LoadedModel>,
-    rows: Rows,
-) -> Result<Inferred, InferError> {
-    let submitted = Instant::now();
-    match executor {
-        Executor::Batched(scheduler) => batched(scheduler, rows).await,
-        Executor::BatchedTensors(_) => Err(InferError::Lost(
-            "rows were sent to a tensors model's batcher",
-        )),
-        Executor::Direct {
-            in_flight,
-            max_queue_depth,
-            calls,
-        } => {
-            let _slot = Slot::take(in_flight, *max_queue_depth).ok_or(InferError::QueueFull)?;
-            run_blocking(model.clone(), rows, submitted, calls.clone()).await
-        }
-    }
-}
-
-/// Runs a tensors model on named `inputs` (checked against its signature by the caller) through
-/// its executor: per request, or concatenated with concurrent requests along the batch
-/// dimension.
-pub async fn infer_tensors(
-    executor: &Executor,
-    model: &Arc<LoadedModel>,
-    inputs: Vec<NamedTensor>,
-) -> Result<Inferred<Vec<NamedTensor>>, InferError> {
+    work: W,
+) -> Result<Inferred<W::Output>, InferError> {
     let submitted = Instant::now();
     match executor {
         Executor::Direct {
@@ -207,12 +184,14 @@ pub async fn infer_tensors(
             calls,
         } => {
             let _slot = Slot::take(in_flight, *max_queue_depth).ok_or(InferError::QueueFull)?;
-            run_blocking(model.clone(), inputs, submitted, calls.clone()).await
+            run_blocking(model.clone(), work, submitted, calls.clone()).await
         }
-        Executor::BatchedTensors(scheduler) => batched(scheduler, inputs).await,
-        Executor::Batched(_) => Err(InferError::Lost(
-            "named tensors were sent to a rows-form model's batcher",
-        )),
+        batching => match W::scheduler(batching) {
+            Some(scheduler) => batched(scheduler, work).await,
+            None => Err(InferError::Lost(
+                "a request of one form was sent to a batcher of the other",
+            )),
+        },
     }
 }
 
@@ -254,6 +233,8 @@ pub trait Batch: Work + Sized {
         start: usize,
         end: usize,
     ) -> Result<Self::Output, InferenceError>;
+    /// The batcher of `executor` that takes this work, if it is one.
+    fn scheduler(executor: &Executor) -> Option<&Scheduler<Self>>;
 }
 
 impl Batch for Rows {
@@ -277,6 +258,12 @@ impl Batch for Rows {
         end: usize,
     ) -> Result<ModelOutput, InferenceError> {
         Ok(slice_output(output, start, end))
+    }
+    fn scheduler(executor: &Executor) -> Option<&Scheduler<Rows>> {
+        match executor {
+            Executor::Batched(scheduler) => Some(scheduler),
+            _ => None,
+        }
     }
 }
 
@@ -323,6 +310,12 @@ impl Batch for Vec<NamedTensor> {
                 })
             })
             .collect()
+    }
+    fn scheduler(executor: &Executor) -> Option<&Scheduler<Vec<NamedTensor>>> {
+        match executor {
+            Executor::BatchedTensors(scheduler) => Some(scheduler),
+            _ => None,
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use super::live::Routed;
 use super::{ServedModel, ServingError};
+use crate::batching::Batch;
 use crate::features::{rows_for, FeatureStore, TraceContext};
 use crate::input::typed::{inputs_text, parse_tensor_rows};
 use crate::input::{parse_request, InferenceRequest, InputError, RequestInput};
@@ -101,25 +102,11 @@ pub async fn infer(
     rows: Rows,
     keep_rows: bool,
 ) -> Result<Inferred, ServingError> {
-    let (name, version) = (model.entry.name.as_str(), model.entry.version.as_str());
-    let span = inference_span(name, version, rows.n_rows);
     // The batcher takes the rows into its merged buffer; a copy is kept only for drift.
     let kept = keep_rows.then(|| rows.clone());
-    let mut queued = metrics::inference_queued(name, version);
-    let result = crate::batching::infer(&model.executor, &model.model, rows)
-        .instrument(span.clone())
-        .await;
-    queued.started();
-    let inferred = result?;
-    let timing = record_timing(
-        name,
-        version,
-        &span,
-        inferred.queue_time,
-        inferred.inference_time,
-    );
+    let (output, timing) = run_on_executor(model, rows).await?;
     Ok(Inferred {
-        output: inferred.output,
+        output,
         rows: kept,
         timing,
     })
@@ -154,27 +141,9 @@ pub async fn infer_tensors(
         }
         .into());
     }
-    let (name, version) = (model.entry.name.as_str(), model.entry.version.as_str());
-    let rows = inputs
-        .first()
-        .and_then(|i| i.tensor.batch_size())
-        .unwrap_or(1);
-    let span = inference_span(name, version, rows);
-    let mut queued = metrics::inference_queued(name, version);
-    let result = crate::batching::infer_tensors(&model.executor, &model.model, inputs)
-        .instrument(span.clone())
-        .await;
-    queued.started();
-    let inferred = result?;
-    let timing = record_timing(
-        name,
-        version,
-        &span,
-        inferred.queue_time,
-        inferred.inference_time,
-    );
+    let (output, timing) = run_on_executor(model, inputs).await?;
     Ok(Inferred {
-        output: inferred.output,
+        output,
         rows: None,
         timing,
     })
@@ -199,18 +168,25 @@ pub async fn predict_tensors(
     Ok((infer_tensors(model, inputs, max_rows).await?, rows))
 }
 
-/// Records a call's queue wait in the metrics and both times on its span.
-fn record_timing(
-    name: &str,
-    version: &str,
-    span: &tracing::Span,
-    queue: std::time::Duration,
-    inference: std::time::Duration,
-) -> InferenceTiming {
+/// The one inference step: `work` through the model's executor in an `inference` span (a
+/// child of the request's), with the queue metric while it waits and the timing recorded.
+async fn run_on_executor<W: Batch>(
+    model: &ServedModel,
+    work: W,
+) -> Result<(W::Output, InferenceTiming), ServingError> {
+    let (name, version) = (model.entry.name.as_str(), model.entry.version.as_str());
+    let span = inference_span(name, version, work.rows());
+    let mut queued = metrics::inference_queued(name, version);
+    let result = crate::batching::infer(&model.executor, &model.model, work)
+        .instrument(span.clone())
+        .await;
+    queued.started();
+    let inferred = result?;
+    let (queue, inference) = (inferred.queue_time, inferred.inference_time);
     metrics::record_inference(name, version, queue);
     span.record("queue_ms", queue.as_secs_f64() * 1000.0);
     span.record("inference_ms", inference.as_secs_f64() * 1000.0);
-    InferenceTiming { queue, inference }
+    Ok((inferred.output, InferenceTiming { queue, inference }))
 }
 
 /// A `/predict` answer before it is shaped: the output, the entity ids it echoes and where the

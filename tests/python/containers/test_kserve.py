@@ -60,6 +60,9 @@ def model_repository(root, models=None):
     doc = manifest()
     if models is not None:
         doc["models"] = [m for m in doc["models"] if m["name"] in models]
+        # A trimmed manifest names a default it still lists (or none: the first model).
+        if doc.get("default_model") not in models:
+            doc.pop("default_model", None)
     (root / "manifest.json").write_text(json.dumps(doc, indent=2))
     for m in doc["models"]:
         shutil.copytree(REPO / "models" / m["path"], root / m["path"])

@@ -193,7 +193,10 @@ def test_prometheus_scrapes_the_api_by_service_name(stack):
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         targets = prometheus_targets(stack)
-        if targets.get("ferrum-serve", {}).get("health") in ("up", "down"):
+        # Both jobs scraped at least once: each target starts "unknown" until its first scrape,
+        # and the two first scrapes are independent of each other.
+        if all(targets.get(job, {}).get("health") in ("up", "down")
+               for job in ("ferrum-serve", "prometheus")):
             break
         time.sleep(0.5)
     target = targets["ferrum-serve"]
