@@ -367,8 +367,10 @@ fn spawn_model_load(
                 {
                     state.set_drift(drift);
                 }
+                // Explanation drift compares served rows, which only the rows form keeps.
                 let explained = snapshot
                     .versions()
+                    .filter(|m| !m.is_tensors())
                     .filter_map(|m| Some((m.model.clone(), m.explain.clone()?)))
                     .collect();
                 drop(snapshot);

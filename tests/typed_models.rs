@@ -757,22 +757,24 @@ async fn tensors_models_are_served_over_v2_bit_for_bit() {
             "int64"
         ]
     );
+    // An image is not a set of columns: /explain says so (tabular tensors models are explained
+    // column by column, tests/user_models.rs).
     let (status, body) = server
         .post(
             "/explain?model=cnn",
-            &serde_json::json!({"instances": [[0.0]]}),
+            &serde_json::json!({"instances": [{"pixels": vec![0.0; 64]}]}),
         )
         .await;
     assert_eq!(
         (status, body["code"].as_str()),
-        (422, Some("tensors_model")),
+        (422, Some("explanation_unavailable")),
         "{body}"
     );
     assert!(
         body["error"]
             .as_str()
             .unwrap()
-            .contains("/explain takes models with one float input"),
+            .contains("only inputs [N] and [N, k]"),
         "{body}"
     );
 }

@@ -64,10 +64,15 @@ fn repository_of(names: &[&str]) -> tempfile::TempDir {
     dir
 }
 
+/// The reference CSV's header: the feature names.
+fn reference_header(name: &str) -> Vec<String> {
+    let mut reader = csv::Reader::from_path(fixtures().join(name).join("reference.csv")).unwrap();
+    reader.headers().unwrap().iter().map(String::from).collect()
+}
+
 /// The reference rows: header and values (parsed as float64, narrowed to float32).
 fn reference(name: &str) -> (Vec<String>, Vec<Vec<f32>>) {
     let mut reader = csv::Reader::from_path(fixtures().join(name).join("reference.csv")).unwrap();
-    let header = reader.headers().unwrap().iter().map(String::from).collect();
     let rows = reader
         .records()
         .map(|r| {
@@ -77,7 +82,7 @@ fn reference(name: &str) -> (Vec<String>, Vec<Vec<f32>>) {
                 .collect()
         })
         .collect();
-    (header, rows)
+    (reference_header(name), rows)
 }
 
 /// onnxruntime's answer on the 32 reference rows in one run, as a served model gives it: the
@@ -382,6 +387,8 @@ fn explain_as(name: &str) -> (&'static str, Option<&'static str>) {
         "scaled-forest" => ("tree", Some("probability")),
         "lightgbm" => ("tree", Some("margin")),
         "xgboost" => ("tree", None),
+        "column-transformer" => ("exact", Some("probability")),
+        "float64" | "int64" => ("exact", None),
         other => panic!("no explanation reference for {other}"),
     }
 }
@@ -390,6 +397,18 @@ fn explain_as(name: &str) -> (&'static str, Option<&'static str>) {
 /// base values and model values to 1e-5 relative, for each output the reference explains.
 async fn check_explain(server: &Server, name: &str, feature_names: &[String], classes: &[String]) {
     let (_, rows) = reference(name);
+    let rows = rows.into_iter().map(|r| json!(r)).collect();
+    check_explain_rows(server, name, rows, feature_names, classes).await;
+}
+
+/// [`check_explain`] with the reference rows as `instances` are written for the model.
+async fn check_explain_rows(
+    server: &Server,
+    name: &str,
+    rows: Vec<Value>,
+    feature_names: &[String],
+    classes: &[String],
+) {
     let reference =
         common::read_json(&fixtures().join(name).join("expected.json"))["explanation"].clone();
     let graph_labels = graph_label_names(name);
@@ -613,9 +632,121 @@ fn models_add_refuses_a_reference_the_model_does_not_reproduce() {
     assert!(!models.join("iris").exists());
 }
 
+/// The reference rows of a tensors model as `/predict` takes them: keyed by input name, one
+/// input per CSV column (a ColumnTransformer's), or the only input's row as an array; each
+/// cell as written (strings for string inputs, JSON numbers otherwise).
+fn tensor_rows(name: &str) -> Vec<Value> {
+    let inputs = fixture(name)["inputs"].as_array().unwrap().clone();
+    let mut reader = csv::Reader::from_path(fixtures().join(name).join("reference.csv")).unwrap();
+    let cell = |input: &Value, text: &str| -> Value {
+        match input["type"].as_str().unwrap() {
+            t if t.contains("string") => json!(text),
+            _ => serde_json::from_str(text).unwrap(),
+        }
+    };
+    reader
+        .records()
+        .map(|record| {
+            let record = record.unwrap();
+            let row: serde_json::Map<String, Value> = match inputs.as_slice() {
+                [only] => {
+                    let values = record.iter().map(|t| cell(only, t)).collect();
+                    [(
+                        only["name"].as_str().unwrap().to_owned(),
+                        Value::Array(values),
+                    )]
+                    .into_iter()
+                    .collect()
+                }
+                several => several
+                    .iter()
+                    .zip(record.iter())
+                    .map(|(input, text)| {
+                        (
+                            input["name"].as_str().unwrap().to_owned(),
+                            cell(input, text),
+                        )
+                    })
+                    .collect(),
+            };
+            Value::Object(row)
+        })
+        .collect()
+}
+
+/// Tabular models served as named tensors (a ColumnTransformer with a string column, a float64
+/// and an int64 matrix), added with their feature names and background: `/explain` takes rows
+/// keyed by input name and gives shap's ExactExplainer attributions to 1e-5 relative, each
+/// column a feature and the string column swapped whole.
+#[tokio::test]
+async fn tabular_tensors_models_are_explained_as_shap_does() {
+    let root = tempfile::tempdir().unwrap();
+    let models = root.path().join("models");
+    let manifest = root.path().join("manifest.json");
+    let (models_s, manifest_s) = (models.to_str().unwrap(), manifest.to_str().unwrap());
+    let tabular = ["column-transformer", "float64", "int64"];
+    for name in tabular {
+        let dir = fixtures().join(name);
+        let header = reference_header(name).join(",");
+        let (file, background) = (dir.join("1/model.onnx"), dir.join("background.csv"));
+        let (ok, stdout, stderr) = ferrum(&[
+            "models",
+            "add",
+            file.to_str().unwrap(),
+            "--models-dir",
+            models_s,
+            "--manifest",
+            manifest_s,
+            "--name",
+            name,
+            "--feature-names",
+            &header,
+            "--background",
+            background.to_str().unwrap(),
+        ]);
+        assert!(ok, "{name}: {stdout} {stderr}");
+        let written = common::read_json(&manifest);
+        let entry = written["models"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .clone();
+        assert_eq!(entry["task"], "tensors", "{name}: {entry}");
+        assert_eq!(entry["artifacts"]["background"], "background.csv", "{name}");
+    }
+    let server = Server::start_ready(&serve_args(models_s, manifest_s)).await;
+    assert!(
+        server
+            .log_text()
+            .contains("explanations ready, column by column"),
+        "{}",
+        server.log_text()
+    );
+    for name in tabular {
+        let feature_names = reference_header(name);
+        let classes = graph_label_names(name);
+        check_explain_rows(&server, name, tensor_rows(name), &feature_names, &classes).await;
+    }
+    // The string column is one feature, and a class must be one of the graph's.
+    let rows = tensor_rows("column-transformer");
+    let (status, body) = server
+        .post(
+            "/models/column-transformer/explain",
+            &json!({"instances": [rows[0]], "class": "7"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("unknown_class")),
+        "{body}"
+    );
+}
+
 /// Models outside the rows form load as named tensors, from a bare repository and through
-/// `models add`, with why in the log; `/explain` refuses them, and `models add` refuses the
-/// rows-form metadata flags for them with the reason (their V2 answers are checked bit for bit
+/// `models add`, with why in the log; without a background `/explain` says what it lacks (a
+/// background, or inputs that are columns), and `models add` refuses metadata flags that do
+/// not fit them with the reason (their V2 answers are checked bit for bit
 /// in tests/typed_models.rs).
 #[tokio::test]
 async fn other_models_are_served_as_named_tensors() {
@@ -637,15 +768,24 @@ async fn other_models_are_served_as_named_tensors() {
             inputs,
             "{name}"
         );
+        let row = tensor_rows(name).remove(0);
         let (status, body) = server
             .post(
                 &format!("/explain?model={name}"),
-                &json!({"instances": [[0.0]]}),
+                &json!({"instances": [row]}),
             )
             .await;
         assert_eq!(
             (status, body["code"].as_str()),
-            (422, Some("tensors_model")),
+            (422, Some("explanation_unavailable")),
+            "{name}: {body}"
+        );
+        let lacks = match name {
+            "cnn" => "cannot be explained column by column: input 'pixels' has shape [?, 1, 8, 8]",
+            _ => "has no background set (artifacts.background in the manifest)",
+        };
+        assert!(
+            body["error"].as_str().unwrap().contains(lacks),
             "{name}: {body}"
         );
 

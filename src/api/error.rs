@@ -89,11 +89,6 @@ pub enum ApiError {
     /// Versions of the model were refused or failed to load; what was serving still serves.
     #[error("{0}")]
     LoadFailed(String),
-    // -- the model's form
-    /// A rows route asked of a model served as named tensors (the message names the route to
-    /// use instead).
-    #[error("{0}")]
-    TensorsModel(String),
     // -- the server's own failure
     #[error("inference failed: {0}")]
     Inference(String),
@@ -142,7 +137,6 @@ impl ApiError {
             RepositoryRequest(_) => (StatusCode::BAD_REQUEST, "invalid_repository_request"),
             ModelControlDisabled(_) => (StatusCode::FORBIDDEN, "model_control_disabled"),
             LoadFailed(_) => (StatusCode::BAD_REQUEST, "load_failed"),
-            TensorsModel(_) => (StatusCode::UNPROCESSABLE_ENTITY, "tensors_model"),
             Inference(_) => (StatusCode::INTERNAL_SERVER_ERROR, "inference_failed"),
             Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
@@ -271,7 +265,6 @@ impl From<ServingError> for ApiError {
             ServingError::ControlDisabled { .. } => ApiError::ModelControlDisabled(e.to_string()),
             ServingError::Lookup(e) => ApiError::Lookup(e),
             ServingError::Rollout(e) => ApiError::RepositoryRequest(e),
-            ServingError::TensorsModel { .. } => ApiError::TensorsModel(e.to_string()),
             ServingError::LoadFailed { .. } | ServingError::Manifest(_) => {
                 ApiError::LoadFailed(e.to_string())
             }

@@ -52,6 +52,10 @@ pub async fn explain(
     let explained =
         explanation::explain(&context, model, body, TraceContext::from_headers(&headers)).await?;
     let entry = &model.entry;
+    let feature_names = match &model.explain {
+        Some(assets) => assets.feature_names(entry),
+        None => &entry.feature_names,
+    };
     let mut response = json_response(&ExplainResponse {
         model: ModelRef::of(model),
         entity_ids: explained.entity_ids.as_deref(),
@@ -60,7 +64,7 @@ pub async fn explain(
             .iter()
             .map(|explanation| ExplanationJson {
                 explanation,
-                feature_names: &entry.feature_names,
+                feature_names,
                 class_labels: &entry.class_labels,
                 top_k: explained.options.top_k,
             })

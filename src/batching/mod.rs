@@ -335,9 +335,7 @@ impl Work for Rows {
 impl Work for Vec<NamedTensor> {
     type Output = Vec<NamedTensor>;
     fn rows(&self) -> usize {
-        self.first()
-            .and_then(|input| input.tensor.batch_size())
-            .unwrap_or(1)
+        crate::model::infer::batch_rows(self)
     }
     fn output_rows(_: &Vec<NamedTensor>) -> Option<usize> {
         // Outputs are the model's own: some declare no batch dimension, and none is split.

@@ -9,8 +9,9 @@
 use super::{Cancel, ExplainError};
 use crate::model::Rows;
 
-/// The model as the explainers see it: one output (the explained column) per input row.
-pub type ModelFn<'a> = dyn FnMut(&Rows) -> Result<Vec<f32>, ExplainError> + 'a;
+/// The model as the explainers see it: one output (the explained column, widened exactly to
+/// f64 whatever the model's float type) per input row.
+pub type ModelFn<'a> = dyn FnMut(&Rows) -> Result<Vec<f64>, ExplainError> + 'a;
 
 /// Model evaluations one exact explanation of a row costs: every coalition but the empty and
 /// the full one, against every background row. Saturates instead of overflowing.
@@ -127,7 +128,7 @@ pub fn coalition_values(
             )));
         }
         for chunk in outputs.chunks_exact(n_background) {
-            let sum: f64 = chunk.iter().map(|&v| f64::from(v)).sum();
+            let sum: f64 = chunk.iter().sum();
             values.push(sum / n_background as f64);
         }
         start = end;
@@ -155,10 +156,12 @@ mod tests {
         y + row[0] * row[row.len() - 1] + (row[1 % row.len()] * 2.0).tanh()
     }
 
-    fn batch_model(calls: &mut usize) -> impl FnMut(&Rows) -> Result<Vec<f32>, ExplainError> + '_ {
+    fn batch_model(calls: &mut usize) -> impl FnMut(&Rows) -> Result<Vec<f64>, ExplainError> + '_ {
         move |rows: &Rows| {
             *calls += 1;
-            Ok((0..rows.n_rows).map(|i| model(rows.row(i))).collect())
+            Ok((0..rows.n_rows)
+                .map(|i| f64::from(model(rows.row(i))))
+                .collect())
         }
     }
 
@@ -219,8 +222,11 @@ mod tests {
         let background = Rows::new(vec![1.0, 2.0, 3.0, 4.0, -1.0, 0.0, 1.0, 2.0], 4);
         let x = [2.0f32, 2.0, 2.0, 2.0];
         let f = |row: &[f32]| row.iter().zip(&w).map(|(a, b)| a * b).sum::<f32>();
-        let mut model =
-            |rows: &Rows| Ok((0..rows.n_rows).map(|i| f(rows.row(i))).collect::<Vec<_>>());
+        let mut model = |rows: &Rows| {
+            Ok((0..rows.n_rows)
+                .map(|i| f64::from(f(rows.row(i))))
+                .collect::<Vec<_>>())
+        };
         let base = (f64::from(f(background.row(0))) + f64::from(f(background.row(1)))) / 2.0;
         let phi = explain(
             &x,

@@ -11,6 +11,9 @@
 //!   model with at most `max_exact_features` features.
 //! - **permutation** ([`permutation`]): antithetic permutation sampling for the rest.
 //!
+//! A tabular model served as named tensors (several inputs, float64, int64, strings) is
+//! explained by the same exact and permutation methods, column by column ([`columns`]).
+//!
 //! Every explanation reports `value` (ONNX Runtime's own output for the row, in the explained
 //! space), `base_value`, the attributions and `residual = value - base_value - sum(phi)`: the
 //! additivity check against the model as served.
@@ -18,6 +21,7 @@
 //! May import `model` only; never `batching`, `serving`, `api` or anything that knows of HTTP
 //! or queues (the serving pipeline runs it on the blocking pool).
 
+pub mod columns;
 pub mod exact;
 pub mod onnx;
 pub mod permutation;
@@ -32,8 +36,11 @@ use ort::session::SessionInputValue;
 use ort::value::TensorRef;
 use serde::Serialize;
 
+use crate::model::infer::{batch_rows, NamedTensor};
 use crate::model::runtime::SessionPool;
+use crate::model::signature::GraphTask;
 use crate::model::{InferenceError, LoadedModel, ModelEntry, ModelOutput, Rows, Task};
+use columns::{Column, ColumnLayout};
 use onnx::{MarginOutput, OnnxTrees, PostTransform};
 use tree::{Link, Target};
 
@@ -194,13 +201,22 @@ impl Cancel {
 /// What `/explain` needs of one model version, prepared once at load and shared by every
 /// request: the background set, the model's mean output over it, and the trees if any.
 pub struct ExplainAssets {
-    /// The committed background rows (`artifacts.background`), in model feature order.
+    /// The committed background rows (`artifacts.background`), in model feature order; for a
+    /// tensors model, their codes (row `b` is `b` in every column, see [`columns`]).
     pub background: Rows,
     /// Per output column (class probabilities, or the value): the mean of ONNX Runtime's
     /// outputs over the background, i.e. `v(∅)` and the base value of the exact methods.
     background_mean: Vec<f64>,
     /// Tree SHAP support, when the graph is a tree ensemble that reproduces ONNX Runtime.
     pub trees: Option<TreeSupport>,
+    /// A tensors model's columns and its background as tensors.
+    columns: Option<ColumnSet>,
+}
+
+/// A tensors model's background, as its inputs take it, and how its columns are laid out.
+struct ColumnSet {
+    layout: ColumnLayout,
+    background: Vec<NamedTensor>,
 }
 
 /// A tree ensemble checked against ONNX Runtime, with what Tree SHAP needs precomputed.
@@ -307,8 +323,57 @@ impl ExplainAssets {
             background,
             background_mean,
             trees,
+            columns: None,
         })
     }
+
+    /// A tensors model's assets: `background` (its [`ColumnLayout::background_request`] parsed
+    /// as a request) and the mean of the model's scores over it.
+    pub fn prepare_columns(
+        model: &LoadedModel,
+        layout: ColumnLayout,
+        background: Vec<NamedTensor>,
+    ) -> Result<ExplainAssets, ExplainError> {
+        let n_background = batch_rows(&background);
+        let scores = match &model.signature.task {
+            GraphTask::Classifier {
+                probabilities_output,
+                ..
+            } => probabilities_output,
+            GraphTask::Regressor { output } => output,
+            GraphTask::Tensors => return Err(not_a_scorer(model)),
+        };
+        let outputs = model
+            .infer_tensors(&background, || {})
+            .map_err(|e| ExplainError::Model(e.to_string()))?;
+        let (values, width) = columns::output_values(&outputs, scores, n_background)?;
+        let background_mean = (0..width)
+            .map(|c| values.iter().skip(c).step_by(width).sum::<f64>() / n_background as f64)
+            .collect();
+        Ok(ExplainAssets {
+            background: layout.background_codes(n_background),
+            background_mean,
+            trees: None,
+            columns: Some(ColumnSet { layout, background }),
+        })
+    }
+
+    /// The names of the explained features: the model's, or a tensors model's columns.
+    pub fn feature_names<'a>(&'a self, entry: &'a ModelEntry) -> &'a [String] {
+        match &self.columns {
+            Some(set) => set.layout.names(),
+            None => &entry.feature_names,
+        }
+    }
+}
+
+/// A tensors model whose outputs are neither a classifier's nor a regressor's has no score to
+/// attribute.
+fn not_a_scorer(model: &LoadedModel) -> ExplainError {
+    ExplainError::Unavailable(format!(
+        "model '{}' gives neither a classifier's label and probabilities nor one regression value per row, so there is no score to explain",
+        model.entry.name
+    ))
 }
 
 /// Compares the f64 trees with ONNX Runtime on the background rows.
@@ -434,12 +499,20 @@ pub fn plan(
 ) -> Result<Plan, ExplainError> {
     let entry = &model.entry;
     let assets = assets.ok_or_else(|| {
+        if model.is_tensors() {
+            if let Err(why) = ColumnLayout::of(&model.signature, &entry.feature_names) {
+                return ExplainError::Unavailable(format!(
+                    "model '{}' is served as named tensors and cannot be explained column by column: {why}",
+                    entry.name
+                ));
+            }
+        }
         ExplainError::Unavailable(format!(
             "model '{}' version '{}' has no background set (artifacts.background in the manifest), so it cannot be explained",
             entry.name, entry.version
         ))
     })?;
-    let classifier = entry.task == Task::Classification;
+    let classifier = is_classifier(model);
     let not_a_classifier = |field| ExplainError::NotAClassifier {
         field,
         model: entry.name.clone(),
@@ -457,7 +530,7 @@ pub fn plan(
         (None, true) if trees.is_some() => Output::Margin,
         (None, true) => Output::Probability,
     };
-    let m = entry.feature_names.len();
+    let m = assets.background.n_cols;
     let n_background = assets.background.n_rows;
     let method = if trees.is_some_and(|t| t.link(output).is_some()) {
         Method::Tree
@@ -494,6 +567,16 @@ pub fn plan(
         evaluations,
         permutations: limits.permutations,
     })
+}
+
+/// True for a classifier: the rows form's task, or a tensors model whose graph gives a label
+/// and probabilities.
+fn is_classifier(model: &LoadedModel) -> bool {
+    match model.entry.task {
+        Task::Classification => true,
+        Task::Regression => false,
+        Task::Tensors => matches!(model.signature.task, GraphTask::Classifier { .. }),
+    }
 }
 
 fn class_index(entry: &ModelEntry, name: &str) -> Result<usize, ExplainError> {
@@ -557,14 +640,14 @@ pub fn explain(
             None => reported[i * width + column],
         });
         let x = rows.row(i);
-        let mut column_of = |batch: &Rows| -> Result<Vec<f32>, ExplainError> {
+        let mut column_of = |batch: &Rows| -> Result<Vec<f64>, ExplainError> {
             let out = model.infer(batch)?;
             let columns = output_columns(&out);
             Ok(columns
                 .iter()
                 .skip(column)
                 .step_by(width)
-                .copied()
+                .map(|&v| f64::from(v))
                 .collect())
         };
         let base = assets.background_mean[column];
@@ -585,35 +668,86 @@ pub fn explain(
                         .shap(&x, &support.background, target, &mut scratch);
                 (shap.attributions, shap.base_value)
             }
-            (Method::Exact, _) => (
-                exact::explain(
-                    x,
-                    background,
-                    base,
-                    value,
-                    limits.batch_rows,
-                    &mut column_of,
-                    cancel,
-                )?,
-                base,
-            ),
-            (Method::Permutation, _) => (
-                permutation::explain(
-                    x,
-                    background,
-                    base,
-                    value,
-                    &permutations,
-                    limits.batch_rows,
-                    &mut column_of,
-                    cancel,
-                )?,
-                base,
-            ),
             (Method::Tree, None) => unreachable!("trees checked above"),
+            (method, _) => {
+                let game = Game {
+                    x,
+                    background,
+                    base,
+                    value,
+                };
+                let phi = game.attribute(method, &permutations, limits, &mut column_of, cancel)?;
+                (phi, base)
+            }
         };
+        explanations.push(Explanation::new(
+            class,
+            plan,
+            value,
+            base_value,
+            attributions,
+        ));
+    }
+    Ok(explanations)
+}
+
+/// One row's Shapley game for the model-agnostic methods: the row, the background, and the
+/// two values known without enumerating (`v(∅)` and `f(x)`).
+struct Game<'a> {
+    x: &'a [f32],
+    background: &'a Rows,
+    base: f64,
+    value: f64,
+}
+
+impl Game<'_> {
+    /// The attributions by `method` (exact or permutation), `model` evaluating coalitions.
+    fn attribute(
+        &self,
+        method: Method,
+        permutations: &[Vec<usize>],
+        limits: &ExplainLimits,
+        model: &mut exact::ModelFn<'_>,
+        cancel: &Cancel,
+    ) -> Result<Vec<f64>, ExplainError> {
+        let Game {
+            x,
+            background,
+            base,
+            value,
+        } = *self;
+        match method {
+            Method::Exact => {
+                exact::explain(x, background, base, value, limits.batch_rows, model, cancel)
+            }
+            Method::Permutation => permutation::explain(
+                x,
+                background,
+                base,
+                value,
+                permutations,
+                limits.batch_rows,
+                model,
+                cancel,
+            ),
+            Method::Tree => Err(ExplainError::Unavailable(
+                "Tree SHAP runs on the trees, not through the model".into(),
+            )),
+        }
+    }
+}
+
+impl Explanation {
+    /// An explanation as `plan` computed it, with its additivity residual.
+    fn new(
+        class: Option<usize>,
+        plan: &Plan,
+        value: f64,
+        base_value: f64,
+        attributions: Vec<f64>,
+    ) -> Explanation {
         let residual = value - base_value - attributions.iter().sum::<f64>();
-        explanations.push(Explanation {
+        Explanation {
             class,
             output: plan.output,
             value,
@@ -622,7 +756,81 @@ pub fn explain(
             method: plan.method,
             residual,
             permutations: (plan.method == Method::Permutation).then_some(plan.permutations),
-        });
+        }
+    }
+}
+
+/// Explains every row of a tensors model's `inputs` (one tensor per input, a batch of rows) as
+/// `plan` says, column by column (see [`columns`]). Blocking, cancellable, in request order, as
+/// [`explain`].
+pub fn explain_columns(
+    model: &LoadedModel,
+    assets: Option<&ExplainAssets>,
+    inputs: &[NamedTensor],
+    plan: &Plan,
+    limits: &ExplainLimits,
+    cancel: &Cancel,
+) -> Result<Vec<Explanation>, ExplainError> {
+    let (assets, set) = match assets {
+        Some(
+            assets @ ExplainAssets {
+                columns: Some(set), ..
+            },
+        ) => (assets, set),
+        _ => return Err(ExplainError::Unavailable("no background set".into())),
+    };
+    let n_rows = batch_rows(inputs);
+    let outputs = model
+        .infer_tensors(inputs, || {})
+        .map_err(|e| ExplainError::Model(e.to_string()))?;
+    let (scores, label) = match &model.signature.task {
+        GraphTask::Classifier {
+            probabilities_output,
+            label_output,
+            labels,
+        } => (probabilities_output, Some((label_output, labels))),
+        GraphTask::Regressor { output } => (output, None),
+        GraphTask::Tensors => return Err(not_a_scorer(model)),
+    };
+    let (reported, width) = columns::output_values(&outputs, scores, n_rows)?;
+    let background = &assets.background;
+    // Every row is coded as the index after the background's in the stack.
+    let x = vec![background.n_rows as f32; background.n_cols];
+    let permutations = match plan.method {
+        Method::Permutation => {
+            permutation::permutations(x.len(), plan.permutations, permutation::SEED)
+        }
+        _ => Vec::new(),
+    };
+    let mut explanations = Vec::with_capacity(n_rows);
+    for r in 0..n_rows {
+        cancel.check()?;
+        let class = match label {
+            Some((label_output, labels)) => Some(match plan.class {
+                Some(class) => class,
+                None => columns::label_index(&outputs, label_output, labels, r)?,
+            }),
+            None => None,
+        };
+        let index = class.unwrap_or(0);
+        let stack = columns::stack_row(&set.background, inputs, r)?;
+        let mut column_of = columns::model_fn(
+            model,
+            &set.layout,
+            &stack,
+            Column {
+                output: scores,
+                index,
+            },
+        );
+        let game = Game {
+            x: &x,
+            background,
+            base: assets.background_mean[index],
+            value: reported[r * width + index],
+        };
+        let phi = game.attribute(plan.method, &permutations, limits, &mut column_of, cancel)?;
+        explanations.push(Explanation::new(class, plan, game.value, game.base, phi));
     }
     Ok(explanations)
 }

@@ -131,8 +131,11 @@ mod tests {
         let background = Rows::new((0..4 * m).map(|_| rng.grid()).collect(), m);
         let x: Vec<f32> = (0..m).map(|_| rng.grid()).collect();
         let f = additive_with_interaction;
-        let mut model =
-            |rows: &Rows| Ok((0..rows.n_rows).map(|i| f(rows.row(i))).collect::<Vec<_>>());
+        let mut model = |rows: &Rows| {
+            Ok((0..rows.n_rows)
+                .map(|i| f64::from(f(rows.row(i))))
+                .collect::<Vec<_>>())
+        };
         let base = (0..4).map(|b| f64::from(f(background.row(b)))).sum::<f64>() / 4.0;
         let value = f64::from(f(&x));
         let perms = permutations(m, 10, SEED);
@@ -163,8 +166,11 @@ mod tests {
         let background = Rows::new(vec![0.0, 1.0, 2.0, -1.0], 2);
         let x = [1.5f32, 0.5];
         let f = additive_with_interaction;
-        let mut model =
-            |rows: &Rows| Ok((0..rows.n_rows).map(|i| f(rows.row(i))).collect::<Vec<_>>());
+        let mut model = |rows: &Rows| {
+            Ok((0..rows.n_rows)
+                .map(|i| f64::from(f(rows.row(i))))
+                .collect::<Vec<_>>())
+        };
         let base = (f64::from(f(background.row(0))) + f64::from(f(background.row(1)))) / 2.0;
         let value = f64::from(f(&x));
         let phi = explain(

@@ -50,6 +50,34 @@ pub struct ExplainOptions {
 }
 
 impl ExplainOptions {
+    /// The names of the options, as request bodies spell them.
+    pub const FIELDS: [&'static str; 3] = ["class", "output", "top_k"];
+
+    /// Sets option `field` (one of [`ExplainOptions::FIELDS`]) from its JSON value, or says
+    /// what the value must be: one set of rules for the rows and the tensors bodies.
+    pub fn set(&mut self, field: &'static str, value: serde_json::Value) -> Result<(), InputError> {
+        let invalid = |reason: &str| InputError::InvalidField {
+            field,
+            reason: reason.into(),
+        };
+        match field {
+            "class" => match value {
+                serde_json::Value::String(s) => self.class = Some(s),
+                _ => return Err(invalid("must be a class label (a string)")),
+            },
+            "output" => match value.as_str() {
+                Some("probability") => self.output = Some(OutputSpace::Probability),
+                Some("margin") => self.output = Some(OutputSpace::Margin),
+                _ => return Err(invalid("must be \"probability\" or \"margin\"")),
+            },
+            _ => match value.as_u64() {
+                Some(k) if k > 0 => self.top_k = Some(k as usize),
+                _ => return Err(invalid("must be a positive integer")),
+            },
+        }
+        Ok(())
+    }
+
     /// The first option given, for `/predict` to refuse by name.
     pub fn first_given(&self) -> Option<&'static str> {
         if self.class.is_some() {
@@ -245,19 +273,10 @@ impl<'de> Visitor<'de> for RequestSeed<'_, '_> {
                         Err(e) => return Err(context.fail(e)),
                     }
                 }
-                "class" => match map.next_value::<serde_json::Value>()? {
-                    serde_json::Value::String(s) => explain.class = Some(s),
-                    _ => return Err(context.fail(invalid("must be a class label (a string)"))),
-                },
-                "output" => match map.next_value::<serde_json::Value>()?.as_str() {
-                    Some("probability") => explain.output = Some(OutputSpace::Probability),
-                    Some("margin") => explain.output = Some(OutputSpace::Margin),
-                    _ => return Err(context.fail(invalid("must be \"probability\" or \"margin\""))),
-                },
-                _ => match map.next_value::<serde_json::Value>()?.as_u64() {
-                    Some(k) if k > 0 => explain.top_k = Some(k as usize),
-                    _ => return Err(context.fail(invalid("must be a positive integer"))),
-                },
+                _ => {
+                    let value = map.next_value::<serde_json::Value>()?;
+                    explain.set(field, value).map_err(|e| context.fail(e))?;
+                }
             }
         }
         let input = match (rows, entity_ids) {

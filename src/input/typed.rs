@@ -12,7 +12,7 @@ use half::f16;
 use serde_json::{Map, Value};
 
 use super::tensors::RequestedOutput;
-use super::InputError;
+use super::{ExplainOptions, InputError};
 use crate::model::infer::NamedTensor;
 use crate::model::signature::Signature;
 use crate::model::tensor::{ElementType, TensorData, TypedTensor};
@@ -281,18 +281,25 @@ fn json_values(
 /// the input's own type: one value where the input holds one per row (`[N]` or `[N, 1]`), else
 /// the dimensions after the batch as arrays, flat or nested (an image `[N, 1, 8, 8]`: 64
 /// numbers). Each input becomes one tensor of all rows; errors name the row and the input.
+/// `/explain`'s options are read as the rows form reads them.
 pub fn parse_tensor_rows(
     body: &[u8],
     signature: &Signature,
     max_rows: usize,
-) -> Result<Vec<NamedTensor>, InputError> {
+) -> Result<(Vec<NamedTensor>, ExplainOptions), InputError> {
     let body: Value =
         serde_json::from_slice(body).map_err(|e| InputError::InvalidJson(e.to_string()))?;
-    let Value::Object(body) = body else {
+    let Value::Object(mut body) = body else {
         return Err(InputError::InvalidJson(
             "the body must be a JSON object".into(),
         ));
     };
+    let mut explain = ExplainOptions::default();
+    for field in ExplainOptions::FIELDS {
+        if let Some(value) = body.remove(field) {
+            explain.set(field, value)?;
+        }
+    }
     if let Some(field) = body.keys().find(|k| *k != "instances") {
         return Err(match field.as_str() {
             "entity_ids" => InputError::InvalidField {
@@ -389,5 +396,6 @@ pub fn parse_tensor_rows(
                 tensor,
             })
         })
-        .collect()
+        .collect::<Result<_, _>>()
+        .map(|inputs| (inputs, explain))
 }

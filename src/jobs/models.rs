@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::args::{ModelsAddArgs, ModelsCommand, RepositoryArgs};
 use super::input::RowReader;
 use super::{DataFormat, JobError};
-use crate::explain;
+use crate::explain::{self, columns::ColumnLayout};
 use crate::model::discover::{self, FoundVersion, NO_MANIFEST};
 use crate::model::repository::sha256_hex;
 use crate::model::runtime::ExecutionProviderChoice;
@@ -26,6 +26,7 @@ use crate::model::{
     training_log, LoadError, LoadOptions, LoadedModel, Manifest, ModelEntry, ModelOutput,
     Repository, Runtime, Task,
 };
+use crate::serving::column_assets;
 
 /// Where `add` puts the artifacts in the version folder.
 const BACKGROUND_FILE: &str = "background.csv";
@@ -116,15 +117,28 @@ fn add(args: &ModelsAddArgs, runtime: &Runtime, out: &mut dyn Write) -> Result<(
     let (_, signature) = discover::read_signature(runtime, &bytes, &args.name, &version_text)?;
     let (mut entry, why_tensors) =
         tabular::entry_from_signature(&args.name, &version_text, &sha256_hex(&bytes), &signature);
+    let tensors = why_tensors.is_some();
     if let Some(why) = why_tensors {
-        if !args.feature_names.is_empty() || args.background.is_some() || args.reference.is_some() {
+        if args.reference.is_some() {
             return Err(input_error(
                 &args.file,
-                format!("--feature-names, --background and --reference need the rows form, and this model is served as named tensors: {why}"),
+                format!("--reference needs the rows form, and this model is served as named tensors: {why}"),
             ));
         }
+        if !args.feature_names.is_empty() || args.background.is_some() {
+            // A tabular tensors model names and explains its columns.
+            let layout = ColumnLayout::of(&signature, &args.feature_names).map_err(|reason| {
+                input_error(
+                    &args.file,
+                    format!("--feature-names and --background need the rows form or inputs that are columns, and {reason}; this model is served as named tensors: {why}"),
+                )
+            })?;
+            entry.feature_names = layout.names().to_vec();
+        }
+    } else {
+        name_rows_form_columns(&mut entry, args)?;
     }
-    name_columns(&mut entry, args)?;
+    name_classes(&mut entry, args)?;
     if let Some(raw) = &manifest {
         let taken = raw["models"].as_array().is_some_and(|models| {
             models
@@ -150,7 +164,7 @@ fn add(args: &ModelsAddArgs, runtime: &Runtime, out: &mut dyn Write) -> Result<(
     let staged = (|| {
         let target = dir.join(MODEL_FILE);
         std::fs::write(&target, &bytes).map_err(io_error(&target))?;
-        if let Some(background) = &args.background {
+        if let Some(background) = args.background.as_ref().filter(|_| !tensors) {
             explain::read_background(background, &entry.feature_names).map_err(|reason| {
                 input_error(
                     background,
@@ -160,11 +174,18 @@ fn add(args: &ModelsAddArgs, runtime: &Runtime, out: &mut dyn Write) -> Result<(
                     ),
                 )
             })?;
+        }
+        if let Some(background) = &args.background {
             let target = dir.join(BACKGROUND_FILE);
             std::fs::copy(background, &target).map_err(io_error(&target))?;
         }
         let raw = manifest.clone().unwrap_or(Value::Null);
         let model = load_entry(&entry, &raw, &repo.models_dir, runtime)?;
+        if let Some(background) = args.background.as_ref().filter(|_| tensors) {
+            // Read and run as the server will: the rows must be the model's.
+            column_assets(&model, &dir.join(BACKGROUND_FILE))
+                .map_err(|reason| input_error(background, reason))?;
+        }
         if let Some(reference) = &args.reference {
             let log = reference_log(&model, reference)?;
             let target = dir.join(TRAINING_LOG_FILE);
@@ -249,7 +270,8 @@ fn next_version(name: &str, models_dir: &Path, manifest: Option<&Value>) -> Resu
 }
 
 /// Applies `--feature-names` and `--class-labels`, which must be as many as the file has.
-fn name_columns(entry: &mut ModelEntry, args: &ModelsAddArgs) -> Result<(), JobError> {
+/// `--feature-names` for a rows-form model: one name per feature of its input.
+fn name_rows_form_columns(entry: &mut ModelEntry, args: &ModelsAddArgs) -> Result<(), JobError> {
     if !args.feature_names.is_empty() {
         if args.feature_names.len() != entry.feature_names.len() {
             return Err(input_error(
@@ -264,6 +286,11 @@ fn name_columns(entry: &mut ModelEntry, args: &ModelsAddArgs) -> Result<(), JobE
         }
         entry.feature_names = args.feature_names.clone();
     }
+    Ok(())
+}
+
+/// `--class-labels`: one name per class label of the graph, in its order.
+fn name_classes(entry: &mut ModelEntry, args: &ModelsAddArgs) -> Result<(), JobError> {
     if !args.class_labels.is_empty() {
         if entry.class_labels.is_empty() {
             return Err(input_error(

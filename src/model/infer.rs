@@ -22,6 +22,15 @@ pub struct NamedTensor {
     pub tensor: TypedTensor,
 }
 
+/// Rows in a call's inputs: the batch dimension of the first (every input of a call holds
+/// the same rows); 1 for inputs without one.
+pub fn batch_rows(inputs: &[NamedTensor]) -> usize {
+    inputs
+        .first()
+        .and_then(|input| input.tensor.batch_size())
+        .unwrap_or(1)
+}
+
 /// Why a typed inference call failed. The input variants are the caller's (the request layer
 /// should have caught them); the others point at the model or the runtime.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -299,6 +299,35 @@ impl TensorData {
         true
     }
 
+    /// The elements at `indices`, in that order (an index may repeat): how an explanation
+    /// builds a batch of rows mixing a row's values with background values.
+    pub fn gather(&self, indices: &[usize]) -> TensorData {
+        macro_rules! pick {
+            ($($variant:ident),*) => {
+                match self {
+                    $(TensorData::$variant(v) => {
+                        TensorData::$variant(indices.iter().map(|&i| v[i].clone()).collect())
+                    })*
+                }
+            };
+        }
+        pick!(
+            Bool, Uint8, Uint16, Uint32, Uint64, Int8, Int16, Int32, Int64, Float16, Float32,
+            Float64, String
+        )
+    }
+
+    /// The elements as f64 (exactly, for every float type), for a floating-point tensor;
+    /// `None` for integers, booleans and strings, which are not scores.
+    pub fn to_f64(&self) -> Option<Vec<f64>> {
+        match self {
+            TensorData::Float16(v) => Some(v.iter().map(|x| x.to_f64()).collect()),
+            TensorData::Float32(v) => Some(v.iter().map(|&x| f64::from(x)).collect()),
+            TensorData::Float64(v) => Some(v.clone()),
+            _ => None,
+        }
+    }
+
     /// A copy of elements `start..end`.
     fn slice(&self, start: usize, end: usize) -> TensorData {
         macro_rules! cut {
@@ -829,5 +858,25 @@ mod tests {
         let err =
             TypedTensor::from_le_bytes(ElementType::String, vec![1], &[0, 0, 0, 0, 9]).unwrap_err();
         assert_eq!(err.to_string(), "element 1: 1 bytes left after 1 strings");
+    }
+
+    #[test]
+    fn gather_picks_elements_in_order_and_floats_widen_exactly() {
+        let strings = TensorData::String(vec!["a".into(), "b".into(), "c".into()]);
+        assert_eq!(
+            strings.gather(&[2, 0, 2]),
+            TensorData::String(vec!["c".into(), "a".into(), "c".into()])
+        );
+        assert_eq!(
+            TensorData::Int64(vec![7, 8]).gather(&[1, 1, 0]),
+            TensorData::Int64(vec![8, 8, 7])
+        );
+        assert_eq!(
+            TensorData::Float32(vec![0.1, 2.5]).to_f64(),
+            Some(vec![f64::from(0.1f32), 2.5])
+        );
+        assert_eq!(TensorData::Float64(vec![0.1]).to_f64(), Some(vec![0.1]));
+        assert_eq!(TensorData::Int64(vec![1]).to_f64(), None);
+        assert_eq!(strings.to_f64(), None);
     }
 }

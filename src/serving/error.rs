@@ -53,7 +53,4 @@ pub enum ServingError {
     /// The manifest (or its rollout block) cannot be read: nothing changed.
     #[error("{0}")]
     Manifest(String),
-    /// `/explain` asked of a model served as named tensors.
-    #[error("model '{model}' is served as named tensors (inputs {inputs}): /explain takes models with one float input [N, F]; /predict and V2 serve this one")]
-    TensorsModel { model: String, inputs: String },
 }

@@ -1,5 +1,6 @@
 //! `/explain`'s pipeline: parse and check the request (errors come back before any work), turn
-//! it into rows exactly as `/predict` does (entity ids through the feature store), wait for an
+//! it into rows exactly as `/predict` does (entity ids through the feature store; a tensors
+//! model's rows into its input tensors, explained column by column), wait for an
 //! explanation slot without holding a thread, and compute on the blocking pool. Dropping the
 //! returned future (the client went away, the request timed out) cancels the computation
 //! between model batches.
@@ -10,11 +11,13 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::pipeline::{parse_rows_request, rows_of};
+use super::pipeline::{parse_rows_request, parse_tensor_request, rows_of};
 use super::{ServedModel, ServingError};
 use crate::explain::{self, Cancel, ExplainLimits, ExplainQuery, Explanation, Output};
 use crate::features::{FeatureStore, TraceContext};
 use crate::input::{ExplainOptions, InputError, OutputSpace, RequestInput};
+use crate::model::infer::{batch_rows, NamedTensor};
+use crate::model::Rows;
 use crate::telemetry::metrics;
 use crate::telemetry::otel::explain_span;
 use crate::telemetry::timing::InferenceTiming;
@@ -52,21 +55,29 @@ pub async fn explain(
 ) -> Result<Explained, ServingError> {
     let limits = context.limits;
     let max_request_rows = context.max_request_rows;
-    let request = parse_rows_request(body, model, max_request_rows.min(limits.max_rows))
-        .await
-        .map_err(|e| match e {
-            ServingError::Input(InputError::TooManyRows { limit }) if limit < max_request_rows => {
-                ServingError::ExplainTooManyRows { limit }
-            }
-            other => other,
-        })?;
-    let (n_rows, entity_ids) = match &request.input {
-        RequestInput::Rows(rows) => (rows.n_rows, None),
-        RequestInput::EntityIds(ids) => (ids.len(), Some(ids.clone())),
+    let max_rows = max_request_rows.min(limits.max_rows);
+    let parsed = match model.is_tensors() {
+        true => parse_tensor_request(body, model, max_rows)
+            .await
+            .map(|(inputs, options)| (Subject::Tensors(inputs), options)),
+        false => parse_rows_request(body, model, max_rows)
+            .await
+            .map(|request| (Subject::Request(request.input), request.explain)),
+    };
+    let (subject, options) = parsed.map_err(|e| match e {
+        ServingError::Input(InputError::TooManyRows { limit }) if limit < max_request_rows => {
+            ServingError::ExplainTooManyRows { limit }
+        }
+        other => other,
+    })?;
+    let (n_rows, entity_ids) = match &subject {
+        Subject::Request(RequestInput::Rows(rows)) => (rows.n_rows, None),
+        Subject::Request(RequestInput::EntityIds(ids)) => (ids.len(), Some(ids.clone())),
+        Subject::Tensors(inputs) => (batch_rows(inputs), None),
     };
     let query = ExplainQuery {
-        class: request.explain.class.clone(),
-        output: request.explain.output.map(|o| match o {
+        class: options.class.clone(),
+        output: options.output.map(|o| match o {
             OutputSpace::Probability => Output::Probability,
             OutputSpace::Margin => Output::Margin,
         }),
@@ -74,7 +85,10 @@ pub async fn explain(
     // Checked before any lookup: a refused explanation costs the feature store nothing.
     let plan = explain::plan(model, model.explain.as_deref(), &query, n_rows, limits)?;
     let admitted = context.slots.admit()?;
-    let rows = rows_of(context.store, request.input, model, trace).await?;
+    let work = match subject {
+        Subject::Request(input) => Work::Rows(rows_of(context.store, input, model, trace).await?),
+        Subject::Tensors(inputs) => Work::Tensors(inputs),
+    };
 
     let permit = context
         .slots
@@ -96,7 +110,14 @@ pub async fn explain(
         let _slot = (permit, admitted);
         let started = Instant::now();
         let assets = task_model.explain.as_deref();
-        let result = explain::explain(&task_model, assets, &rows, &plan, &limits, &cancel);
+        let result = match &work {
+            Work::Rows(rows) => {
+                explain::explain(&task_model, assets, rows, &plan, &limits, &cancel)
+            }
+            Work::Tensors(inputs) => {
+                explain::explain_columns(&task_model, assets, inputs, &plan, &limits, &cancel)
+            }
+        };
         let timing = InferenceTiming {
             queue: started - queued_at,
             inference: started.elapsed(),
@@ -104,7 +125,7 @@ pub async fn explain(
         if let Err(explain::ExplainError::Cancelled) = result {
             tracing::info!(
                 model = %task_model.entry.name,
-                rows = rows.n_rows,
+                rows = n_rows,
                 "explanation cancelled: the client went away"
             );
         }
@@ -121,9 +142,22 @@ pub async fn explain(
     Ok(Explained {
         explanations,
         entity_ids,
-        options: request.explain,
+        options,
         timing,
     })
+}
+
+/// What a call asks to explain: the rows or entity ids of a rows-form request, or a tensors
+/// model's inputs.
+enum Subject {
+    Request(RequestInput),
+    Tensors(Vec<NamedTensor>),
+}
+
+/// What is explained, once entity ids are looked up.
+enum Work {
+    Rows(Rows),
+    Tensors(Vec<NamedTensor>),
 }
 
 /// The explanation slots: `concurrency` permits to compute, and a bound on how many

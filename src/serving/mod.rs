@@ -30,7 +30,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::batching::{self, BatchingChoice, BatchingConfig, Executor};
+use crate::explain::columns::ColumnLayout;
 use crate::explain::{self, onnx::PostTransform, ExplainAssets};
+use crate::input::typed::parse_tensor_rows;
 use crate::model::repository::load_entry;
 use crate::model::runtime::{ExecutionProviderChoice, SessionPool};
 use crate::model::{LoadError, LoadOptions, LoadedModel, ModelEntry, Repository, Runtime};
@@ -95,6 +97,18 @@ impl Loader {
     }
 }
 
+/// A tensors model's explanation assets: its column layout, and the background CSV at `path`
+/// read as `/predict` would read those rows. Every failure is the artifact's: a background was
+/// promised for a model it cannot serve.
+pub fn column_assets(model: &LoadedModel, path: &Path) -> Result<ExplainAssets, String> {
+    let layout = ColumnLayout::of(&model.signature, &model.entry.feature_names)?;
+    let body = layout.background_request(path, &model.signature)?;
+    let (background, _) =
+        parse_tensor_rows(body.to_string().as_bytes(), &model.signature, usize::MAX)
+            .map_err(|e| format!("as the model's rows: {e}"))?;
+    ExplainAssets::prepare_columns(model, layout, background).map_err(|e| e.to_string())
+}
+
 /// Prepares `/explain` for a version: its background set (a broken one stops the start, as
 /// any artifact the manifest promises) and, when the graph is a tree ensemble, the trees read
 /// from the model bytes, with a margin session if the model post-transforms its margins. Trees
@@ -111,14 +125,24 @@ pub fn load_explain(
         return Ok(None);
     };
     let path = models_dir.join(&entry.path).join(file);
-    let background = explain::read_background(&path, &entry.feature_names).map_err(|reason| {
-        LoadError::Artifact {
-            model: entry.name.clone(),
-            version: entry.version.clone(),
-            path: path.clone(),
-            reason,
-        }
-    })?;
+    let artifact = |reason: String| LoadError::Artifact {
+        model: entry.name.clone(),
+        version: entry.version.clone(),
+        path: path.clone(),
+        reason,
+    };
+    if model.is_tensors() {
+        let assets = column_assets(model, &path).map_err(artifact)?;
+        tracing::info!(
+            model = %entry.name,
+            version = %entry.version,
+            background_rows = assets.background.n_rows,
+            features = assets.background.n_cols,
+            "explanations ready, column by column"
+        );
+        return Ok(Some(assets));
+    }
+    let background = explain::read_background(&path, &entry.feature_names).map_err(artifact)?;
     let trees = explain::onnx::read_trees(bytes, entry).and_then(|trees| {
         let Some(trees) = trees else {
             return Ok(None);

@@ -14,9 +14,9 @@ use super::live::Routed;
 use super::{ServedModel, ServingError};
 use crate::batching::Batch;
 use crate::features::{rows_for, FeatureStore, TraceContext};
-use crate::input::typed::{inputs_text, parse_tensor_rows};
-use crate::input::{parse_request, InferenceRequest, InputError, RequestInput};
-use crate::model::infer::{check_inputs, NamedTensor};
+use crate::input::typed::parse_tensor_rows;
+use crate::input::{parse_request, ExplainOptions, InferenceRequest, InputError, RequestInput};
+use crate::model::infer::{batch_rows, check_inputs, NamedTensor};
 use crate::model::{ModelOutput, Rows};
 use crate::monitor::drift::DriftHandle;
 use crate::telemetry::metrics;
@@ -43,19 +43,13 @@ where
         .map_err(ServingError::from)
 }
 
-/// Parses a `/predict` or `/explain` body for `model`, taking at most `max_rows` rows; a
-/// tensors model is refused with the routes that take its inputs.
+/// Parses a rows-form model's `/predict` or `/explain` body, taking at most `max_rows` rows
+/// (a tensors model's goes through [`parse_tensor_request`]).
 pub async fn parse_rows_request(
     body: Bytes,
     model: &Arc<ServedModel>,
     max_rows: usize,
 ) -> Result<InferenceRequest, ServingError> {
-    if model.is_tensors() {
-        return Err(ServingError::TensorsModel {
-            model: model.entry.name.clone(),
-            inputs: inputs_text(&model.signature),
-        });
-    }
     let model = model.clone();
     parse_off_runtime(body.len(), move || parse_request(&body, &model, max_rows)).await
 }
@@ -149,6 +143,32 @@ pub async fn infer_tensors(
     })
 }
 
+/// A tensors model's `/predict`-shaped body (see [`parse_tensor_rows`]), parsed off the async
+/// workers when large.
+pub async fn parse_tensor_request(
+    body: Bytes,
+    model: &Arc<ServedModel>,
+    max_rows: usize,
+) -> Result<(Vec<NamedTensor>, ExplainOptions), ServingError> {
+    let parsing = model.clone();
+    parse_off_runtime(body.len(), move || {
+        parse_tensor_rows(&body, &parsing.signature, max_rows)
+    })
+    .await
+}
+
+/// `/predict` refuses `/explain`'s options by name rather than ignoring them.
+fn only_for_explain(options: &ExplainOptions) -> Result<(), ServingError> {
+    match options.first_given() {
+        Some(field) => Err(InputError::InvalidField {
+            field,
+            reason: "applies to /explain only".into(),
+        }
+        .into()),
+        None => Ok(()),
+    }
+}
+
 /// `/predict`'s pipeline for a tensors model: its rows (objects keyed by input name) parsed
 /// into one tensor per input, then [`infer_tensors`]. Returns the outputs and the row count.
 pub async fn predict_tensors(
@@ -156,15 +176,9 @@ pub async fn predict_tensors(
     body: Bytes,
     max_rows: usize,
 ) -> Result<(Inferred<Vec<NamedTensor>>, usize), ServingError> {
-    let parsing = model.clone();
-    let inputs = parse_off_runtime(body.len(), move || {
-        parse_tensor_rows(&body, &parsing.signature, max_rows)
-    })
-    .await?;
-    let rows = inputs
-        .first()
-        .and_then(|i| i.tensor.batch_size())
-        .unwrap_or(1);
+    let (inputs, explain) = parse_tensor_request(body, model, max_rows).await?;
+    only_for_explain(&explain)?;
+    let rows = batch_rows(&inputs);
     Ok((infer_tensors(model, inputs, max_rows).await?, rows))
 }
 
@@ -233,13 +247,7 @@ pub async fn predict(
     keep_rows: bool,
 ) -> Result<Predicted, ServingError> {
     let request = parse_rows_request(body, model, max_rows).await?;
-    if let Some(field) = request.explain.first_given() {
-        return Err(InputError::InvalidField {
-            field,
-            reason: "applies to /explain only".into(),
-        }
-        .into());
-    }
+    only_for_explain(&request.explain)?;
     let entity_ids = match &request.input {
         RequestInput::EntityIds(ids) => Some(ids.clone()),
         RequestInput::Rows(_) => None,
