@@ -457,6 +457,30 @@ async fn check_explain_rows(
     }
 }
 
+/// `ferrum-serve models add` of fixture `name`'s model file into `models` and `manifest`, under
+/// its own name, with `extra` flags.
+fn models_add(
+    name: &str,
+    models: &Path,
+    manifest: &Path,
+    extra: &[&str],
+) -> (bool, String, String) {
+    let file = fixtures().join(name).join("1/model.onnx");
+    let mut args = vec![
+        "models",
+        "add",
+        file.to_str().unwrap(),
+        "--models-dir",
+        models.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--name",
+        name,
+    ];
+    args.extend_from_slice(extra);
+    ferrum(&args)
+}
+
 /// Class names `models add` is given for a classifier: not the graph's, to show the mapping.
 fn class_names(name: &str) -> Vec<String> {
     graph_label_names(name)
@@ -476,21 +500,10 @@ async fn models_add_then_serve_with_the_manifest() {
     let (models_s, manifest_s) = (models.to_str().unwrap(), manifest.to_str().unwrap());
     for name in SERVED {
         let dir = fixtures().join(name);
-        let (header, _) = reference(name);
-        let model = dir.join("1/model.onnx");
         let (background, reference_csv) = (dir.join("background.csv"), dir.join("reference.csv"));
-        let features = header.join(",");
+        let features = reference_header(name).join(",");
         let classes = class_names(name).join(",");
         let mut args = vec![
-            "models",
-            "add",
-            model.to_str().unwrap(),
-            "--models-dir",
-            models_s,
-            "--manifest",
-            manifest_s,
-            "--name",
-            name,
             "--feature-names",
             &features,
             "--background",
@@ -501,7 +514,7 @@ async fn models_add_then_serve_with_the_manifest() {
         if !classes.is_empty() {
             args.extend(["--class-labels", &classes]);
         }
-        let (ok, stdout, stderr) = ferrum(&args);
+        let (ok, stdout, stderr) = models_add(name, &models, &manifest, &args);
         assert!(ok, "{name}: {stderr}");
         assert!(
             stdout.starts_with(&format!("added {name} version 1 as ")),
@@ -686,24 +699,19 @@ async fn tabular_tensors_models_are_explained_as_shap_does() {
     let (models_s, manifest_s) = (models.to_str().unwrap(), manifest.to_str().unwrap());
     let tabular = ["column-transformer", "float64", "int64"];
     for name in tabular {
-        let dir = fixtures().join(name);
         let header = reference_header(name).join(",");
-        let (file, background) = (dir.join("1/model.onnx"), dir.join("background.csv"));
-        let (ok, stdout, stderr) = ferrum(&[
-            "models",
-            "add",
-            file.to_str().unwrap(),
-            "--models-dir",
-            models_s,
-            "--manifest",
-            manifest_s,
-            "--name",
+        let background = fixtures().join(name).join("background.csv");
+        let (ok, stdout, stderr) = models_add(
             name,
-            "--feature-names",
-            &header,
-            "--background",
-            background.to_str().unwrap(),
-        ]);
+            &models,
+            &manifest,
+            &[
+                "--feature-names",
+                &header,
+                "--background",
+                background.to_str().unwrap(),
+            ],
+        );
         assert!(ok, "{name}: {stdout} {stderr}");
         let written = common::read_json(&manifest);
         let entry = written["models"]
@@ -792,22 +800,7 @@ async fn other_models_are_served_as_named_tensors() {
         let target = tempfile::tempdir().unwrap();
         let models = target.path().join("models");
         let manifest = target.path().join("manifest.json");
-        let file = fixtures().join(name).join("1/model.onnx");
-        let add = |extra: &[&str]| {
-            let mut args = vec![
-                "models",
-                "add",
-                file.to_str().unwrap(),
-                "--models-dir",
-                models.to_str().unwrap(),
-                "--manifest",
-                manifest.to_str().unwrap(),
-                "--name",
-                name,
-            ];
-            args.extend_from_slice(extra);
-            ferrum(&args)
-        };
+        let add = |extra: &[&str]| models_add(name, &models, &manifest, extra);
         let (ok, _, stderr) = add(&["--feature-names", "a"]);
         assert!(!ok, "{name}");
         assert!(
