@@ -873,3 +873,133 @@ async fn poll_mode_picks_up_a_model_file_added_to_a_bare_repository() {
     )
     .await;
 }
+
+/// `ferrum-serve predict` on models served as named tensors, from a bare repository: JSON lines
+/// keyed by input name, or CSV for one whose inputs are columns, give the predictions
+/// onnxruntime Python gave for the same 32 rows in one run (the job's chunk), bit for bit:
+/// the ColumnTransformer's label and probabilities, the float64 regressor's value. A CSV the
+/// model cannot take, or CSV predictions of a model that is neither, are refused up front.
+#[test]
+fn the_predict_job_takes_tensors_models_rows() {
+    let repo = repository_of(&["column-transformer", "float64", "cnn"]);
+    let dir = repo.path().to_str().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let predict = |name: &str, input: &Path, output: &Path| {
+        ferrum(&[
+            "predict",
+            "--models-dir",
+            dir,
+            "--manifest",
+            "none",
+            "--model",
+            name,
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ])
+    };
+    for name in ["column-transformer", "float64"] {
+        let expected = expected(name);
+        let jsonl = work.path().join(format!("{name}.jsonl"));
+        let lines: Vec<String> = tensor_rows(name).iter().map(Value::to_string).collect();
+        std::fs::write(&jsonl, lines.join("\n") + "\n").unwrap();
+        // A bare repository names a matrix's columns f0, f1, ... (the ColumnTransformer's by
+        // input, as its CSV does).
+        let csv_in = work.path().join(format!("{name}.csv"));
+        let reference =
+            std::fs::read_to_string(fixtures().join(name).join("reference.csv")).unwrap();
+        let (header, body) = reference.split_once('\n').unwrap();
+        let header = match name {
+            "float64" => (0..header.split(',').count())
+                .map(|i| format!("f{i}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            _ => header.to_owned(),
+        };
+        std::fs::write(&csv_in, format!("{header}\n{body}")).unwrap();
+        let (jsonl_out, csv_out) = (
+            work.path().join(format!("{name}-out.jsonl")),
+            work.path().join(format!("{name}-out.csv")),
+        );
+        let (ok, stdout, stderr) = predict(name, &jsonl, &jsonl_out);
+        assert!(ok, "{name}: {stdout} {stderr}");
+        let (ok, stdout, stderr) = predict(name, &csv_in, &csv_out);
+        assert!(ok, "{name}: {stdout} {stderr}");
+        let from_jsonl: Vec<Value> = std::fs::read_to_string(&jsonl_out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["prediction"].clone())
+            .collect();
+        let mut csv = csv::Reader::from_path(&csv_out).unwrap();
+        let header: Vec<String> = csv.headers().unwrap().iter().map(String::from).collect();
+        let from_csv: Vec<Vec<String>> = csv
+            .records()
+            .map(|r| r.unwrap().iter().map(String::from).collect())
+            .collect();
+        assert_eq!((from_jsonl.len(), from_csv.len()), (32, 32), "{name}");
+        match &expected.labels {
+            Some(labels) => {
+                let classes = graph_label_names(name);
+                let mut columns = vec!["label".to_string()];
+                columns.extend(classes.iter().map(|c| format!("probability_{c}")));
+                assert_eq!(header, columns, "{name}");
+                for r in 0..32 {
+                    let label = labels[r].to_string();
+                    assert_eq!(from_jsonl[r]["label"], label.as_str(), "{name} row {r}");
+                    assert_eq!(from_csv[r][0], label, "{name} row {r}");
+                    for (k, class) in classes.iter().enumerate() {
+                        let want = expected.numbers[r * classes.len() + k];
+                        assert_eq!(
+                            from_jsonl[r]["probabilities"][class], want,
+                            "{name} row {r}"
+                        );
+                        assert_eq!(
+                            from_csv[r][k + 1].parse::<f64>().unwrap(),
+                            want,
+                            "{name} row {r}"
+                        );
+                    }
+                }
+            }
+            None => {
+                assert_eq!(header, ["value"], "{name}");
+                for r in 0..32 {
+                    let want = expected.numbers[r];
+                    assert_eq!(from_jsonl[r]["value"], want, "{name} row {r}");
+                    assert_eq!(
+                        from_csv[r][0].parse::<f64>().unwrap(),
+                        want,
+                        "{name} row {r}"
+                    );
+                }
+            }
+        }
+    }
+    let cnn_csv = fixtures().join("cnn").join("reference.csv");
+    let (ok, _, stderr) = predict("cnn", &cnn_csv, &work.path().join("cnn.jsonl"));
+    assert!(!ok);
+    assert!(
+        stderr.contains("CSV rows need a model whose inputs are columns, and input 'pixels' has shape [?, 1, 8, 8]"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = predict("cnn", &cnn_csv, &work.path().join("cnn.csv"));
+    assert!(!ok);
+    assert!(
+        stderr.contains("write JSON lines (--output-format jsonl)"),
+        "{stderr}"
+    );
+    // A bad row is refused with its line and the API's words.
+    let bad = work.path().join("bad.jsonl");
+    let mut rows = tensor_rows("column-transformer");
+    rows[1]["city"] = json!(7);
+    let lines: Vec<String> = rows[..3].iter().map(Value::to_string).collect();
+    std::fs::write(&bad, lines.join("\n")).unwrap();
+    let (ok, _, stderr) = predict(
+        "column-transformer",
+        &bad,
+        &work.path().join("bad-out.jsonl"),
+    );
+    assert!(!ok);
+    assert!(stderr.contains("line 2: city"), "{stderr}");
+}

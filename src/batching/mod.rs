@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::model::infer::{NamedTensor, RunError};
+use crate::model::infer::NamedTensor;
 use crate::model::tensor::TypedTensor;
 use crate::model::{InferenceError, LoadedModel, ModelOutput, Rows};
 use crate::telemetry::metrics::InferenceCalls;
@@ -342,10 +342,7 @@ impl Work for Vec<NamedTensor> {
         None
     }
     fn run(&self, model: &LoadedModel) -> Result<Vec<NamedTensor>, InferenceError> {
-        model.infer_tensors(self, || {}).map_err(|e| match e {
-            RunError::Runtime(reason) => InferenceError::Runtime(reason),
-            other => InferenceError::Output(other.to_string()),
-        })
+        Ok(model.infer_tensors(self, || {})?)
     }
 }
 

@@ -17,7 +17,7 @@ use super::ExplainError;
 use crate::model::infer::NamedTensor;
 use crate::model::signature::{ClassLabels, Dim, Signature};
 use crate::model::tabular::default_feature_names;
-use crate::model::tensor::{TensorData, TypedTensor};
+use crate::model::tensor::{ElementType, TensorData, TypedTensor};
 use crate::model::{LoadedModel, Rows};
 
 /// How a tensors model's inputs split into feature columns.
@@ -101,10 +101,9 @@ impl ColumnLayout {
     }
 
     /// Reads a background CSV (a header naming the features in order, then one row per line)
-    /// as the `/predict` body of those rows: each row an object keyed by input name, strings
-    /// as they are, other cells as JSON numbers or booleans. The caller parses it as a request
-    /// (integers exactly, floats rounded to the input's type as numpy does), so the background
-    /// is what a client sending those rows would have sent.
+    /// as the `/predict` body of those rows (see [`ColumnLayout::request_row`]). The caller
+    /// parses it as a request (integers exactly, floats rounded to the input's type as numpy
+    /// does), so the background is what a client sending those rows would have sent.
     pub fn background_request(
         &self,
         path: &Path,
@@ -121,36 +120,48 @@ impl ColumnLayout {
         let mut rows = Vec::new();
         for (r, record) in reader.records().enumerate() {
             let record = record.map_err(|e| e.to_string())?;
-            let mut row = serde_json::Map::with_capacity(self.inputs.len());
-            for (input, spec) in self.inputs.iter().zip(&signature.inputs) {
-                let cell = |j: usize| -> Result<serde_json::Value, String> {
-                    let text = &record[input.first + j];
-                    if spec.element_type == crate::model::tensor::ElementType::String {
-                        return Ok(text.into());
-                    }
-                    serde_json::from_str(text.trim()).map_err(|_| {
-                        format!(
-                            "row {r}, {}: '{text}' is not a {} value",
-                            self.names[input.first + j],
-                            spec.element_type
-                        )
-                    })
-                };
-                let value = match input.rank_one || input.width == 1 {
-                    true => cell(0)?,
-                    false => (0..input.width)
-                        .map(cell)
-                        .collect::<Result<Vec<_>, _>>()?
-                        .into(),
-                };
-                row.insert(input.name.clone(), value);
-            }
-            rows.push(serde_json::Value::Object(row));
+            let row = self
+                .request_row(|i| &record[i], signature)
+                .map_err(|e| format!("row {r}, {e}"))?;
+            rows.push(row);
         }
         if rows.is_empty() {
             return Err("it has no rows".into());
         }
         Ok(serde_json::json!({ "instances": rows }))
+    }
+
+    /// One row of `/predict`'s `instances` from the text of each feature (`cell(i)` for
+    /// feature `i`): an object keyed by input name, strings as they are, other cells as JSON
+    /// numbers or booleans, an input of several columns as an array. The error names the
+    /// feature and the text.
+    pub fn request_row<'a>(
+        &self,
+        cell: impl Fn(usize) -> &'a str,
+        signature: &Signature,
+    ) -> Result<serde_json::Value, String> {
+        let mut row = serde_json::Map::with_capacity(self.inputs.len());
+        for (input, spec) in self.inputs.iter().zip(&signature.inputs) {
+            let value = |j: usize| -> Result<serde_json::Value, String> {
+                let text = cell(input.first + j);
+                if spec.element_type == ElementType::String {
+                    return Ok(text.into());
+                }
+                serde_json::from_str(text.trim()).map_err(|_| {
+                    format!(
+                        "{}: '{text}' is not a {} value",
+                        self.names[input.first + j],
+                        spec.element_type
+                    )
+                })
+            };
+            let value = match input.width {
+                1 => value(0)?,
+                width => (0..width).map(value).collect::<Result<Vec<_>, _>>()?.into(),
+            };
+            row.insert(input.name.clone(), value);
+        }
+        Ok(serde_json::Value::Object(row))
     }
 
     /// The coded background: `n_background` rows, row `b` holding `b` in every column.
@@ -302,7 +313,6 @@ pub fn stack_row(
 mod tests {
     use super::*;
     use crate::model::signature::{GraphTask, TensorSpec};
-    use crate::model::tensor::ElementType;
 
     fn signature(inputs: Vec<(&str, ElementType, Vec<Dim>)>) -> Signature {
         Signature {

@@ -16,7 +16,10 @@ use indicatif::ProgressBar;
 
 use super::DataFormat;
 use super::{is_std, JobError};
+use crate::explain::columns::ColumnLayout;
+use crate::input::typed::parse_tensor_rows;
 use crate::input::{parse_request, InputError, RequestInput};
+use crate::model::infer::NamedTensor;
 use crate::model::{LoadedModel, Rows};
 
 /// Up to `chunk_rows` validated rows.
@@ -27,17 +30,33 @@ pub struct Chunk {
     pub passthrough: Vec<Vec<String>>,
 }
 
-/// Reads a CSV or JSON-lines file in chunks of validated rows.
-pub struct RowReader<'m> {
+/// Reads a CSV or JSON-lines file in chunks of validated rows, from `source`.
+pub(crate) struct Reader<'m, S> {
     path: PathBuf,
     model: &'m LoadedModel,
     chunk_rows: usize,
-    source: Source,
+    source: S,
     /// Names of the columns carried through (CSV only).
     passthrough_names: Vec<String>,
 }
 
-enum Source {
+/// A rows-form model's rows, as [`Chunk`]s.
+pub(crate) type RowReader<'m> = Reader<'m, Source>;
+
+/// A tensors model's rows, as [`TensorChunk`]s: JSON lines (each line one row keyed by input
+/// name) for any such model, or CSV for a tabular one (its header names the feature columns,
+/// see [`ColumnLayout`]; other columns pass through).
+pub(crate) type TensorRowReader<'m> = Reader<'m, TensorSource>;
+
+impl<S> Reader<'_, S> {
+    /// The pass-through column names (CSV columns that are not features), in header order.
+    pub fn passthrough_names(&self) -> &[String] {
+        &self.passthrough_names
+    }
+}
+
+/// Where a rows-form model's rows come from.
+pub(crate) enum Source {
     Csv {
         reader: csv::Reader<Box<dyn Read>>,
         /// Feature `j` is CSV column `feature_columns[j]`.
@@ -64,46 +83,18 @@ impl<'m> RowReader<'m> {
         chunk_rows: usize,
         progress: Option<&ProgressBar>,
     ) -> Result<RowReader<'m>, JobError> {
-        let raw: Box<dyn Read> = if is_std(path) {
-            Box::new(std::io::stdin().lock())
-        } else {
-            Box::new(File::open(path).map_err(|source| JobError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?)
-        };
-        let raw: Box<dyn Read> = match progress {
-            Some(bar) => Box::new(bar.wrap_read(raw)),
-            None => raw,
-        };
-        let fail = |message: String| JobError::Input {
-            path: path.to_path_buf(),
-            message,
-        };
+        let raw = open_raw(path, progress)?;
         let (source, passthrough_names) = match format {
             DataFormat::Csv => {
-                let mut reader = csv::ReaderBuilder::new()
-                    .has_headers(true)
-                    .buffer_capacity(1 << 16)
-                    .from_reader(raw);
-                let header = reader
-                    .headers()
-                    .map_err(|e| fail(format!("cannot read the CSV header: {e}")))?
-                    .clone();
-                let (feature_columns, passthrough_columns) = map_header(&header, model)
-                    .map_err(|m| fail(format!("line 1 (header): {m}")))?;
-                let names = passthrough_columns
-                    .iter()
-                    .map(|&c| header_name(&header, c).to_string())
-                    .collect();
+                let (reader, columns) = open_csv(path, raw, &model.entry.feature_names)?;
                 (
                     Source::Csv {
                         reader,
-                        feature_columns,
-                        passthrough_columns,
+                        feature_columns: columns.features,
+                        passthrough_columns: columns.passthrough,
                         record: csv::StringRecord::new(),
                     },
-                    names,
+                    columns.passthrough_names,
                 )
             }
             DataFormat::Jsonl => (
@@ -123,11 +114,6 @@ impl<'m> RowReader<'m> {
             source,
             passthrough_names,
         })
-    }
-
-    /// The pass-through column names (CSV columns that are not features), in header order.
-    pub fn passthrough_names(&self) -> &[String] {
-        &self.passthrough_names
     }
 
     /// The next chunk, or `None` at the end of the input. The first invalid row stops the job
@@ -216,6 +202,239 @@ impl<'m> RowReader<'m> {
     }
 }
 
+/// `path` opened for reading (`-`: stdin), counting bytes read on `progress`.
+fn open_raw(path: &Path, progress: Option<&ProgressBar>) -> Result<Box<dyn Read>, JobError> {
+    let raw: Box<dyn Read> = if is_std(path) {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(File::open(path).map_err(|source| JobError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?)
+    };
+    Ok(match progress {
+        Some(bar) => Box::new(bar.wrap_read(raw)),
+        None => raw,
+    })
+}
+
+/// Where a CSV file's features and pass-through columns are.
+pub(crate) struct CsvColumns {
+    /// Feature `j` is CSV column `features[j]`.
+    features: Vec<usize>,
+    /// CSV columns that are not features, in header order, and their names.
+    passthrough: Vec<usize>,
+    passthrough_names: Vec<String>,
+}
+
+/// A CSV reader past its header, and the header mapped to `feature_names`.
+fn open_csv(
+    path: &Path,
+    raw: Box<dyn Read>,
+    feature_names: &[String],
+) -> Result<(csv::Reader<Box<dyn Read>>, CsvColumns), JobError> {
+    let fail = |message: String| JobError::Input {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .buffer_capacity(1 << 16)
+        .from_reader(raw);
+    let header = reader
+        .headers()
+        .map_err(|e| fail(format!("cannot read the CSV header: {e}")))?
+        .clone();
+    let (features, passthrough) =
+        map_header(&header, feature_names).map_err(|m| fail(format!("line 1 (header): {m}")))?;
+    let passthrough_names = passthrough
+        .iter()
+        .map(|&c| header_name(&header, c).to_string())
+        .collect();
+    Ok((
+        reader,
+        CsvColumns {
+            features,
+            passthrough,
+            passthrough_names,
+        },
+    ))
+}
+
+/// Up to `chunk_rows` validated rows of a model served as named tensors.
+pub struct TensorChunk {
+    /// One tensor per model input, each of all the chunk's rows.
+    pub inputs: Vec<NamedTensor>,
+    /// Rows in the chunk.
+    pub rows: usize,
+    /// Per row, the values of the pass-through columns (CSV only), in header order.
+    pub passthrough: Vec<Vec<String>>,
+}
+
+/// Where a tensors model's rows come from.
+pub(crate) enum TensorSource {
+    Csv {
+        // Boxed: a CSV reader is far larger than the JSON-lines state.
+        reader: Box<csv::Reader<Box<dyn Read>>>,
+        layout: ColumnLayout,
+        columns: CsvColumns,
+        record: csv::StringRecord,
+    },
+    Jsonl {
+        reader: Box<dyn BufRead>,
+        line: Vec<u8>,
+        line_number: u64,
+    },
+}
+
+impl<'m> TensorRowReader<'m> {
+    /// Opens `path` (`-`: stdin); for CSV, the model must be tabular and the header must name
+    /// its features.
+    pub fn open(
+        path: &Path,
+        format: DataFormat,
+        model: &'m LoadedModel,
+        chunk_rows: usize,
+        progress: Option<&ProgressBar>,
+    ) -> Result<TensorRowReader<'m>, JobError> {
+        let raw = open_raw(path, progress)?;
+        let (source, passthrough_names) = match format {
+            DataFormat::Csv => {
+                let layout = ColumnLayout::of(&model.signature, &model.entry.feature_names)
+                    .map_err(|reason| JobError::Input {
+                        path: path.to_path_buf(),
+                        message: format!(
+                            "CSV rows need a model whose inputs are columns, and {reason}: send JSON lines, each row keyed by input name"
+                        ),
+                    })?;
+                let (reader, columns) = open_csv(path, raw, layout.names())?;
+                let names = columns.passthrough_names.clone();
+                let source = TensorSource::Csv {
+                    reader: Box::new(reader),
+                    layout,
+                    columns,
+                    record: csv::StringRecord::new(),
+                };
+                (source, names)
+            }
+            DataFormat::Jsonl => (
+                TensorSource::Jsonl {
+                    reader: Box::new(BufReader::with_capacity(1 << 16, raw)),
+                    line: Vec::new(),
+                    line_number: 0,
+                },
+                Vec::new(),
+            ),
+        };
+        Ok(TensorRowReader {
+            path: path.to_path_buf(),
+            model,
+            chunk_rows: chunk_rows.max(1),
+            source,
+            passthrough_names,
+        })
+    }
+
+    /// The next chunk, or `None` at the end of the input. The first invalid row stops the job
+    /// with its line number and the API's words.
+    pub fn next_chunk(&mut self) -> Result<Option<TensorChunk>, JobError> {
+        let fail = |message: String| JobError::Input {
+            path: self.path.clone(),
+            message,
+        };
+        let signature = &self.model.signature;
+        let mut rows: Vec<(u64, serde_json::Value)> = Vec::with_capacity(self.chunk_rows);
+        let mut passthrough = Vec::new();
+        while rows.len() < self.chunk_rows {
+            match &mut self.source {
+                TensorSource::Csv {
+                    reader,
+                    layout,
+                    columns,
+                    record,
+                } => {
+                    if !reader
+                        .read_record(record)
+                        .map_err(|e| fail(csv_error(&e)))?
+                    {
+                        break;
+                    }
+                    let line = record.position().map_or(0, |p| p.line());
+                    let row = layout
+                        .request_row(|i| record.get(columns.features[i]).unwrap_or(""), signature)
+                        .map_err(|m| fail(format!("line {line}: feature {m}")))?;
+                    rows.push((line, row));
+                    if !columns.passthrough.is_empty() {
+                        passthrough.push(
+                            columns
+                                .passthrough
+                                .iter()
+                                .map(|&c| record.get(c).unwrap_or("").to_string())
+                                .collect(),
+                        );
+                    }
+                }
+                TensorSource::Jsonl {
+                    reader,
+                    line,
+                    line_number,
+                } => {
+                    line.clear();
+                    let read = reader
+                        .read_until(b'\n', line)
+                        .map_err(|source| JobError::Io {
+                            path: self.path.clone(),
+                            source,
+                        })?;
+                    if read == 0 {
+                        break;
+                    }
+                    *line_number += 1;
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    let row: serde_json::Value = serde_json::from_slice(line).map_err(|_| {
+                        fail(format!(
+                            "line {line_number}: invalid JSON (a line must be one row: an object keyed by input name)"
+                        ))
+                    })?;
+                    rows.push((*line_number, row));
+                }
+            }
+        }
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let n = rows.len();
+        let body = |rows: &[(u64, serde_json::Value)]| {
+            let instances: Vec<&serde_json::Value> = rows.iter().map(|(_, row)| row).collect();
+            serde_json::json!({ "instances": instances }).to_string()
+        };
+        let inputs = match parse_tensor_rows(body(&rows).as_bytes(), signature, n) {
+            Ok((inputs, _)) => inputs,
+            // Found again row by row, to name the line.
+            Err(chunk_error) => {
+                for one in rows.chunks(1) {
+                    if let Err(e) = parse_tensor_rows(body(one).as_bytes(), signature, 1) {
+                        let message = e.to_string().replacen("instances[0].", "", 1).replacen(
+                            "instances[0]: ",
+                            "",
+                            1,
+                        );
+                        return Err(fail(format!("line {}: {message}", one[0].0)));
+                    }
+                }
+                return Err(fail(chunk_error.to_string()));
+            }
+        };
+        Ok(Some(TensorChunk {
+            inputs,
+            rows: n,
+            passthrough,
+        }))
+    }
+}
+
 fn header_name(header: &csv::StringRecord, column: usize) -> &str {
     let name = header.get(column).unwrap_or("");
     // A UTF-8 byte-order mark some spreadsheet tools write before the first name.
@@ -229,9 +448,9 @@ fn header_name(header: &csv::StringRecord, column: usize) -> &str {
 /// Maps CSV columns to features: every feature exactly once; the rest pass through.
 fn map_header(
     header: &csv::StringRecord,
-    model: &LoadedModel,
+    feature_names: &[String],
 ) -> Result<(Vec<usize>, Vec<usize>), String> {
-    let mut feature_columns = vec![usize::MAX; model.n_features()];
+    let mut feature_columns = vec![usize::MAX; feature_names.len()];
     let mut passthrough = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for column in 0..header.len() {
@@ -239,14 +458,12 @@ fn map_header(
         if !seen.insert(name) {
             return Err(format!("column '{name}' appears twice"));
         }
-        match model.feature_index.get(name) {
-            Some(&j) => feature_columns[j] = column,
+        match feature_names.iter().position(|f| f == name) {
+            Some(j) => feature_columns[j] = column,
             None => passthrough.push(column),
         }
     }
-    let missing: Vec<&str> = model
-        .entry
-        .feature_names
+    let missing: Vec<&str> = feature_names
         .iter()
         .zip(&feature_columns)
         .filter(|(_, &c)| c == usize::MAX)

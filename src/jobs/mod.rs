@@ -7,7 +7,8 @@
 //!
 //! Both stream their input in chunks of `--chunk-rows` rows ([`input`]), so memory stays flat
 //! whatever the file size, and validate every row as `/predict` does: each feature present once
-//! by name, each value a finite float32. Both load the model exactly as the server does
+//! by name, each value a finite float32 (for a model served as named tensors, each input's
+//! value of its own type). Both load the model exactly as the server does
 //! (sha256 checked against the manifest, signature checked, warmed up).
 //!
 //! An edge: may import any layer; no layer imports it.

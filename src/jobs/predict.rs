@@ -6,6 +6,11 @@
 //! - JSON lines: `{"<pass-through column>": "<text>", ..., "prediction": P}` where `P` is exactly
 //!   one element of `/predict`'s `predictions` (`{"label", "probabilities"}` or `{"value"}`).
 //!
+//! A model served as named tensors takes its rows as `/predict` does for it
+//! ([`super::input::TensorRowReader`]: JSON lines keyed by input name, or CSV when its inputs
+//! are columns) and writes `/predict`'s prediction per row: in CSV a classifier's or regressor's
+//! columns as above (a model with other outputs writes JSON lines only).
+//!
 //! Numbers are the model's float32 outputs widened to float64 and written as the shortest
 //! decimal that reads back the same, as the API writes them. The output is written to
 //! `<output>.partial` and renamed when complete, so a consumer never reads half a file.
@@ -16,10 +21,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::args::PredictArgs;
-use super::input::{Chunk, RowReader};
+use super::input::{Chunk, RowReader, TensorChunk, TensorRowReader};
 use super::DataFormat;
 use super::{format_of, is_std, load_model, progress_bar, JobError};
-use crate::model::{LoadedModel, ModelOutput};
+use crate::model::infer::NamedTensor;
+use crate::model::signature::GraphTask;
+use crate::model::{InferenceError, LoadedModel, ModelOutput, TensorPredictions};
 
 /// What a finished job did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,31 +44,50 @@ pub fn run(args: &PredictArgs) -> Result<PredictSummary, JobError> {
     let output_format = format_of(&args.output, args.output_format);
     let progress = progress_bar(&args.rows.input);
     let chunk_rows = usize::try_from(args.model.chunk_rows).unwrap_or(usize::MAX);
-    let mut reader = RowReader::open(
-        &args.rows.input,
-        input_format,
-        model,
-        chunk_rows,
-        progress.as_ref(),
-    )?;
-    let mut output = Output::create(
-        &args.output,
-        output_format,
-        reader.passthrough_names(),
-        model,
-    )?;
+    let (input, progress_ref) = (&args.rows.input, progress.as_ref());
     let mut rows = 0u64;
-    let result = (|| {
-        while let Some(chunk) = reader.next_chunk()? {
-            let predictions = model.infer(&chunk.rows)?;
-            output.write(&chunk, &predictions)?;
-            rows += chunk.rows.n_rows as u64;
-            if let Some(bar) = &progress {
-                bar.set_message(format!("{rows} rows"));
-            }
+    let mut count = |n: usize| {
+        rows += n as u64;
+        if let Some(bar) = &progress {
+            bar.set_message(format!("{rows} rows"));
         }
-        Ok(())
-    })();
+    };
+    let create =
+        |passthrough: &[String]| Output::create(&args.output, output_format, passthrough, model);
+    let (output, result) = if model.is_tensors() {
+        if output_format == DataFormat::Csv && matches!(model.signature.task, GraphTask::Tensors) {
+            return Err(JobError::Input {
+                path: args.output.clone(),
+                message: "CSV predictions are a classifier's label and probabilities or a regressor's value, and this model gives other outputs: write JSON lines (--output-format jsonl)".into(),
+            });
+        }
+        let mut reader =
+            TensorRowReader::open(input, input_format, model, chunk_rows, progress_ref)?;
+        let mut output = create(reader.passthrough_names())?;
+        let result = (|| {
+            while let Some(chunk) = reader.next_chunk()? {
+                let outputs = model
+                    .infer_tensors(&chunk.inputs, || {})
+                    .map_err(InferenceError::from)?;
+                output.write_tensors(&chunk, &outputs)?;
+                count(chunk.rows);
+            }
+            Ok(())
+        })();
+        (output, result)
+    } else {
+        let mut reader = RowReader::open(input, input_format, model, chunk_rows, progress_ref)?;
+        let mut output = create(reader.passthrough_names())?;
+        let result = (|| {
+            while let Some(chunk) = reader.next_chunk()? {
+                let predictions = model.infer(&chunk.rows)?;
+                output.write(&chunk, &predictions)?;
+                count(chunk.rows.n_rows);
+            }
+            Ok(())
+        })();
+        (output, result)
+    };
     if let Some(bar) = &progress {
         bar.finish_and_clear();
     }
@@ -176,78 +202,132 @@ impl<'m> Output<'m> {
         self.line.push_str(text);
     }
 
+    /// Starts row `i`'s line: its pass-through values, then (JSON lines) the `prediction` key.
+    fn begin_row(&mut self, passthrough: &[Vec<String>], i: usize) {
+        self.line.clear();
+        let values = passthrough.get(i);
+        match self.format {
+            DataFormat::Csv => {
+                for value in values.into_iter().flatten() {
+                    push_csv_field(&mut self.line, value);
+                    self.line.push(',');
+                }
+            }
+            DataFormat::Jsonl => {
+                self.line.push('{');
+                if let Some(values) = values {
+                    for (name, value) in self.passthrough_names.iter().zip(values) {
+                        push_json_string(&mut self.line, name);
+                        self.line.push(':');
+                        push_json_string(&mut self.line, value);
+                        self.line.push(',');
+                    }
+                }
+                self.line.push_str(r#""prediction":"#);
+            }
+        }
+    }
+
+    /// Ends the line [`Output::begin_row`] started and writes it.
+    fn end_row(&mut self) -> Result<(), JobError> {
+        if self.format == DataFormat::Jsonl {
+            self.line.push('}');
+        }
+        self.line.push('\n');
+        let line = std::mem::take(&mut self.line);
+        let written = self.write_text(&line);
+        self.line = line;
+        written
+    }
+
     fn write(&mut self, chunk: &Chunk, output: &ModelOutput) -> Result<(), JobError> {
         let labels = &self.model.entry.class_labels;
         for i in 0..chunk.rows.n_rows {
-            self.line.clear();
-            let passthrough = chunk.passthrough.get(i);
+            self.begin_row(&chunk.passthrough, i);
+            match self.format {
+                DataFormat::Csv => match output {
+                    ModelOutput::Classification {
+                        labels: predicted,
+                        probabilities,
+                        n_classes,
+                    } => {
+                        push_csv_field(&mut self.line, &labels[predicted[i] as usize]);
+                        for k in 0..*n_classes {
+                            self.line.push(',');
+                            self.push_number(probabilities[i * n_classes + k]);
+                        }
+                    }
+                    ModelOutput::Regression { values } => self.push_number(values[i]),
+                },
+                DataFormat::Jsonl => match output {
+                    ModelOutput::Classification {
+                        labels: predicted,
+                        probabilities,
+                        n_classes,
+                    } => {
+                        self.line.push_str(r#"{"label":"#);
+                        push_json_string(&mut self.line, &labels[predicted[i] as usize]);
+                        self.line.push_str(r#","probabilities":{"#);
+                        for k in 0..*n_classes {
+                            if k > 0 {
+                                self.line.push(',');
+                            }
+                            push_json_string(&mut self.line, &labels[k]);
+                            self.line.push(':');
+                            self.push_number(probabilities[i * n_classes + k]);
+                        }
+                        self.line.push_str("}}");
+                    }
+                    ModelOutput::Regression { values } => {
+                        self.line.push_str(r#"{"value":"#);
+                        self.push_number(values[i]);
+                        self.line.push('}');
+                    }
+                },
+            }
+            self.end_row()?;
+        }
+        Ok(())
+    }
+
+    /// Writes a tensors model's predictions of `chunk`, one line per row: JSON lines with the
+    /// prediction `/predict` gives for the row, or CSV columns of a classifier's or a
+    /// regressor's (checked before the job starts).
+    fn write_tensors(
+        &mut self,
+        chunk: &TensorChunk,
+        outputs: &[NamedTensor],
+    ) -> Result<(), JobError> {
+        let task = &self.model.signature.task;
+        let predictions = TensorPredictions {
+            outputs,
+            task,
+            rows: chunk.rows,
+        };
+        let labels = match task {
+            GraphTask::Classifier { labels, .. } => labels.names(),
+            _ => Vec::new(),
+        };
+        for i in 0..chunk.rows {
+            self.begin_row(&chunk.passthrough, i);
+            let prediction = predictions.row(i);
             match self.format {
                 DataFormat::Csv => {
-                    if let Some(values) = passthrough {
-                        for value in values {
-                            push_csv_field(&mut self.line, value);
+                    if labels.is_empty() {
+                        self.line.push_str(&prediction["value"].to_string());
+                    } else {
+                        let label = prediction["label"].as_str().unwrap_or_default();
+                        push_csv_field(&mut self.line, label);
+                        for label in &labels {
                             self.line.push(',');
+                            self.line
+                                .push_str(&prediction["probabilities"][label].to_string());
                         }
-                    }
-                    match output {
-                        ModelOutput::Classification {
-                            labels: predicted,
-                            probabilities,
-                            n_classes,
-                        } => {
-                            push_csv_field(&mut self.line, &labels[predicted[i] as usize]);
-                            for k in 0..*n_classes {
-                                self.line.push(',');
-                                self.push_number(probabilities[i * n_classes + k]);
-                            }
-                        }
-                        ModelOutput::Regression { values } => self.push_number(values[i]),
                     }
                 }
-                DataFormat::Jsonl => {
-                    self.line.push('{');
-                    if let Some(values) = passthrough {
-                        for (name, value) in self.passthrough_names.iter().zip(values) {
-                            push_json_string(&mut self.line, name);
-                            self.line.push(':');
-                            push_json_string(&mut self.line, value);
-                            self.line.push(',');
-                        }
-                    }
-                    self.line.push_str(r#""prediction":"#);
-                    match output {
-                        ModelOutput::Classification {
-                            labels: predicted,
-                            probabilities,
-                            n_classes,
-                        } => {
-                            self.line.push_str(r#"{"label":"#);
-                            push_json_string(&mut self.line, &labels[predicted[i] as usize]);
-                            self.line.push_str(r#","probabilities":{"#);
-                            for k in 0..*n_classes {
-                                if k > 0 {
-                                    self.line.push(',');
-                                }
-                                push_json_string(&mut self.line, &labels[k]);
-                                self.line.push(':');
-                                self.push_number(probabilities[i * n_classes + k]);
-                            }
-                            self.line.push_str("}}");
-                        }
-                        ModelOutput::Regression { values } => {
-                            self.line.push_str(r#"{"value":"#);
-                            self.push_number(values[i]);
-                            self.line.push('}');
-                        }
-                    }
-                    self.line.push('}');
-                }
+                DataFormat::Jsonl => self.line.push_str(&prediction.to_string()),
             }
-            self.line.push('\n');
-            let line = std::mem::take(&mut self.line);
-            let written = self.write_text(&line);
-            self.line = line;
-            written?;
+            self.end_row()?;
         }
         Ok(())
     }

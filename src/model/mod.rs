@@ -96,6 +96,17 @@ impl From<ort::Error> for InferenceError {
     }
 }
 
+impl From<infer::RunError> for InferenceError {
+    /// A typed call's failure on inputs already checked against the signature: the runtime's,
+    /// or an output the model gave that cannot be served.
+    fn from(e: infer::RunError) -> Self {
+        match e {
+            infer::RunError::Runtime(reason) => InferenceError::Runtime(reason),
+            other => InferenceError::Output(other.to_string()),
+        }
+    }
+}
+
 /// Why a request named a model the repository does not have.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum LookupError {

@@ -129,7 +129,7 @@ impl TensorPredictions<'_> {
     }
 
     /// Row `r` as one prediction.
-    fn row(&self, r: usize) -> Value {
+    pub fn row(&self, r: usize) -> Value {
         match self.task {
             GraphTask::Classifier {
                 label_output,
