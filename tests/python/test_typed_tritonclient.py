@@ -1,9 +1,9 @@
 """Models served as named tensors (issue #13), with the real, pinned tritonclient unchanged:
 tests/typed_models/build.py exports them (float64, int64, a 4-input ColumnTransformer with a
 string column, a CNN, a fixed batch, every element type) and records onnxruntime Python's
-outputs; served from a bare repository, tritonclient.http (binary data on and off) and
-tritonclient.grpc must get those outputs bit for bit, and gRPC must refuse a bad input with the
-HTTP route's words."""
+outputs; served from a bare repository and after `models add`, tritonclient.http (binary
+data on and off) and tritonclient.grpc must get those outputs bit for bit, and gRPC must refuse
+a bad input with the HTTP route's words."""
 
 import json
 import os
@@ -25,16 +25,28 @@ from test_grpc import GrpcServer
 TENSORS_MODELS = ("cnn", "column-transformer", "every-type", "fixed-batch", "float64", "int64")
 
 
-@pytest.fixture(scope="module")
-def typed():
-    """The fixtures built into a temporary folder, and a server over a bare repository of the
-    tensors models (gRPC on)."""
+@pytest.fixture(scope="module", params=["bare repository", "after models add"])
+def typed(request):
+    """The fixtures built into a temporary folder, and a server (gRPC on) over the tensors
+    models: a bare repository of them, or the repository `ferrum-serve models add` wrote."""
     with tempfile.TemporaryDirectory() as built, tempfile.TemporaryDirectory() as repo:
         subprocess.run([sys.executable, str(REPO / "tests/typed_models/build.py"), built], check=True)
-        for name in TENSORS_MODELS:
-            os.makedirs(Path(repo) / name)
-            os.symlink(Path(built) / name / "1", Path(repo) / name / "1")
-        server = GrpcServer(models_dir=repo, manifest="none")
+        manifest = "none"
+        if request.param == "bare repository":
+            for name in TENSORS_MODELS:
+                os.makedirs(Path(repo) / name)
+                os.symlink(Path(built) / name / "1", Path(repo) / name / "1")
+        else:
+            manifest = str(Path(repo) / "manifest.json")
+            binary = os.environ.get("FERRUM_SERVE_BIN", str(REPO / "target/debug/ferrum-serve"))
+            env = dict(os.environ)
+            env.setdefault("ORT_DYLIB_PATH", str(REPO / ".ort/libonnxruntime.so"))
+            for name in TENSORS_MODELS:
+                subprocess.run([binary, "models", "add", str(Path(built) / name / "1" / "model.onnx"),
+                                "--models-dir", str(Path(repo) / "models"), "--manifest", manifest,
+                                "--name", name], check=True, capture_output=True, env=env)
+            repo = str(Path(repo) / "models")
+        server = GrpcServer(models_dir=repo, manifest=manifest)
         try:
             yield Path(built), server
         finally:
