@@ -892,9 +892,10 @@ async fn poll_mode_picks_up_a_model_file_added_to_a_bare_repository() {
 /// keyed by input name, or CSV for one whose inputs are columns, give the predictions
 /// onnxruntime Python gave for the same 32 rows in one run (the job's chunk), bit for bit:
 /// the ColumnTransformer's label and probabilities, the float64 regressor's value. A CSV the
-/// model cannot take, or CSV predictions of a model that is neither, are refused up front.
+/// model cannot take, or CSV predictions of a model that is neither, are refused up front, and
+/// so is a drift report (it needs the rows form's feature columns).
 #[test]
-fn the_predict_job_takes_tensors_models_rows() {
+fn the_offline_jobs_take_tensors_models_rows() {
     let repo = repository_of(&["column-transformer", "float64", "cnn"]);
     let dir = repo.path().to_str().unwrap();
     let work = tempfile::tempdir().unwrap();
@@ -999,4 +1000,21 @@ fn the_predict_job_takes_tensors_models_rows() {
     );
     assert!(!ok);
     assert!(stderr.contains("line 2: city"), "{stderr}");
+    // Drift compares feature columns with a training baseline: the rows form's only.
+    let (ok, _, stderr) = ferrum(&[
+        "drift-report",
+        "--models-dir",
+        dir,
+        "--manifest",
+        "none",
+        "--model",
+        "column-transformer",
+        "--input",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("is served as named tensors: drift reports need the rows form"),
+        "{stderr}"
+    );
 }

@@ -133,8 +133,18 @@ pub struct Entry {
 pub fn run(args: &DriftReportArgs) -> Result<DriftReport, JobError> {
     let started = Instant::now();
     let job = load_model(&args.model)?;
-    let baseline = job.baseline(&args.model.models_dir)?;
     let model = &job.model;
+    if model.is_tensors() {
+        // Drift compares feature columns with the training log's, as the server's monitor does.
+        return Err(JobError::Input {
+            path: args.rows.input.clone(),
+            message: format!(
+                "model '{}' is served as named tensors: drift reports need the rows form's feature columns and training baseline",
+                model.entry.name
+            ),
+        });
+    }
+    let baseline = job.baseline(&args.model.models_dir)?;
     let progress = progress_bar(&args.rows.input);
     let chunk_rows = usize::try_from(args.model.chunk_rows).unwrap_or(usize::MAX);
     let mut reader = RowReader::open(

@@ -397,13 +397,7 @@ impl Reconciler {
     /// only for the models loaded: nothing else loads unless asked); `refused` are not loaded.
     fn rescan(&mut self, mut refused: Vec<Refusal>) -> Result<(), ServingError> {
         let (manifest, configs) = self.read_manifest(&mut refused)?;
-        let mut scan = RepositoryScan::scan(
-            &manifest,
-            &configs,
-            &self.loader.models_dir,
-            &mut self.hashes,
-        );
-        scan.refuse(&refused);
+        let mut scan = self.scan(&manifest, &configs, &refused);
         let full = !self.settings.accepts_load_requests();
         if !full {
             let current = self.live.current();
@@ -413,6 +407,19 @@ impl Reconciler {
         self.apply(manifest, configs, scan, full);
         metrics::record_repository_rescan("applied");
         Ok(())
+    }
+
+    /// What the repository holds against `manifest`, with the `refused` versions marked.
+    fn scan(
+        &mut self,
+        manifest: &Manifest,
+        configs: &RolloutConfigs,
+        refused: &[Refusal],
+    ) -> RepositoryScan {
+        let mut scan =
+            RepositoryScan::scan(manifest, configs, &self.loader.models_dir, &mut self.hashes);
+        scan.refuse(refused);
+        scan
     }
 
     /// A repository `load`: the model's versions (re)loaded per its policy, with `config` as
@@ -432,14 +439,7 @@ impl Reconciler {
             self.overrides.insert(name.to_string(), config);
         }
         self.unloaded.remove(name);
-        let mut scan = RepositoryScan::scan(
-            &manifest,
-            &configs,
-            &self.loader.models_dir,
-            &mut self.hashes,
-        );
-        scan.refuse(&refused);
-        let scan = scan.only(name);
+        let scan = self.scan(&manifest, &configs, &refused).only(name);
         let failures = self.apply(manifest, configs, scan, false);
         metrics::record_repository_rescan("applied");
         if failures.is_empty() {
