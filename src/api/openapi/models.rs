@@ -1,0 +1,518 @@
+//! The served document's model routes: for every model version in a snapshot, its own paths
+//! (`/models/diabetes/predict`, `/models/diabetes/versions/1/explain`,
+//! `/v2/models/diabetes/infer`, ...), each with the exact request that version accepts, so a
+//! request valid against the document is a request the server takes (see the parent module
+//! for why the document is built from the snapshot).
+//!
+//! Every schema says what the parsers in [`crate::input`] check, no more and no less where
+//! JSON Schema can say it:
+//!
+//! - a row is an object with exactly the model's feature names (all required, no other), or an
+//!   array of exactly `n_features` numbers; a number must stay finite once rounded to float32
+//!   (`|x| < 2^128 - 2^103`, the rounding boundary past `f32::MAX`);
+//! - `instances` holds 1 to `--max-request-rows` rows (`/explain`: the tighter of that,
+//!   `--explain-max-rows` and the evaluation budget); `entity_ids` (non-empty strings) is
+//!   offered only when the feature store looks the model up;
+//! - `/explain`'s `class` is one of the class labels and `output` one of the spaces the
+//!   model explains (`margin` only for a tree ensemble whose margin is known), both only for
+//!   classifiers, and `top_k` a positive integer; a version that cannot be explained (no
+//!   background set, a tensors model) has no `/explain` path;
+//! - a rows model's V2 body has its one input by name, `FP32`, shape `[k, n_features]` and
+//!   exactly `k * n_features` numbers in `data`. JSON Schema cannot tie an array's length to
+//!   another field, so each `k` is one `anyOf` branch, for `k` up to [`V2_DOCUMENTED_ROWS`] (or
+//!   the row limit when lower): a thousand branches, one per row the server takes, make a
+//!   document schemathesis cannot cover in reasonable time (its coverage phase builds
+//!   boundary arrays for every branch). Larger V2 batches are served all the same; the
+//!   document only promises the ones it lists.
+//!   Outputs are named from the model's, and the binary answer (`binary_data`,
+//!   `binary_data_output`) is documented as `application/octet-stream`. The binary *request*
+//!   extension needs a header no JSON body carries, so it is left out of the schema.
+//! - a tensors model's `/predict` rows are keyed by input name, each value of its input's type
+//!   (booleans, whole numbers in the type's range, floats finite in the type, strings), one
+//!   value or a flat array of the values after the batch dimension. Its V2 body is described
+//!   generically (the model-independent schema): the shape of each input is free and its data
+//!   length follows from it, which a schema per input name could only enumerate.
+
+use serde_json::{json, Map, Value};
+
+use crate::api::v2::response::tensors_of;
+use crate::api::Limits;
+use crate::explain::{self, ExplainQuery, Output};
+use crate::features::FeatureStore;
+use crate::model::signature::TensorSpec;
+use crate::model::tensor::ElementType;
+use crate::model::Task;
+use crate::serving::live::Snapshot;
+use crate::serving::ServedModel;
+
+/// The rounding boundary of float32: an f64 below it in magnitude rounds to a finite float32,
+/// one at or above it to infinity (what `as f32` does, and what the parsers refuse).
+const F32_BOUND: f64 = 340_282_356_779_733_661_637_539_395_458_142_568_448.0;
+
+/// The same boundary for float16 (65504 is the largest finite value, 65520 rounds up).
+const F16_BOUND: f64 = 65_520.0;
+
+/// The templated path items of the model-independent document that the snapshot's models
+/// replace, each with the concrete forms it becomes (see [`Route`]).
+pub const TEMPLATED: [&str; 12] = [
+    "/predict",
+    "/models/{name}/predict",
+    "/models/{name}/versions/{version}/predict",
+    "/explain",
+    "/models/{name}/explain",
+    "/models/{name}/versions/{version}/explain",
+    "/v2/models/{name}",
+    "/v2/models/{name}/versions/{version}",
+    "/v2/models/{name}/ready",
+    "/v2/models/{name}/versions/{version}/ready",
+    "/v2/models/{name}/infer",
+    "/v2/models/{name}/versions/{version}/infer",
+];
+
+/// The most rows a V2 infer schema enumerates (see the module docs).
+const V2_DOCUMENTED_ROWS: usize = 16;
+
+/// What the schemas depend on besides the models: the request limits, the feature store and
+/// whether the repository takes load and unload requests.
+pub struct Context<'a> {
+    pub limits: &'a Limits,
+    pub store: &'a FeatureStore,
+    /// `--model-control-mode explicit`.
+    pub accepts_load_requests: bool,
+}
+
+/// The repository extension's routes that change what serves.
+const LOAD_ROUTES: [&str; 2] = [
+    "/v2/repository/models/{name}/load",
+    "/v2/repository/models/{name}/unload",
+];
+
+/// Replaces the templated model routes of `document` (the model-independent one) by the
+/// concrete routes of every model version `snapshot` serves.
+pub fn specialise(document: &mut Value, snapshot: &Snapshot, context: &Context) {
+    let paths = document["paths"]
+        .as_object_mut()
+        .expect("the document has paths");
+    if !context.accepts_load_requests {
+        // Refused whatever the body (403 model_control_disabled): documented without one, so
+        // no body is promised an answer it does not get.
+        for path in LOAD_ROUTES {
+            if let Some(post) = paths.get_mut(path).and_then(|item| item.get_mut("post")) {
+                let post = post.as_object_mut().expect("an operation is an object");
+                post.remove("requestBody");
+                post.insert(
+                    "description".into(),
+                    json!("This server runs without --model-control-mode explicit: every request is refused with 403 model_control_disabled."),
+                );
+            }
+        }
+    }
+    let templates: Map<String, Value> = TEMPLATED
+        .iter()
+        .filter_map(|path| Some((path.to_string(), paths.remove(*path)?)))
+        .collect();
+    let template = |path: &str| &templates[path];
+    let mut add = |path: String, item: Value| {
+        paths.insert(path, item);
+    };
+    let default = &snapshot.manifest.default_model;
+    for (name, versions) in &snapshot.models {
+        let Ok(primary) = snapshot.named(Some(name), None) else {
+            continue;
+        };
+        let model_path = format!("/models/{}", segment(name));
+        let v2_path = format!("/v2/models/{}", segment(name));
+        let forms = std::iter::once((None, primary.clone())).chain(
+            versions
+                .versions
+                .values()
+                .map(|model| (Some(model.entry.version.as_str()), model.clone())),
+        );
+        for (version, model) in forms {
+            let (rows_path, v2, suffix) = match version {
+                None => (model_path.clone(), v2_path.clone(), "model".to_string()),
+                Some(v) => (
+                    format!("{model_path}/versions/{}", segment(v)),
+                    format!("{v2_path}/versions/{}", segment(v)),
+                    "version".to_string(),
+                ),
+            };
+            let id = match version {
+                None => name.clone(),
+                Some(v) => format!("{name}.{v}"),
+            };
+            let templated = |family: &str| match version {
+                None => format!("/models/{{name}}/{family}"),
+                Some(_) => format!("/models/{{name}}/versions/{{version}}/{family}"),
+            };
+            let v2_templated = |rest: &str| match version {
+                None => format!("/v2/models/{{name}}{rest}"),
+                Some(_) => format!("/v2/models/{{name}}/versions/{{version}}{rest}"),
+            };
+            if let Some(body) = predict_body(&model, context) {
+                add(
+                    format!("{rows_path}/predict"),
+                    concrete(
+                        template(&templated("predict")),
+                        &format!("predict_{suffix}.{id}"),
+                        Some(body.clone()),
+                    ),
+                );
+                if version.is_none() && name == default {
+                    add(
+                        "/predict".into(),
+                        concrete(template("/predict"), "predict_default", Some(body)),
+                    );
+                }
+            }
+            if let Some(body) = explain_body(&model, context) {
+                add(
+                    format!("{rows_path}/explain"),
+                    concrete(
+                        template(&templated("explain")),
+                        &format!("explain_{suffix}.{id}"),
+                        Some(body.clone()),
+                    ),
+                );
+                if version.is_none() && name == default {
+                    add(
+                        "/explain".into(),
+                        concrete(template("/explain"), "explain_default", Some(body)),
+                    );
+                }
+            }
+            let metadata_id = match version {
+                None => format!("model_metadata.{id}"),
+                Some(_) => format!("model_metadata_version.{id}"),
+            };
+            add(
+                v2.clone(),
+                concrete(template(&v2_templated("")), &metadata_id, None),
+            );
+            let ready_id = match version {
+                None => format!("model_ready.{id}"),
+                Some(_) => format!("model_ready_version.{id}"),
+            };
+            add(
+                format!("{v2}/ready"),
+                concrete(template(&v2_templated("/ready")), &ready_id, None),
+            );
+            let infer_id = match version {
+                None => format!("infer.{id}"),
+                Some(_) => format!("infer_version.{id}"),
+            };
+            let mut infer = concrete(
+                template(&v2_templated("/infer")),
+                &infer_id,
+                v2_body(&model, context),
+            );
+            with_binary_answer(&mut infer);
+            add(format!("{v2}/infer"), infer);
+        }
+    }
+}
+
+/// A path segment as a URL path spells it: unreserved characters as they are, the rest
+/// percent-encoded (a model name is the manifest's, with no rule on its characters).
+fn segment(raw: &str) -> String {
+    raw.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A templated path item made concrete: its operations without path parameters, with their
+/// own operation id and, when given, the request body schema (the example, written for one
+/// model, is dropped).
+fn concrete(template: &Value, operation_id: &str, body: Option<Value>) -> Value {
+    let mut item = template.clone();
+    for operation in item
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|o| o.values_mut())
+    {
+        let Some(operation) = operation.as_object_mut() else {
+            continue;
+        };
+        operation.remove("parameters");
+        operation.insert("operationId".into(), json!(operation_id));
+        match &body {
+            Some(body) => {
+                operation.insert(
+                    "requestBody".into(),
+                    json!({"content": {"application/json": {"schema": body}}, "required": true}),
+                );
+            }
+            None => {
+                for content in operation
+                    .get_mut("requestBody")
+                    .and_then(|b| b.get_mut("content"))
+                    .and_then(Value::as_object_mut)
+                    .into_iter()
+                    .flat_map(|c| c.values_mut())
+                {
+                    if let Some(content) = content.as_object_mut() {
+                        content.remove("example");
+                    }
+                }
+            }
+        }
+    }
+    item
+}
+
+/// Adds the binary answer (`application/octet-stream`: a JSON header, then the tensors) to an
+/// infer operation's 200, which a request with `binary_data` or `binary_data_output` gets.
+fn with_binary_answer(item: &mut Value) {
+    if let Some(content) = item
+        .pointer_mut("/post/responses/200/content")
+        .and_then(Value::as_object_mut)
+    {
+        content.insert(
+            "application/octet-stream".into(),
+            json!({"schema": {"type": "string", "format": "binary"}}),
+        );
+    }
+}
+
+/// A number the rows parsers take: finite once rounded to float32.
+fn float32() -> Value {
+    json!({"type": "number", "exclusiveMinimum": -F32_BOUND, "exclusiveMaximum": F32_BOUND})
+}
+
+/// One `/predict` row of a rows model: by feature name, or in feature order.
+fn row(model: &ServedModel) -> Value {
+    let names = &model.entry.feature_names;
+    let properties: Map<String, Value> = names.iter().map(|n| (n.clone(), float32())).collect();
+    json!({"anyOf": [
+        {"type": "object", "properties": properties, "required": names,
+         "additionalProperties": false},
+        {"type": "array", "items": float32(), "minItems": names.len(), "maxItems": names.len()},
+    ]})
+}
+
+/// A body of `instances` (at most `max_rows` of `row`) or, when the store looks the model up,
+/// `entity_ids`, each with the `extra` properties (`/explain`'s options).
+fn rows_body(
+    model: &ServedModel,
+    row: Value,
+    max_rows: usize,
+    extra: &Map<String, Value>,
+    context: &Context,
+) -> Value {
+    let branch = |field: &str, items: Value| {
+        let mut properties = extra.clone();
+        properties.insert(
+            field.into(),
+            json!({"type": "array", "items": items, "minItems": 1, "maxItems": max_rows}),
+        );
+        json!({"type": "object", "properties": properties, "required": [field],
+               "additionalProperties": false})
+    };
+    let instances = branch("instances", row);
+    if !context.store.looks_up(&model.entry) {
+        return instances;
+    }
+    let entity_ids = branch("entity_ids", json!({"type": "string", "minLength": 1}));
+    json!({"oneOf": [instances, entity_ids]})
+}
+
+/// `/predict`'s body for `model`; `None` when no body can be served (a tensors model with a
+/// dynamic dimension after the batch).
+fn predict_body(model: &ServedModel, context: &Context) -> Option<Value> {
+    let max_rows = context.limits.max_request_rows;
+    if !model.is_tensors() {
+        return Some(rows_body(model, row(model), max_rows, &Map::new(), context));
+    }
+    let inputs = &model.signature.inputs;
+    let properties = inputs
+        .iter()
+        .map(|spec| Some((spec.name.clone(), tensor_row_value(spec)?)))
+        .collect::<Option<Map<String, Value>>>()?;
+    let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
+    let row = json!({"type": "object", "properties": properties, "required": names,
+                     "additionalProperties": false});
+    Some(json!({"type": "object",
+        "properties": {"instances": {"type": "array", "items": row, "minItems": 1, "maxItems": max_rows}},
+        "required": ["instances"], "additionalProperties": false}))
+}
+
+/// One row's value of a tensors model's input: one element when the input holds one per row,
+/// else the elements after the batch dimension as a flat array; `None` when a dimension after
+/// the batch is dynamic (such an input is served through V2 only).
+fn tensor_row_value(spec: &TensorSpec) -> Option<Value> {
+    let trailing: Vec<usize> = spec
+        .shape
+        .iter()
+        .skip(1)
+        .map(|d| d.fixed())
+        .collect::<Option<_>>()?;
+    let per_row: usize = trailing.iter().product();
+    let element = element_schema(spec.element_type);
+    Some(match per_row {
+        1 => element,
+        n => json!({"type": "array", "items": element, "minItems": n, "maxItems": n}),
+    })
+}
+
+/// A JSON value the typed parser takes as an element of `ty`.
+fn element_schema(ty: ElementType) -> Value {
+    let integer = |min: i128, max: i128| json!({"type": "integer", "minimum": min, "maximum": max});
+    match ty {
+        ElementType::Bool => json!({"type": "boolean"}),
+        ElementType::Uint8 => integer(0, u8::MAX.into()),
+        ElementType::Uint16 => integer(0, u16::MAX.into()),
+        ElementType::Uint32 => integer(0, u32::MAX.into()),
+        ElementType::Uint64 => integer(0, u64::MAX.into()),
+        ElementType::Int8 => integer(i8::MIN.into(), i8::MAX.into()),
+        ElementType::Int16 => integer(i16::MIN.into(), i16::MAX.into()),
+        ElementType::Int32 => integer(i32::MIN.into(), i32::MAX.into()),
+        ElementType::Int64 => integer(i64::MIN.into(), i64::MAX.into()),
+        ElementType::Float16 => {
+            json!({"type": "number", "exclusiveMinimum": -F16_BOUND, "exclusiveMaximum": F16_BOUND})
+        }
+        ElementType::Float32 => float32(),
+        ElementType::Float64 => json!({"type": "number"}),
+        ElementType::String => json!({"type": "string"}),
+    }
+}
+
+/// `/explain`'s body for `model`: a `/predict` body with at most as many rows as the
+/// explanation limits allow in every output space offered, and the options the model takes;
+/// `None` when the model cannot be explained at all. The limits come from
+/// [`explain::plan`] itself, so the document cannot promise what the planner refuses.
+fn explain_body(model: &ServedModel, context: &Context) -> Option<Value> {
+    if model.is_tensors() {
+        return None;
+    }
+    let limits = &context.limits.explain;
+    let assets = model.explain.as_deref();
+    let plan = |output| {
+        let query = ExplainQuery {
+            class: None,
+            output,
+        };
+        explain::plan(model, assets, &query, 1, limits).ok()
+    };
+    let default = plan(None)?;
+    let classifier = model.entry.task == Task::Classification;
+    let mut plans = vec![default];
+    let mut outputs = Vec::new();
+    if classifier {
+        for (output, name) in [
+            (Output::Probability, "probability"),
+            (Output::Margin, "margin"),
+        ] {
+            if let Some(p) = plan(Some(output)) {
+                plans.push(p);
+                outputs.push(name);
+            }
+        }
+    }
+    let budget_rows = plans
+        .iter()
+        .map(|p| (limits.max_evaluations / p.evaluations.max(1)) as usize)
+        .min()
+        .unwrap_or(0);
+    let max_rows = context
+        .limits
+        .max_request_rows
+        .min(limits.max_rows)
+        .min(budget_rows);
+    if max_rows == 0 {
+        return None;
+    }
+    let mut options = Map::new();
+    if classifier && !model.entry.class_labels.is_empty() {
+        options.insert(
+            "class".into(),
+            json!({"type": "string", "enum": model.entry.class_labels}),
+        );
+        if !outputs.is_empty() {
+            options.insert("output".into(), json!({"type": "string", "enum": outputs}));
+        }
+    }
+    options.insert(
+        "top_k".into(),
+        json!({"type": "integer", "minimum": 1, "maximum": u64::MAX}),
+    );
+    Some(rows_body(model, row(model), max_rows, &options, context))
+}
+
+/// A V2 infer body for a rows model: see the module docs. `None` (the generic schema stays)
+/// for a tensors model.
+fn v2_body(model: &ServedModel, context: &Context) -> Option<Value> {
+    if model.is_tensors() {
+        return None;
+    }
+    let (inputs, outputs) = tensors_of(model);
+    let input = &inputs[0];
+    let width = model.n_features();
+    let lengths: Vec<Value> = (1..=context.limits.max_request_rows.min(V2_DOCUMENTED_ROWS))
+        .map(|k| {
+            json!({"properties": {
+                "shape": {"const": [k, width]},
+                "data": {"minItems": k * width, "maxItems": k * width},
+            }})
+        })
+        .collect();
+    let tensor = json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "const": input.name},
+            "datatype": {"type": "string", "const": input.datatype.v2_name()},
+            "shape": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
+            "data": {"type": "array", "items": float32()},
+            // `binary_data_size` would claim bytes after a JSON header; a JSON body has none.
+            "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "null"}}},
+        },
+        "required": ["name", "datatype", "shape", "data"],
+        "anyOf": lengths,
+    });
+    let output_names: Vec<&str> = outputs.iter().map(|o| o.name).collect();
+    // Parameters are open maps in the protocol: the server reads its flag and ignores the rest.
+    let flag =
+        |name: &str| json!({"type": "object", "properties": {name: {"type": ["boolean", "null"]}}});
+    Some(json!({
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "inputs": {"type": "array", "items": tensor, "minItems": 1, "maxItems": 1},
+            "outputs": {"type": "array", "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "enum": output_names},
+                    "parameters": flag("binary_data"),
+                },
+                "required": ["name"],
+            }},
+            "parameters": flag("binary_data_output"),
+        },
+        "required": ["inputs"],
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_float32_bound_is_where_rounding_overflows() {
+        let below = f64::from_bits(F32_BOUND.to_bits() - 1);
+        assert_eq!(below as f32, f32::MAX);
+        assert!((F32_BOUND as f32).is_infinite());
+        let below = f64::from_bits(F16_BOUND.to_bits() - 1);
+        assert_eq!(half::f16::from_f64(below), half::f16::MAX);
+        assert!(half::f16::from_f64(F16_BOUND).is_infinite());
+    }
+
+    #[test]
+    fn path_segments_keep_unreserved_characters_only() {
+        assert_eq!(segment("breast-cancer"), "breast-cancer");
+        assert_eq!(segment("a b/{c}"), "a%20b%2F%7Bc%7D");
+    }
+}
