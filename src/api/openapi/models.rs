@@ -20,18 +20,25 @@
 //! - a rows model's V2 body has its one input by name, `FP32`, shape `[k, n_features]` and
 //!   exactly `k * n_features` numbers in `data`. JSON Schema cannot tie an array's length to
 //!   another field, so each `k` is one `anyOf` branch, for `k` up to [`V2_DOCUMENTED_ROWS`] (or
-//!   the row limit when lower): a thousand branches, one per row the server takes, make a
-//!   document schemathesis cannot cover in reasonable time (its coverage phase builds
-//!   boundary arrays for every branch). Larger V2 batches are served all the same; the
-//!   document only promises the ones it lists.
+//!   the row limit when lower): a branch for each of the 1024 rows the server takes by
+//!   default made a 450 kB document whose schemathesis run took 7 times as long (its coverage
+//!   phase builds boundary arrays for every branch). Larger V2 batches are served all the
+//!   same; the document only promises the ones it lists.
 //!   Outputs are named from the model's, and the binary answer (`binary_data`,
 //!   `binary_data_output`) is documented as `application/octet-stream`. The binary *request*
-//!   extension needs a header no JSON body carries, so it is left out of the schema.
+//!   extension needs a header no JSON body carries, so `binary_data_size` is left out. V2
+//!   objects stay open (no `additionalProperties: false`): the protocol lets clients send
+//!   fields and parameters a server does not know, and this one ignores them.
 //! - a tensors model's `/predict` rows are keyed by input name, each value of its input's type
 //!   (booleans, whole numbers in the type's range, floats finite in the type, strings), one
 //!   value or a flat array of the values after the batch dimension. Its V2 body is described
 //!   generically (the model-independent schema): the shape of each input is free and its data
 //!   length follows from it, which a schema per input name could only enumerate.
+//!
+//! An unversioned route (`/models/diabetes/predict`) is described by the model's primary
+//! version, the one its metadata describes; a split between versions whose features differ
+//! is served but described by that one only. Outside `--model-control-mode explicit` the
+//! repository's load and unload answer 403 whatever the body, so no body is documented.
 
 use serde_json::{json, Map, Value};
 
