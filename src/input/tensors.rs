@@ -115,8 +115,10 @@ impl Context<'_, '_> {
     }
 }
 
-/// A JSON number as an `i64`, if it is one (`3`, `3.0`, `3e0`).
-fn integral(n: &serde_json::Number) -> Option<i64> {
+/// A JSON number as an `i64`, if it is one (`3`, `3.0`, `3e0`): JSON has one number type, and
+/// JSON Schema's `integer` takes all three. A float-spelled one only below 9e15, where an f64
+/// still holds every integer, so no value is taken rounded.
+pub(crate) fn integral(n: &serde_json::Number) -> Option<i64> {
     n.as_i64().or_else(|| {
         let f = n.as_f64()?;
         (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)

@@ -31,7 +31,8 @@
 //!   fields and parameters a server does not know, and this one ignores them.
 //! - a tensors model's `/predict` rows are keyed by input name, each value of its input's type
 //!   (booleans, whole numbers in the type's range, floats finite in the type, strings), one
-//!   value or a flat array of the values after the batch dimension. Its V2 body is described
+//!   value or a flat array of the values after the batch dimension, as many rows as a fixed
+//!   batch dimension says; its answer has the outputs by name. Its V2 body is described
 //!   generically (the model-independent schema): the shape of each input is free and its data
 //!   length follows from it, which a schema per input name could only enumerate.
 //!
@@ -46,7 +47,7 @@ use crate::api::v2::response::tensors_of;
 use crate::api::Limits;
 use crate::explain::{self, ExplainQuery, Output};
 use crate::features::FeatureStore;
-use crate::model::signature::TensorSpec;
+use crate::model::signature::{GraphTask, TensorSpec};
 use crate::model::tensor::ElementType;
 use crate::model::Task;
 use crate::serving::live::Snapshot;
@@ -157,19 +158,26 @@ pub fn specialise(document: &mut Value, snapshot: &Snapshot, context: &Context) 
                 Some(_) => format!("/v2/models/{{name}}/versions/{{version}}{rest}"),
             };
             if let Some(body) = predict_body(&model, context) {
-                add(
-                    format!("{rows_path}/predict"),
-                    concrete(
-                        template(&templated("predict")),
-                        &format!("predict_{suffix}.{id}"),
-                        Some(body.clone()),
-                    ),
+                let mut item = concrete(
+                    template(&templated("predict")),
+                    &format!("predict_{suffix}.{id}"),
+                    Some(body.clone()),
                 );
-                if version.is_none() && name == default {
-                    add(
-                        "/predict".into(),
-                        concrete(template("/predict"), "predict_default", Some(body)),
-                    );
+                let mut default_item = (version.is_none() && name == default)
+                    .then(|| concrete(template("/predict"), "predict_default", Some(body)));
+                if model.is_tensors() {
+                    let answer = tensors_predict_answer(&model);
+                    for item in std::iter::once(&mut item).chain(default_item.as_mut()) {
+                        if let Some(ok) =
+                            item.pointer_mut("/post/responses/200/content/application~1json")
+                        {
+                            ok["schema"] = answer.clone();
+                        }
+                    }
+                }
+                add(format!("{rows_path}/predict"), item);
+                if let Some(item) = default_item {
+                    add("/predict".into(), item);
                 }
             }
             if let Some(body) = explain_body(&model, context) {
@@ -343,9 +351,39 @@ fn predict_body(model: &ServedModel, context: &Context) -> Option<Value> {
     let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
     let row = json!({"type": "object", "properties": properties, "required": names,
                      "additionalProperties": false});
+    // An input whose batch dimension is fixed takes exactly that many rows (inputs fixing two
+    // different sizes take none).
+    let mut fixed = inputs.iter().filter_map(|i| i.shape.first()?.fixed());
+    let (min_rows, max_rows) = match fixed.next() {
+        None => (1, max_rows),
+        Some(n) if n >= 1 && n <= max_rows && fixed.all(|m| m == n) => (n, n),
+        Some(_) => return None,
+    };
     Some(json!({"type": "object",
-        "properties": {"instances": {"type": "array", "items": row, "minItems": 1, "maxItems": max_rows}},
+        "properties": {"instances": {"type": "array", "items": row, "minItems": min_rows,
+                                     "maxItems": max_rows}},
         "required": ["instances"], "additionalProperties": false}))
+}
+
+/// A tensors model's `/predict` answer: per row, a classifier's label and probabilities or a
+/// regressor's value (as the rows form answers), or else every output by name.
+fn tensors_predict_answer(model: &ServedModel) -> Value {
+    let prediction = match &model.signature.task {
+        GraphTask::Classifier { .. } | GraphTask::Regressor { .. } => {
+            json!({"$ref": "#/components/schemas/Prediction"})
+        }
+        GraphTask::Tensors => {
+            let names: Vec<&str> = model.signature.outputs.iter().map(|o| o.name()).collect();
+            let properties: Map<String, Value> =
+                names.iter().map(|n| (n.to_string(), json!({}))).collect();
+            json!({"type": "object", "properties": properties, "required": names,
+                   "additionalProperties": false})
+        }
+    };
+    json!({"type": "object",
+           "properties": {"model": {"$ref": "#/components/schemas/ModelRef"},
+                          "predictions": {"type": "array", "items": prediction}},
+           "required": ["model", "predictions"]})
 }
 
 /// One row's value of a tensors model's input: one element when the input holds one per row,
@@ -384,7 +422,8 @@ fn element_schema(ty: ElementType) -> Value {
         }
         ElementType::Float32 => float32(),
         ElementType::Float64 => json!({"type": "number"}),
-        ElementType::String => json!({"type": "string"}),
+        // ONNX Runtime takes strings as C strings: no NUL (refused as `invalid_tensor`).
+        ElementType::String => json!({"type": "string", "pattern": "^[^\\u0000]*$"}),
     }
 }
 
