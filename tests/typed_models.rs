@@ -1159,6 +1159,30 @@ async fn the_openapi_document_gives_tensors_models_their_rows() {
             );
         }
     }
+    // V2: every input once, by name, datatype and shape, for each row count k from 0 to 16
+    // (the same for all inputs), with exactly as many elements as the shape holds.
+    let infer = &paths["/v2/models/column-transformer/infer"]["post"]["requestBody"]["content"]
+        ["application/json"]["schema"];
+    let branches = infer["anyOf"].as_array().unwrap();
+    assert_eq!(branches.len(), 17);
+    let inputs = &branches[2]["properties"]["inputs"];
+    let signature = load("column-transformer").signature;
+    assert_eq!(inputs["minItems"], signature.inputs.len());
+    assert_eq!(inputs["maxItems"], signature.inputs.len());
+    let tensors = inputs["items"]["anyOf"].as_array().unwrap();
+    for (spec, tensor) in signature.inputs.iter().zip(tensors) {
+        let properties = &tensor["properties"];
+        assert_eq!(properties["name"]["const"], spec.name.as_str());
+        assert_eq!(properties["datatype"]["const"], spec.element_type.v2_name());
+        assert_eq!(properties["shape"]["const"], serde_json::json!([2, 1]));
+        assert_eq!(
+            (
+                &properties["data"]["minItems"],
+                &properties["data"]["maxItems"]
+            ),
+            (&serde_json::json!(2), &serde_json::json!(2))
+        );
+    }
     // The cnn's image is 64 values per row.
     assert_eq!(
         paths["/models/cnn/predict"]["post"]["requestBody"]["content"]["application/json"]

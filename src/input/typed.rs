@@ -407,8 +407,12 @@ mod tests {
     #[test]
     fn whole_numbers_are_integers_however_spelled() {
         assert_eq!(
-            elements(ElementType::Int64, "[3, 3.0, -2e0, 9223372036854775807]").unwrap(),
-            TensorData::Int64(vec![3, 3, -2, i64::MAX])
+            elements(
+                ElementType::Int64,
+                "[3, 3.0, -2e0, 9223372036854775807, -9007199254740992.0]"
+            )
+            .unwrap(),
+            TensorData::Int64(vec![3, 3, -2, i64::MAX, -(1 << 53)])
         );
         assert_eq!(
             elements(ElementType::Uint64, "[18446744073709551615, 7.0]").unwrap(),
@@ -416,8 +420,9 @@ mod tests {
         );
         for (ty, json) in [
             (ElementType::Int64, "[3.5]"),
-            // Past 9e15 a float may already be rounded: only exact integers are taken.
+            // Past 2^53 a float may already be rounded: only exact integers are taken.
             (ElementType::Int64, "[1e16]"),
+            (ElementType::Uint64, "[9007199254740994.0]"),
             (ElementType::Uint8, "[256.0]"),
             (ElementType::Uint8, "[-1.0]"),
         ] {

@@ -32,9 +32,13 @@
 //! - a tensors model's `/predict` rows are keyed by input name, each value of its input's type
 //!   (booleans, whole numbers in the type's range, floats finite in the type, strings), one
 //!   value or a flat array of the values after the batch dimension, as many rows as a fixed
-//!   batch dimension says; its answer has the outputs by name. Its V2 body is described
-//!   generically (the model-independent schema): the shape of each input is free and its data
-//!   length follows from it, which a schema per input name could only enumerate.
+//!   batch dimension says; its answer has the outputs by name. Its V2 body has every input
+//!   exactly once by name and datatype, with shape `[k, ...]` and as many elements of its type
+//!   as that holds, one branch per `k` from 0 to [`V2_DOCUMENTED_ROWS`] (the same `k` for all
+//!   inputs); a model with a dynamic dimension after the batch keeps the generic schema.
+//!   Integer elements are whole numbers in the type's range: a float-spelled one (`3.0`) is
+//!   taken up to 2^53 only, which JSON Schema cannot say (above it an f64 may already be
+//!   rounded, so the parser refuses it rather than guess).
 //!
 //! An unversioned route (`/models/diabetes/predict`) is described by the model's primary
 //! version, the one its metadata describes; a split between versions whose features differ
@@ -222,6 +226,12 @@ pub fn specialise(document: &mut Value, snapshot: &Snapshot, context: &Context) 
                 v2_body(&model, context),
             );
             with_binary_answer(&mut infer);
+            if model.is_tensors() {
+                if let Some(ok) = infer.pointer_mut("/post/responses/200/content/application~1json")
+                {
+                    ok["schema"] = tensors_v2_answer(&model);
+                }
+            }
             add(format!("{v2}/infer"), infer);
         }
     }
@@ -493,7 +503,7 @@ fn explain_body(model: &ServedModel, context: &Context) -> Option<Value> {
 /// for a tensors model.
 fn v2_body(model: &ServedModel, context: &Context) -> Option<Value> {
     if model.is_tensors() {
-        return None;
+        return tensors_v2_body(model, context);
     }
     let (inputs, outputs) = tensors_of(model);
     let input = &inputs[0];
@@ -539,6 +549,112 @@ fn v2_body(model: &ServedModel, context: &Context) -> Option<Value> {
             "parameters": flag("binary_data_output"),
         },
         "required": ["inputs"],
+    }))
+}
+
+/// A V2 infer body for a tensors model: every input exactly once (any order), each by name
+/// and datatype, with its shape and exactly as many elements of its type as the shape holds.
+/// The batch dimension is the same `k` for every input that has one (the model's rows agree),
+/// so each `k` from 0 up to [`V2_DOCUMENTED_ROWS`] is one `anyOf` branch; `None` (the generic
+/// schema stays) when a dimension after the batch is dynamic, which would need a branch per
+/// size of it.
+fn tensors_v2_body(model: &ServedModel, context: &Context) -> Option<Value> {
+    let signature = &model.signature;
+    let batched = signature
+        .inputs
+        .iter()
+        .any(|i| i.shape.first().is_some_and(|d| d.fixed().is_none()));
+    let rows = match batched {
+        true => 0..=context.limits.max_request_rows.min(V2_DOCUMENTED_ROWS),
+        false => 0..=0,
+    };
+    let branches = rows
+        .map(|k| {
+            let tensors = signature
+                .inputs
+                .iter()
+                .map(|spec| tensor_input(spec, k))
+                .collect::<Option<Vec<Value>>>()?;
+            let contains: Vec<Value> = tensors.iter().map(|t| json!({"contains": t})).collect();
+            Some(json!({"properties": {"inputs": {
+                "type": "array", "items": {"anyOf": tensors}, "allOf": contains,
+                "minItems": signature.inputs.len(), "maxItems": signature.inputs.len(),
+            }}}))
+        })
+        .collect::<Option<Vec<Value>>>()?;
+    let outputs: Vec<&str> = signature.outputs.iter().map(|o| o.name()).collect();
+    Some(json!({
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "inputs": {"type": "array"},
+            "outputs": {"type": "array", "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "enum": outputs},
+                    "parameters": {"type": "object",
+                                   "properties": {"binary_data": {"type": ["boolean", "null"]}}},
+                },
+                "required": ["name"],
+            }},
+            // The typed parser looks the flag up when `parameters` is an object (ignoring it
+            // otherwise), and takes no `null` for it.
+            "parameters": {"properties": {"binary_data_output": {"type": "boolean"}}},
+        },
+        "required": ["inputs"],
+        "anyOf": branches,
+    }))
+}
+
+/// A tensors model's V2 answer: its outputs by name, `data` of their own types (the rows form's
+/// answer holds numbers only).
+fn tensors_v2_answer(model: &ServedModel) -> Value {
+    let outputs: Vec<&str> = model.signature.outputs.iter().map(|o| o.name()).collect();
+    json!({
+        "type": "object",
+        "properties": {
+            "model_name": {"type": "string"},
+            "model_version": {"type": "string"},
+            "id": {"type": "string"},
+            "outputs": {"type": "array", "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "enum": outputs},
+                    "datatype": {"type": "string"},
+                    "shape": {"type": "array", "items": {"type": "integer"}},
+                    "parameters": {"$ref": "#/components/schemas/V2BinaryParameters"},
+                    "data": {"type": "array"},
+                },
+                "required": ["name", "datatype", "shape"],
+            }},
+        },
+        "required": ["model_name", "model_version", "outputs"],
+    })
+}
+
+/// One input tensor of a tensors model with `rows` for its batch dimension, if it has one;
+/// `None` when another dimension is dynamic.
+fn tensor_input(spec: &TensorSpec, rows: usize) -> Option<Value> {
+    let shape: Vec<usize> = spec
+        .shape
+        .iter()
+        .enumerate()
+        .map(|(i, d)| d.fixed().or((i == 0).then_some(rows)))
+        .collect::<Option<_>>()?;
+    let count: usize = shape.iter().product();
+    Some(json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "const": spec.name},
+            "datatype": {"type": "string", "const": spec.element_type.v2_name()},
+            "shape": {"type": "array", "const": shape},
+            "data": {"type": "array", "items": element_schema(spec.element_type),
+                     "minItems": count, "maxItems": count},
+            // Any `binary_data_size`, even `null`, claims bytes a JSON body does not have (a
+            // `parameters` that is not an object is ignored).
+            "parameters": {"properties": {"binary_data_size": false}},
+        },
+        "required": ["name", "datatype", "shape", "data"],
     }))
 }
 
