@@ -65,8 +65,8 @@ const F32_BOUND: f64 = 340_282_356_779_733_661_637_539_395_458_142_568_448.0;
 const F16_BOUND: f64 = 65_520.0;
 
 /// The templated path items of the model-independent document that the snapshot's models
-/// replace, each with the concrete forms it becomes (see [`Route`]).
-pub const TEMPLATED: [&str; 12] = [
+/// replace (each model version's concrete routes are made from them, see [`specialise`]).
+const TEMPLATED: [&str; 12] = [
     "/predict",
     "/models/{name}/predict",
     "/models/{name}/versions/{version}/predict",
@@ -123,17 +123,11 @@ pub fn specialise(document: &mut Value, snapshot: &Snapshot, context: &Context) 
         .iter()
         .filter_map(|path| Some((path.to_string(), paths.remove(*path)?)))
         .collect();
-    let template = |path: &str| &templates[path];
-    let mut add = |path: String, item: Value| {
-        paths.insert(path, item);
-    };
     let default = &snapshot.manifest.default_model;
     for (name, versions) in &snapshot.models {
         let Ok(primary) = snapshot.named(Some(name), None) else {
             continue;
         };
-        let model_path = format!("/models/{}", segment(name));
-        let v2_path = format!("/v2/models/{}", segment(name));
         let forms = std::iter::once((None, primary.clone())).chain(
             versions
                 .versions
@@ -141,98 +135,51 @@ pub fn specialise(document: &mut Value, snapshot: &Snapshot, context: &Context) 
                 .map(|model| (Some(model.entry.version.as_str()), model.clone())),
         );
         for (version, model) in forms {
-            let (rows_path, v2, suffix) = match version {
-                None => (model_path.clone(), v2_path.clone(), "model".to_string()),
+            // The concrete prefix, the templated one it replaces, and the operation ids'
+            // suffix (`predict_model.diabetes`, `infer_version.diabetes.1`).
+            let (concrete_prefix, templated_prefix, id) = match version {
+                None => (format!("/{}", segment(name)), String::new(), name.clone()),
                 Some(v) => (
-                    format!("{model_path}/versions/{}", segment(v)),
-                    format!("{v2_path}/versions/{}", segment(v)),
-                    "version".to_string(),
+                    format!("/{}/versions/{}", segment(name), segment(v)),
+                    "/versions/{version}".to_string(),
+                    format!("{name}.{v}"),
                 ),
             };
-            let id = match version {
-                None => name.clone(),
-                Some(v) => format!("{name}.{v}"),
-            };
-            let templated = |family: &str| match version {
-                None => format!("/models/{{name}}/{family}"),
-                Some(_) => format!("/models/{{name}}/versions/{{version}}/{family}"),
-            };
-            let v2_templated = |rest: &str| match version {
-                None => format!("/v2/models/{{name}}{rest}"),
-                Some(_) => format!("/v2/models/{{name}}/versions/{{version}}{rest}"),
-            };
-            if let Some(body) = predict_body(&model, context) {
-                let mut item = concrete(
-                    template(&templated("predict")),
-                    &format!("predict_{suffix}.{id}"),
-                    Some(body.clone()),
-                );
-                let mut default_item = (version.is_none() && name == default)
-                    .then(|| concrete(template("/predict"), "predict_default", Some(body)));
-                if model.is_tensors() {
-                    let answer = tensors_predict_answer(&model);
-                    for item in std::iter::once(&mut item).chain(default_item.as_mut()) {
-                        if let Some(ok) =
-                            item.pointer_mut("/post/responses/200/content/application~1json")
-                        {
-                            ok["schema"] = answer.clone();
-                        }
+            let is_default = version.is_none() && name == default;
+            let routes = [
+                ("/models", "/predict", predict_body(&model, context)),
+                ("/models", "/explain", explain_body(&model, context)),
+                ("/v2/models", "", None),
+                ("/v2/models", "/ready", None),
+                ("/v2/models", "/infer", v2_body(&model, context)),
+            ];
+            for (root, family, body) in routes {
+                let rows_form = root == "/models";
+                if rows_form && body.is_none() {
+                    continue; // no body this version takes (see predict_body, explain_body)
+                }
+                let template = &templates[&format!("{root}/{{name}}{templated_prefix}{family}")];
+                let mut item = concrete(template, Some(&id), body.clone());
+                if family == "/infer" {
+                    with_binary_answer(&mut item);
+                }
+                let mut items = vec![(format!("{root}{concrete_prefix}{family}"), item)];
+                if rows_form && is_default {
+                    items.push((family.to_string(), concrete(&templates[family], None, body)));
+                }
+                let answer = match (family, model.is_tensors()) {
+                    ("/predict", true) => Some(tensors_predict_answer(&model)),
+                    ("/infer", true) => Some(tensors_v2_answer(&model)),
+                    _ => None,
+                };
+                for (path, mut item) in items {
+                    let ok = item.pointer_mut("/post/responses/200/content/application~1json");
+                    if let (Some(answer), Some(ok)) = (&answer, ok) {
+                        ok["schema"] = answer.clone();
                     }
-                }
-                add(format!("{rows_path}/predict"), item);
-                if let Some(item) = default_item {
-                    add("/predict".into(), item);
+                    paths.insert(path, item);
                 }
             }
-            if let Some(body) = explain_body(&model, context) {
-                add(
-                    format!("{rows_path}/explain"),
-                    concrete(
-                        template(&templated("explain")),
-                        &format!("explain_{suffix}.{id}"),
-                        Some(body.clone()),
-                    ),
-                );
-                if version.is_none() && name == default {
-                    add(
-                        "/explain".into(),
-                        concrete(template("/explain"), "explain_default", Some(body)),
-                    );
-                }
-            }
-            let metadata_id = match version {
-                None => format!("model_metadata.{id}"),
-                Some(_) => format!("model_metadata_version.{id}"),
-            };
-            add(
-                v2.clone(),
-                concrete(template(&v2_templated("")), &metadata_id, None),
-            );
-            let ready_id = match version {
-                None => format!("model_ready.{id}"),
-                Some(_) => format!("model_ready_version.{id}"),
-            };
-            add(
-                format!("{v2}/ready"),
-                concrete(template(&v2_templated("/ready")), &ready_id, None),
-            );
-            let infer_id = match version {
-                None => format!("infer.{id}"),
-                Some(_) => format!("infer_version.{id}"),
-            };
-            let mut infer = concrete(
-                template(&v2_templated("/infer")),
-                &infer_id,
-                v2_body(&model, context),
-            );
-            with_binary_answer(&mut infer);
-            if model.is_tensors() {
-                if let Some(ok) = infer.pointer_mut("/post/responses/200/content/application~1json")
-                {
-                    ok["schema"] = tensors_v2_answer(&model);
-                }
-            }
-            add(format!("{v2}/infer"), infer);
         }
     }
 }
@@ -250,10 +197,11 @@ fn segment(raw: &str) -> String {
         .collect()
 }
 
-/// A templated path item made concrete: its operations without path parameters, with their
-/// own operation id and, when given, the request body schema (the example, written for one
-/// model, is dropped).
-fn concrete(template: &Value, operation_id: &str, body: Option<Value>) -> Value {
+/// A templated path item made concrete: its operations without path parameters, their
+/// operation ids suffixed with `id` (the template's id names the route family and form, the
+/// suffix the model and version; the default routes keep theirs) and, when given, the request
+/// body schema (the template's example, written for one model, is dropped).
+fn concrete(template: &Value, id: Option<&str>, body: Option<Value>) -> Value {
     let mut item = template.clone();
     for operation in item
         .as_object_mut()
@@ -264,7 +212,11 @@ fn concrete(template: &Value, operation_id: &str, body: Option<Value>) -> Value 
             continue;
         };
         operation.remove("parameters");
-        operation.insert("operationId".into(), json!(operation_id));
+        if let (Some(id), Some(Value::String(operation_id))) =
+            (id, operation.get_mut("operationId"))
+        {
+            *operation_id = format!("{operation_id}.{id}");
+        }
         match &body {
             Some(body) => {
                 operation.insert(
