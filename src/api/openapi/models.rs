@@ -87,7 +87,9 @@ const V2_DOCUMENTED_ROWS: usize = 16;
 /// What the schemas depend on besides the models: the request limits, the feature store and
 /// whether the repository takes load and unload requests.
 pub struct Context<'a> {
+    /// The row limits the parsers and the explanation planner apply.
     pub limits: &'a Limits,
+    /// Whether `entity_ids` can be answered for a model.
     pub store: &'a FeatureStore,
     /// `--model-control-mode explicit`.
     pub accepts_load_requests: bool,
