@@ -1101,3 +1101,94 @@ fn flatten_json(value: &Value, out: &mut Vec<Value>) {
         leaf => out.push(leaf.clone()),
     }
 }
+
+/// `/openapi.json` for tensors models: `/predict` rows keyed by exactly the model's input
+/// names, each value of its input's type (one element for an input holding one per row, else
+/// a flat array of the elements after the batch), and no `/explain` route (a tensors model
+/// answers it 422 `tensors_model`).
+#[tokio::test]
+async fn the_openapi_document_gives_tensors_models_their_rows() {
+    let (repo, names) = served_repository();
+    let dir = repo.path().to_str().unwrap();
+    let server = common::Server::start_ready(&["--models-dir", dir, "--manifest", "none"]).await;
+    let (status, spec) = server.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    let paths = spec["paths"].as_object().unwrap();
+    let float32 = serde_json::json!({"type": "number", "exclusiveMinimum": -3.4028235677973366e38,
+                                     "exclusiveMaximum": 3.4028235677973366e38});
+    for name in ["column-transformer", "float64", "int64", "cnn"] {
+        assert!(names.iter().any(|n| n == name), "{name} is served");
+        assert!(
+            !paths.contains_key(&format!("/models/{name}/explain")),
+            "{name}"
+        );
+        let body = &paths[&format!("/models/{name}/predict")]["post"]["requestBody"]["content"]
+            ["application/json"]["schema"];
+        assert_eq!(body["required"], serde_json::json!(["instances"]), "{name}");
+        assert_eq!(body["additionalProperties"], false);
+        let row = &body["properties"]["instances"]["items"];
+        assert_eq!(row["additionalProperties"], false);
+        let signature = load(Box::leak(name.to_owned().into_boxed_str())).signature;
+        let inputs: Vec<&str> = signature.inputs.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(row["required"], serde_json::json!(inputs), "{name}");
+        for spec in &signature.inputs {
+            let per_row: usize = spec
+                .shape
+                .iter()
+                .skip(1)
+                .map(|d| d.fixed().unwrap())
+                .product();
+            let element = match spec.element_type {
+                ElementType::Float32 => float32.clone(),
+                ElementType::Float64 => serde_json::json!({"type": "number"}),
+                ElementType::Int64 => serde_json::json!({"type": "integer",
+                    "minimum": i64::MIN, "maximum": i64::MAX}),
+                // No NUL: ONNX Runtime takes strings as C strings.
+                ElementType::String => {
+                    serde_json::json!({"type": "string", "pattern": "^[^\\u0000]*$"})
+                }
+                other => panic!("{name}: no fixture has {other:?} inputs"),
+            };
+            let expected = match per_row {
+                1 => element,
+                n => serde_json::json!({"type": "array", "items": element,
+                                        "minItems": n, "maxItems": n}),
+            };
+            assert_eq!(
+                row["properties"][&spec.name], expected,
+                "{name} '{}'",
+                spec.name
+            );
+        }
+    }
+    // V2: every input once, by name, datatype and shape, for each row count k from 0 to 16
+    // (the same for all inputs), with exactly as many elements as the shape holds.
+    let infer = &paths["/v2/models/column-transformer/infer"]["post"]["requestBody"]["content"]
+        ["application/json"]["schema"];
+    let branches = infer["anyOf"].as_array().unwrap();
+    assert_eq!(branches.len(), 17);
+    let inputs = &branches[2]["properties"]["inputs"];
+    let signature = load("column-transformer").signature;
+    assert_eq!(inputs["minItems"], signature.inputs.len());
+    assert_eq!(inputs["maxItems"], signature.inputs.len());
+    let tensors = inputs["items"]["anyOf"].as_array().unwrap();
+    for (spec, tensor) in signature.inputs.iter().zip(tensors) {
+        let properties = &tensor["properties"];
+        assert_eq!(properties["name"]["const"], spec.name.as_str());
+        assert_eq!(properties["datatype"]["const"], spec.element_type.v2_name());
+        assert_eq!(properties["shape"]["const"], serde_json::json!([2, 1]));
+        assert_eq!(
+            (
+                &properties["data"]["minItems"],
+                &properties["data"]["maxItems"]
+            ),
+            (&serde_json::json!(2), &serde_json::json!(2))
+        );
+    }
+    // The cnn's image is 64 values per row.
+    assert_eq!(
+        paths["/models/cnn/predict"]["post"]["requestBody"]["content"]["application/json"]
+            ["schema"]["properties"]["instances"]["items"]["properties"]["pixels"]["maxItems"],
+        64
+    );
+}

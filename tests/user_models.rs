@@ -750,6 +750,14 @@ async fn tabular_tensors_models_are_explained_as_shap_does() {
         );
         check_explain_rows(&server, name, instances, &feature_names, &classes).await;
     }
+    // The served document describes the explain request: the /predict rows and the classes.
+    let (_, document) = server.get("/openapi.json").await;
+    let body = &document["paths"]["/models/column-transformer/explain"]["post"]["requestBody"]
+        ["content"]["application/json"]["schema"];
+    assert_eq!(body["properties"]["class"]["enum"], json!(["0", "1"]), "{body}");
+    let row = &body["properties"]["instances"]["items"];
+    assert_eq!(row["required"], json!(["city", "x1", "x2", "x3"]), "{row}");
+    assert_eq!(row["properties"]["city"]["type"], "string", "{row}");
     // The string column is one feature, and a class must be one of the graph's.
     let rows = tensor_rows("column-transformer");
     let (status, body) = server

@@ -36,6 +36,7 @@ pub fn routes() -> Router<AppState> {
 #[utoipa::path(
     method(get, post),
     path = "/v2/repository/index",
+    operation_id = "repository_index",
     tag = "v2",
     request_body(content = Option<V2RepositoryIndexRequest>, description = "Optional; an empty body lists every version"),
     responses(

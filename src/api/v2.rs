@@ -88,6 +88,7 @@ async fn server_metadata() -> Json<Value> {
 #[utoipa::path(
     get,
     path = "/v2/health/live",
+    operation_id = "v2_live",
     tag = "v2",
     responses(
         (status = 200, description = "The process answers", body = V2Live),
@@ -102,6 +103,7 @@ async fn live() -> Json<Value> {
 #[utoipa::path(
     get,
     path = "/v2/health/ready",
+    operation_id = "v2_ready",
     tag = "v2",
     responses(
         (status = 200, description = "Every model is loaded and warmed up", body = V2Ready),

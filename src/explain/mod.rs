@@ -569,9 +569,9 @@ pub fn plan(
     })
 }
 
-/// True for a classifier: the rows form's task, or a tensors model whose graph gives a label
-/// and probabilities.
-fn is_classifier(model: &LoadedModel) -> bool {
+/// True for a classifier (what `class` and `output` apply to): the rows form's task, or a
+/// tensors model whose graph gives a label and probabilities.
+pub fn is_classifier(model: &LoadedModel) -> bool {
     match model.entry.task {
         Task::Classification => true,
         Task::Regression => false,

@@ -247,6 +247,23 @@ impl FeatureStore {
         &self.uri
     }
 
+    /// True when [`FeatureStore::lookup`] can answer `model`'s entity ids at all: the store is
+    /// on, the manifest names the model's features in it and, for in-process snapshots, the
+    /// model's snapshot was read. The OpenAPI document offers `entity_ids` only then, since
+    /// otherwise every such request is refused whatever its ids.
+    pub fn looks_up(&self, model: &ModelEntry) -> bool {
+        if model.feature_store.is_none() {
+            return false;
+        }
+        match &self.backend {
+            Backend::Disabled => false,
+            Backend::Snapshots(snapshots) => snapshots
+                .get(&key_of(model))
+                .is_some_and(|found| found.columns.is_ok()),
+            Backend::Feast { .. } => true,
+        }
+    }
+
     /// Looks up `ids` for `model`, one store call for the batch, and returns the rows in
     /// request order.
     pub async fn lookup(

@@ -70,7 +70,7 @@ impl ExplainOptions {
                 Some("margin") => self.output = Some(OutputSpace::Margin),
                 _ => return Err(invalid("must be \"probability\" or \"margin\"")),
             },
-            _ => match value.as_u64() {
+            _ => match whole_u64(&value) {
                 Some(k) if k > 0 => self.top_k = Some(k as usize),
                 _ => return Err(invalid("must be a positive integer")),
             },
@@ -292,6 +292,17 @@ impl<'de> Visitor<'de> for RequestSeed<'_, '_> {
         };
         Ok(Ok(InferenceRequest { input, explain }))
     }
+}
+
+/// A JSON number as a whole `u64`, however it is spelled (`3`, `3.0`, `3e0`): JSON has one
+/// number type, and JSON Schema's `integer` (what the OpenAPI document says `top_k` is) takes
+/// all three.
+fn whole_u64(value: &serde_json::Value) -> Option<u64> {
+    value.as_u64().or_else(|| {
+        let f = value.as_f64()?;
+        // 2^64 is the first float past u64::MAX.
+        (f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f)).then_some(f as u64)
+    })
 }
 
 /// `instances`: a list of rows.
@@ -621,6 +632,11 @@ mod tests {
             }
         );
         assert_eq!(r.explain.first_given(), Some("class"));
+        for (top_k, expected) in [("3.0", 3), ("3e0", 3), ("18446744073709551615", u64::MAX)] {
+            let body = format!(r#"{{"entity_ids": ["x-1"], "top_k": {top_k}}}"#);
+            let r = parse(&body, 10).unwrap();
+            assert_eq!(r.explain.top_k, Some(expected as usize), "top_k {top_k}");
+        }
         let bad: &[(&str, &str)] = &[
             (
                 r#"{"entity_ids": ["a"], "instances": [[1,2,3]]}"#,
@@ -634,6 +650,13 @@ mod tests {
                 "invalid_field",
             ),
             (r#"{"instances": [[1,2,3]], "top_k": 0}"#, "invalid_field"),
+            (r#"{"instances": [[1,2,3]], "top_k": 0.0}"#, "invalid_field"),
+            (r#"{"instances": [[1,2,3]], "top_k": 2.5}"#, "invalid_field"),
+            (r#"{"instances": [[1,2,3]], "top_k": -1}"#, "invalid_field"),
+            (
+                r#"{"instances": [[1,2,3]], "top_k": 1.8446744073709552e19}"#,
+                "invalid_field",
+            ),
             (r#"{"instances": [[1,2,3]], "class": 1}"#, "invalid_field"),
             (
                 r#"{"instances": [[1,2,3]], "instances": [[1,2,3]]}"#,

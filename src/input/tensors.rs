@@ -115,11 +115,14 @@ impl Context<'_, '_> {
     }
 }
 
-/// A JSON number as an `i64`, if it is one (`3`, `3.0`, `3e0`).
-fn integral(n: &serde_json::Number) -> Option<i64> {
+/// A JSON number as an `i64`, if it is one (`3`, `3.0`, `3e0`): JSON has one number type, and
+/// JSON Schema's `integer` takes all three. A float-spelled one only up to 2^53 in magnitude,
+/// where an f64 still holds every integer.
+pub(crate) fn integral(n: &serde_json::Number) -> Option<i64> {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
     n.as_i64().or_else(|| {
         let f = n.as_f64()?;
-        (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
+        (f.fract() == 0.0 && f.abs() <= EXACT).then_some(f as i64)
     })
 }
 

@@ -11,7 +11,7 @@
 use half::f16;
 use serde_json::{Map, Value};
 
-use super::tensors::RequestedOutput;
+use super::tensors::{integral, RequestedOutput};
 use super::{ExplainOptions, InputError};
 use crate::model::infer::NamedTensor;
 use crate::model::signature::Signature;
@@ -212,7 +212,8 @@ fn flatten<'v>(data: &'v Value, out: &mut Vec<&'v Value>, limit: usize) -> Resul
 }
 
 /// JSON values as elements of `ty`: `true`/`false` for BOOL, whole numbers in range for the
-/// integer types (exact, never through a float), numbers for the floats (narrowed as numpy
+/// integer types (exact, never through a float: `3.0` is 3, as JSON Schema's `integer` says,
+/// but only where an f64 holds every integer, see [`integral`]), numbers for the floats (narrowed as numpy
 /// narrows a Python float), strings for BYTES. `place(i)` names element `i` in a message.
 fn json_values(
     ty: ElementType,
@@ -235,9 +236,10 @@ fn json_values(
             .collect()
     }
     fn int<T: TryFrom<i64> + TryFrom<u64>>(v: &Value) -> Option<T> {
-        match v.as_i64() {
-            Some(i) => T::try_from(i).ok(),
-            None => T::try_from(v.as_u64()?).ok(),
+        match (v.as_i64(), v.as_u64()) {
+            (Some(i), _) => T::try_from(i).ok(),
+            (None, Some(u)) => T::try_from(u).ok(),
+            (None, None) => T::try_from(integral(v.as_number()?)?).ok(),
         }
     }
     fn finite<T>(
@@ -398,4 +400,41 @@ pub fn parse_tensor_rows(
         })
         .collect::<Result<_, _>>()
         .map(|inputs| (inputs, explain))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn elements(ty: ElementType, json: &str) -> Result<TensorData, String> {
+        let values: Vec<Value> = serde_json::from_str(json).unwrap();
+        let refs: Vec<&Value> = values.iter().collect();
+        json_values(ty, &refs, &|i| format!("data[{i}]"))
+    }
+
+    #[test]
+    fn whole_numbers_are_integers_however_spelled() {
+        assert_eq!(
+            elements(
+                ElementType::Int64,
+                "[3, 3.0, -2e0, 9223372036854775807, -9007199254740992.0]"
+            )
+            .unwrap(),
+            TensorData::Int64(vec![3, 3, -2, i64::MAX, -(1 << 53)])
+        );
+        assert_eq!(
+            elements(ElementType::Uint64, "[18446744073709551615, 7.0]").unwrap(),
+            TensorData::Uint64(vec![u64::MAX, 7])
+        );
+        for (ty, json) in [
+            (ElementType::Int64, "[3.5]"),
+            // Past 2^53 a float may already be rounded: only exact integers are taken.
+            (ElementType::Int64, "[1e16]"),
+            (ElementType::Uint64, "[9007199254740994.0]"),
+            (ElementType::Uint8, "[256.0]"),
+            (ElementType::Uint8, "[-1.0]"),
+        ] {
+            assert!(elements(ty, json).is_err(), "{ty:?} {json}");
+        }
+    }
 }

@@ -62,6 +62,8 @@ pub enum RunError {
         name: String,
         rows: usize,
     },
+    #[error("input '{name}': element {index} is a string holding a NUL character, which ONNX Runtime cannot take")]
+    NulInString { name: String, index: usize },
     #[error("input '{name}': {source}")]
     Input { name: String, source: TensorError },
     #[error("ONNX Runtime: {0}")]
@@ -181,6 +183,16 @@ fn match_inputs<'a>(
                 expected: spec.shape_text(),
                 got: tensor.shape().to_vec(),
             });
+        }
+        // ONNX Runtime takes strings as C strings: a NUL would fail the run (a 500) instead of
+        // being the client's error.
+        if let TensorData::String(values) = tensor.data() {
+            if let Some(index) = values.iter().position(|v| v.contains('\0')) {
+                return Err(RunError::NulInString {
+                    name: spec.name.clone(),
+                    index,
+                });
+            }
         }
         ordered.push((spec, tensor));
     }
@@ -345,6 +357,17 @@ mod tests {
         assert_eq!(
             err(&[city(2), x1(3)]),
             "inputs disagree on the number of rows: 'city' has 2, 'x1' has 3"
+        );
+        assert_eq!(
+            err(&[
+                named(
+                    "city",
+                    vec![2, 1],
+                    TensorData::String(vec!["nice".into(), "ni\0ce".into()])
+                ),
+                x1(2)
+            ]),
+            "input 'city': element 1 is a string holding a NUL character, which ONNX Runtime cannot take"
         );
     }
 

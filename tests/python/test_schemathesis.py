@@ -1,15 +1,19 @@
 """schemathesis against the real server, driven by the OpenAPI document it serves.
 
 Every check schemathesis has (`--checks all`: server errors, status codes, content types,
-response schemas, negative data rejected, positive data accepted, ...) over every operation in
-`/openapi.json`, a bounded number of examples per operation with a fixed seed, so the run is
-reproducible and takes well under two minutes. It must end with zero failures and zero errors.
+response schemas, negative data rejected, positive data accepted, ...) with its default
+settings (no expected status widened) over every operation in `/openapi.json`, a bounded
+number of examples per operation with a fixed seed, so the run is reproducible and takes well
+under two minutes. It must end with zero failures and zero errors. That holds because the
+served document describes each model's request exactly (src/api/openapi/models.rs): a
+schema-valid request is one the server accepts, a schema-violating one is refused.
 
-One setting is ours: 422 counts as accepting schema-valid data. The document describes a row
-as "an object of numbers or an array of numbers" for every model, since `/models/{name}/...`
-serves models with different feature lists; a schema-valid row the named model cannot take
-(a feature it does not have, the wrong length, a value beyond float32) is a documented 422,
-as are `entity_ids` while no feature store is configured.
+The only configuration is a model and version for the routes still templated (the training
+log, the repository's load and unload), so they reach a model instead of a 404.
+
+One worker: with two, hypothesis (describing a strategy's lambda with `ast.parse`) races
+CPython 3.11's AST recursion counter, which is shared between threads, and fails with
+"AST constructor recursion depth mismatch" in the coverage phase: a tool error, not a finding.
 """
 
 import json
@@ -22,26 +26,25 @@ import pytest
 
 CONFIG = """
 [parameters]
-# A model and version that exist, so requests reach parsing and inference instead of a 404
+# A model and version that exist, so the templated routes reach a model instead of a 404
 # (the coverage phase still tries other names).
 "path.name" = "diabetes"
 "path.version" = "1"
-
-[checks.positive_data_acceptance]
-expected-statuses = ["2xx", "401", "403", "404", "422"]
 """
 
 MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "30"))
 
 
 def test_schemathesis_finds_no_failures(server, tmp_path):
+    # schemathesis's own expected statuses for every check: none is widened here.
+    assert "[checks" not in CONFIG and "expected-statuses" not in CONFIG
     config = tmp_path / "schemathesis.toml"
     config.write_text(CONFIG)
     st = Path(sys.executable).with_name("st")
     command = [
         str(st), "--config-file", str(config), "run", server.url("/openapi.json"),
         "--checks", "all", "--max-examples", str(MAX_EXAMPLES), "--seed", "8",
-        "--workers", "2", "--request-timeout", "60", "--no-color",
+        "--workers", "1", "--request-timeout", "60", "--no-color",
         "--report", "junit", "--report-junit-path", str(tmp_path / "junit.xml"),
     ]
     before = len(server.logs)  # readiness polls before the run answered 503, as they should
@@ -52,13 +55,17 @@ def test_schemathesis_finds_no_failures(server, tmp_path):
     # Every operation was exercised, and nothing failed or errored.
     junit = (tmp_path / "junit.xml").read_text()
     assert 'failures="0"' in junit and 'errors="0"' in junit, junit[:2000]
-    for operation in ["POST /predict", "POST /models/{name}/versions/{version}/explain",
+    for operation in ["POST /predict", "POST /explain", "POST /models/diabetes/versions/1/explain",
+                      "POST /models/breast-cancer/predict", "POST /v2/models/diabetes/infer",
+                      "POST /v2/models/breast-cancer/versions/1/infer",
                       "GET /health/ready", "GET /manifest", "GET /metrics"]:
         assert f'name="{operation}"' in junit, junit[:2000]
     # (schemathesis leaves out the document's own URL, /openapi.json: tests/openapi.rs checks it)
-    # 26 operations (the repository index by GET and POST, load, unload among them) and the
+    # 36 operations: per bundled model (breast-cancer, diabetes) and per its one version,
+    # predict, explain, V2 metadata, ready and infer (20), /predict and /explain, and 14 that
+    # name no model (the repository index by GET and POST, load, unload among them); and the
     # stateful phase
-    assert junit.count("<testcase ") == 27, junit
+    assert junit.count("<testcase ") == 37, junit
     # The server itself logged no panic and no 5xx.
     logs = server.log_text()
     assert "panicked" not in logs

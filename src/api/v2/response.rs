@@ -322,8 +322,10 @@ pub struct OutputTensor<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<BinaryParameters>)]
     parameters: Option<BinaryParameters>,
+    /// The values, row-major; `null` where a float is not finite (NaN or ±infinity, which
+    /// JSON cannot write).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<f64>>)]
+    #[schema(value_type = Option<Vec<Option<f64>>>)]
     data: Option<Values<'a>>,
 }
 
