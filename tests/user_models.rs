@@ -754,10 +754,28 @@ async fn tabular_tensors_models_are_explained_as_shap_does() {
     let (_, document) = server.get("/openapi.json").await;
     let body = &document["paths"]["/models/column-transformer/explain"]["post"]["requestBody"]
         ["content"]["application/json"]["schema"];
-    assert_eq!(body["properties"]["class"]["enum"], json!(["0", "1"]), "{body}");
+    assert_eq!(
+        body["properties"]["class"]["enum"],
+        json!(["0", "1"]),
+        "{body}"
+    );
     let row = &body["properties"]["instances"]["items"];
     assert_eq!(row["required"], json!(["city", "x1", "x2", "x3"]), "{row}");
     assert_eq!(row["properties"]["city"]["type"], "string", "{row}");
+    // Inputs are checked as for /predict: a string ONNX Runtime cannot take is the client's.
+    let mut nul = tensor_rows("column-transformer")[0].clone();
+    nul["city"] = json!("a\u{0}b");
+    let (status, body) = server
+        .post(
+            "/models/column-transformer/explain",
+            &json!({ "instances": [nul] }),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("invalid_tensor")),
+        "{body}"
+    );
     // The string column is one feature, and a class must be one of the graph's.
     let rows = tensor_rows("column-transformer");
     let (status, body) = server

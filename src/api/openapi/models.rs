@@ -332,8 +332,10 @@ fn tensors_row(model: &ServedModel) -> Option<Value> {
         .map(|spec| Some((spec.name.clone(), tensor_row_value(spec)?)))
         .collect::<Option<Map<String, Value>>>()?;
     let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
-    Some(json!({"type": "object", "properties": properties, "required": names,
-                "additionalProperties": false}))
+    Some(
+        json!({"type": "object", "properties": properties, "required": names,
+                "additionalProperties": false}),
+    )
 }
 
 /// A tensors model's `/predict` answer: per row, a classifier's label and probabilities or a
