@@ -382,7 +382,8 @@ async fn explain_errors_name_the_problem_and_the_limit() {
 
 /// Forced onto the sampling method (exact enumeration capped at 4 features), the regressor's
 /// explanations report their permutation count, add up exactly, repeat exactly (fixed seed),
-/// and approach the exact attributions as permutations grow.
+/// and approach the exact attributions as permutations grow; their standard errors shrink as
+/// the square root of the permutations and bound the distance to the exact values.
 #[tokio::test]
 async fn permutation_sampling_is_seeded_additive_and_converges() {
     let exact_server = Server::start_ready(&[]).await;
@@ -406,6 +407,7 @@ async fn permutation_sampling_is_seeded_additive_and_converges() {
     assert_eq!(few, explain(&sampled, path, body.clone()).await, "seeded");
     let lots = explain(&many, path, body).await;
     let mut errors = (0.0, 0.0);
+    let (mut standard_errors, mut within_two, mut features) = ((0.0, 0.0), 0, 0);
     for ((e, s), l) in exact.iter().zip(&few).zip(&lots) {
         assert_eq!(
             (s["method"].as_str(), s["permutations"].as_u64()),
@@ -420,7 +422,34 @@ async fn permutation_sampling_is_seeded_additive_and_converges() {
             |phi: Vec<f64>| -> f64 { phi.iter().zip(&exact_phi).map(|(a, b)| (a - b).abs()).sum() };
         errors.0 += l1(attributions(s, &names));
         errors.1 += l1(attributions(l, &names));
+        assert!(e.get("standard_errors").is_none(), "exact: {e}");
+        for (name, exact_value) in names.iter().zip(&exact_phi) {
+            let (se_few, se_lots) = (
+                s["standard_errors"][name].as_f64().unwrap(),
+                l["standard_errors"][name].as_f64().unwrap(),
+            );
+            assert!(
+                se_few >= 0.0 && se_lots >= 0.0,
+                "{name}: {se_few} {se_lots}"
+            );
+            standard_errors.0 += se_few;
+            standard_errors.1 += se_lots;
+            // 200 pairs estimate their spread well (5 do not: 4 degrees of freedom).
+            let off = (l["attributions"][name].as_f64().unwrap() - exact_value).abs();
+            within_two += usize::from(off <= 2.0 * se_lots);
+            features += 1;
+        }
     }
+    // 40x the permutations: about sqrt(40) = 6.3x smaller errors.
+    assert!(
+        standard_errors.1 < standard_errors.0 / 3.0,
+        "{standard_errors:?}"
+    );
+    // About 95% of estimates within two standard errors of the exact value.
+    assert!(
+        within_two * 10 >= features * 9,
+        "{within_two} of {features} within 2 standard errors"
+    );
     let scale: f64 = exact
         .iter()
         .flat_map(|e| attributions(e, &names))

@@ -108,34 +108,37 @@ impl Serialize for ExplanationJson<'_> {
         map.serialize_entry("output", &e.output)?;
         map.serialize_entry("value", &e.value)?;
         map.serialize_entry("base_value", &e.base_value)?;
-        map.serialize_entry(
-            "attributions",
-            &Attributions {
-                values: &e.attributions,
-                names: self.feature_names,
-                top_k: self.top_k,
-            },
-        )?;
+        let order = top_k_order(&e.attributions, self.top_k);
+        let by_name = |values| ByName {
+            values,
+            names: self.feature_names,
+            order: &order,
+        };
+        map.serialize_entry("attributions", &by_name(&e.attributions))?;
         map.serialize_entry("method", &e.method)?;
         map.serialize_entry("residual", &e.residual)?;
         if let Some(permutations) = e.permutations {
             map.serialize_entry("permutations", &permutations)?;
         }
+        if let Some(errors) = &e.standard_errors {
+            map.serialize_entry("standard_errors", &by_name(errors))?;
+        }
         map.end()
     }
 }
 
-struct Attributions<'a> {
+/// Per-feature numbers keyed by feature name, the features in `order` (the attributions'
+/// order, so an attribution and its standard error list the same features).
+struct ByName<'a> {
     values: &'a [f64],
     names: &'a [String],
-    top_k: Option<usize>,
+    order: &'a [usize],
 }
 
-impl Serialize for Attributions<'_> {
+impl Serialize for ByName<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let order = top_k_order(self.values, self.top_k);
-        let mut map = s.serialize_map(Some(order.len()))?;
-        for i in order {
+        let mut map = s.serialize_map(Some(self.order.len()))?;
+        for &i in self.order {
             map.serialize_entry(&self.names[i], &self.values[i])?;
         }
         map.end()
@@ -177,6 +180,7 @@ mod tests {
             method: Method::Tree,
             residual: 0.0,
             permutations: None,
+            standard_errors: None,
         };
         let names: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
         let labels: Vec<String> = ["no", "yes"].iter().map(|s| s.to_string()).collect();
@@ -198,6 +202,7 @@ mod tests {
             output: Output::Value,
             method: Method::Permutation,
             permutations: Some(10),
+            standard_errors: Some(vec![0.5, 0.125, 0.0]),
             ..e
         };
         let json = serde_json::to_value(ExplanationJson {
@@ -211,5 +216,19 @@ mod tests {
         assert_eq!(json["output"], "value");
         assert!(json.get("class").is_none());
         assert_eq!(json["attributions"].as_object().unwrap().len(), 3);
+        assert_eq!(
+            json["standard_errors"],
+            serde_json::json!({"a": 0.5, "b": 0.125, "c": 0.0})
+        );
+        // top_k keeps the same features in both maps.
+        let json = serde_json::to_value(ExplanationJson {
+            explanation: &sampled,
+            feature_names: &names,
+            class_labels: &[],
+            top_k: Some(1),
+        })
+        .unwrap();
+        assert_eq!(json["attributions"], serde_json::json!({"a": 1.0}));
+        assert_eq!(json["standard_errors"], serde_json::json!({"a": 0.5}));
     }
 }

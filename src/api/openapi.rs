@@ -446,6 +446,10 @@ pub struct Explanation {
     pub residual: Option<f64>,
     /// Permutations sampled (`permutation` only).
     pub permutations: Option<u64>,
+    /// Feature name → standard error of its sampled attribution over the antithetic
+    /// permutation pairs (`permutation` only, from 4 permutations on; see docs/explain.md for
+    /// the intervals they give). Same features as `attributions`.
+    pub standard_errors: Option<BTreeMap<String, Option<f64>>>,
 }
 
 /// `/health/live` and `/health/ready`.

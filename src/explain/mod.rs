@@ -176,6 +176,9 @@ pub struct Explanation {
     pub residual: f64,
     /// Permutations used (sampling method only).
     pub permutations: Option<usize>,
+    /// Per feature, the standard error of a sampled attribution (sampling method only, from
+    /// two antithetic pairs on; see [`permutation`]).
+    pub standard_errors: Option<Vec<f64>>,
 }
 
 /// Set when the client has gone away; long computations poll it between model batches.
@@ -666,7 +669,7 @@ pub fn explain(
                         .model
                         .ensemble
                         .shap(&x, &support.background, target, &mut scratch);
-                (shap.attributions, shap.base_value)
+                ((shap.attributions, None), shap.base_value)
             }
             (Method::Tree, None) => unreachable!("trees checked above"),
             (method, _) => {
@@ -701,7 +704,8 @@ struct Game<'a> {
 }
 
 impl Game<'_> {
-    /// The attributions by `method` (exact or permutation), `model` evaluating coalitions.
+    /// The attributions by `method` (exact or permutation), `model` evaluating coalitions,
+    /// with their standard errors when sampled.
     fn attribute(
         &self,
         method: Method,
@@ -709,7 +713,7 @@ impl Game<'_> {
         limits: &ExplainLimits,
         model: &mut exact::ModelFn<'_>,
         cancel: &Cancel,
-    ) -> Result<Vec<f64>, ExplainError> {
+    ) -> Result<(Vec<f64>, Option<Vec<f64>>), ExplainError> {
         let Game {
             x,
             background,
@@ -719,6 +723,7 @@ impl Game<'_> {
         match method {
             Method::Exact => {
                 exact::explain(x, background, base, value, limits.batch_rows, model, cancel)
+                    .map(|phi| (phi, None))
             }
             Method::Permutation => permutation::explain(
                 x,
@@ -729,7 +734,8 @@ impl Game<'_> {
                 limits.batch_rows,
                 model,
                 cancel,
-            ),
+            )
+            .map(|sampled| (sampled.attributions, sampled.standard_errors)),
             Method::Tree => Err(ExplainError::Unavailable(
                 "Tree SHAP runs on the trees, not through the model".into(),
             )),
@@ -744,7 +750,7 @@ impl Explanation {
         plan: &Plan,
         value: f64,
         base_value: f64,
-        attributions: Vec<f64>,
+        (attributions, standard_errors): (Vec<f64>, Option<Vec<f64>>),
     ) -> Explanation {
         let residual = value - base_value - attributions.iter().sum::<f64>();
         Explanation {
@@ -756,6 +762,7 @@ impl Explanation {
             method: plan.method,
             residual,
             permutations: (plan.method == Method::Permutation).then_some(plan.permutations),
+            standard_errors,
         }
     }
 }
