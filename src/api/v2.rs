@@ -239,9 +239,11 @@ async fn infer_tensors(
     )?;
     let max_rows = state.limits.max_request_rows;
     let parsing = model.clone();
+    let json = header_len.unwrap_or(body.len());
+    let weight = crate::input::parse_weight(json, body.len() - json);
     if model.is_tensors() {
         let request =
-            pipeline::parse_off_runtime(body.len(), move || parse_typed_infer(&body, header_len))
+            pipeline::parse_off_runtime(weight, move || parse_typed_infer(&body, header_len))
                 .await?;
         let selection = select_tensors(model, &request.outputs, request.binary_data_output)?;
         let inferred = pipeline::infer_tensors(model, request.inputs, max_rows).await?;
@@ -252,7 +254,7 @@ async fn infer_tensors(
             &selection,
         ));
     }
-    let request = pipeline::parse_off_runtime(body.len(), move || {
+    let request = pipeline::parse_off_runtime(weight, move || {
         parse_infer(&body, header_len, &InputSpec::of(&parsing, max_rows))
     })
     .await?;

@@ -11,10 +11,7 @@ use super::proto::grpc_inference_service_server::GrpcInferenceService;
 use super::proto::model_metadata_response::TensorMetadata as ProtoTensorMetadata;
 use super::proto::*;
 use super::tensors::{decode_inputs, encode_outputs, Encoding};
-
-/// Requests whose tensors are larger than this are decoded on the blocking pool, so a burst of
-/// megabyte tensors cannot starve health probes (the HTTP routes' rule for bodies).
-const INLINE_DECODE_BYTES: usize = 64 * 1024;
+use crate::input::{parse_weight, INLINE_PARSE_BYTES};
 
 /// The Open Inference Protocol service over `B`.
 pub struct OpenInference<B> {
@@ -116,7 +113,9 @@ impl<B: Backend> GrpcInferenceService for OpenInference<B> {
         let encoding = Encoding::of_request(&r.inputs, &r.raw_input_contents);
         let raw_bytes: usize = r.raw_input_contents.iter().map(|b| b.len()).sum();
         let (inputs, raw) = (r.inputs, r.raw_input_contents);
-        let inputs = if raw_bytes <= INLINE_DECODE_BYTES {
+        // The HTTP routes' rule for bodies: large tensors are decoded on the blocking pool, so
+        // a burst of them cannot starve health probes.
+        let inputs = if parse_weight(0, raw_bytes) <= INLINE_PARSE_BYTES {
             decode_inputs(inputs, &raw)?
         } else {
             tokio::task::spawn_blocking(move || decode_inputs(inputs, &raw))

@@ -170,3 +170,20 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
         d.deserialize_str(KeyVisitor)
     }
 }
+
+/// Bodies up to this size (of JSON, or its equivalent in binary tensor data, see
+/// [`parse_weight`]) are parsed on the async worker (tens of microseconds); larger ones on the
+/// blocking pool, so a burst of megabyte bodies cannot starve health probes.
+pub const INLINE_PARSE_BYTES: usize = 64 * 1024;
+
+/// How many binary tensor bytes cost what one JSON byte costs to parse: binary data is copied
+/// (gigabytes a second), JSON is tokenized and converted (a few hundred megabytes a second).
+/// Counting binary bytes as JSON would send a 64 KB tensor through a blocking-pool hand-off
+/// that costs more than its copy (`make bench`: the CNN's 256-image requests).
+const BINARY_BYTES_PER_JSON_BYTE: usize = 16;
+
+/// The JSON-equivalent size of a body of `json` JSON bytes and `binary` binary tensor bytes,
+/// for the serving pipeline's `parse_off_runtime` and the gRPC decode.
+pub fn parse_weight(json: usize, binary: usize) -> usize {
+    json + binary / BINARY_BYTES_PER_JSON_BYTE
+}

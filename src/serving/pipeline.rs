@@ -15,7 +15,9 @@ use super::{ServedModel, ServingError};
 use crate::batching::Batch;
 use crate::features::{rows_for, FeatureStore, TraceContext};
 use crate::input::typed::parse_tensor_rows;
-use crate::input::{parse_request, ExplainOptions, InferenceRequest, InputError, RequestInput};
+use crate::input::{
+    parse_request, ExplainOptions, InferenceRequest, InputError, RequestInput, INLINE_PARSE_BYTES,
+};
 use crate::model::infer::{batch_rows, check_inputs, NamedTensor};
 use crate::model::{ModelOutput, Rows};
 use crate::monitor::drift::DriftHandle;
@@ -23,18 +25,14 @@ use crate::telemetry::metrics;
 use crate::telemetry::otel::{feature_lookup_span, inference_span, traceparent_of};
 use crate::telemetry::timing::InferenceTiming;
 
-/// Bodies up to this size are parsed on the async worker (tens of microseconds); larger ones
-/// on the blocking pool, so a burst of megabyte bodies cannot starve health probes.
-const INLINE_PARSE_BYTES: usize = 64 * 1024;
-
-/// Runs `parse` over a body of `body_len` bytes: inline when small, on the blocking pool when
-/// large.
-pub async fn parse_off_runtime<T, F>(body_len: usize, parse: F) -> Result<T, ServingError>
+/// Runs `parse` over a body of `weight` JSON-equivalent bytes
+/// ([`crate::input::parse_weight`]): inline when small, on the blocking pool when large.
+pub async fn parse_off_runtime<T, F>(weight: usize, parse: F) -> Result<T, ServingError>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T, InputError> + Send + 'static,
 {
-    if body_len <= INLINE_PARSE_BYTES {
+    if weight <= INLINE_PARSE_BYTES {
         return Ok(parse()?);
     }
     tokio::task::spawn_blocking(parse)
