@@ -688,7 +688,7 @@ fn tensor_rows(name: &str) -> Vec<Value> {
 }
 
 /// Tabular models served as named tensors (a ColumnTransformer with a string column, a float64
-/// and an int64 matrix), added with their feature names and background: `/predict` gives
+/// and an int64 matrix), added with their feature and class names and background: `/predict` gives
 /// onnxruntime's answers bit for bit, and `/explain` takes the same rows keyed by input name and
 /// gives shap's ExactExplainer attributions to 1e-5 relative, each column a feature and the
 /// string column swapped whole.
@@ -702,17 +702,17 @@ async fn tabular_tensors_models_are_explained_as_shap_does() {
     for name in tabular {
         let header = reference_header(name).join(",");
         let background = fixtures().join(name).join("background.csv");
-        let (ok, stdout, stderr) = models_add(
-            name,
-            &models,
-            &manifest,
-            &[
-                "--feature-names",
-                &header,
-                "--background",
-                background.to_str().unwrap(),
-            ],
-        );
+        let classes = class_names(name).join(",");
+        let mut args = vec![
+            "--feature-names",
+            &header,
+            "--background",
+            background.to_str().unwrap(),
+        ];
+        if !classes.is_empty() {
+            args.extend(["--class-labels", &classes]);
+        }
+        let (ok, stdout, stderr) = models_add(name, &models, &manifest, &args);
         assert!(ok, "{name}: {stdout} {stderr}");
         let written = common::read_json(&manifest);
         let entry = written["models"]
@@ -734,7 +734,8 @@ async fn tabular_tensors_models_are_explained_as_shap_does() {
     );
     for name in tabular {
         let feature_names = reference_header(name);
-        let classes = graph_label_names(name);
+        // The names `models add` was given, in /predict and /explain alike.
+        let classes = class_names(name);
         let instances = tensor_rows(name);
         let (status, body) = server
             .post(
@@ -756,7 +757,7 @@ async fn tabular_tensors_models_are_explained_as_shap_does() {
         ["content"]["application/json"]["schema"];
     assert_eq!(
         body["properties"]["class"]["enum"],
-        json!(["0", "1"]),
+        json!(["class_0", "class_1"]),
         "{body}"
     );
     let row = &body["properties"]["instances"]["items"];

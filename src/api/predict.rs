@@ -49,6 +49,7 @@ pub async fn predict(
         let mut response = json_response(&TensorPredictResponse {
             model: ModelRef::of(model),
             predictions: TensorPredictions {
+                class_names: &model.entry.class_labels,
                 outputs: &inferred.output,
                 task: &model.signature.task,
                 rows,

@@ -17,7 +17,7 @@ use super::ExplainError;
 use crate::model::infer::NamedTensor;
 use crate::model::signature::{ClassLabels, Dim, Signature};
 use crate::model::tabular::default_feature_names;
-use crate::model::tensor::{ElementType, TensorData, TypedTensor};
+use crate::model::tensor::{ElementType, TypedTensor};
 use crate::model::{LoadedModel, Rows};
 
 /// How a tensors model's inputs split into feature columns.
@@ -245,16 +245,7 @@ pub fn label_index(
         .iter()
         .find(|o| o.name == label_output)
         .ok_or_else(|| ExplainError::Model(format!("the model gave no output '{label_output}'")))?;
-    let index = match (label.tensor.data(), labels) {
-        (TensorData::Int64(v), ClassLabels::Int64(l)) => {
-            v.get(r).and_then(|x| l.iter().position(|y| y == x))
-        }
-        (TensorData::String(v), ClassLabels::String(l)) => {
-            v.get(r).and_then(|x| l.iter().position(|y| y == x))
-        }
-        _ => None,
-    };
-    index.ok_or_else(|| {
+    labels.position_of(label.tensor.data(), r).ok_or_else(|| {
         ExplainError::Model(format!(
             "row {r} of output '{label_output}' is not one of the graph's class labels"
         ))
@@ -313,6 +304,7 @@ pub fn stack_row(
 mod tests {
     use super::*;
     use crate::model::signature::{GraphTask, TensorSpec};
+    use crate::model::tensor::TensorData;
 
     fn signature(inputs: Vec<(&str, ElementType, Vec<Dim>)>) -> Signature {
         Signature {

@@ -300,13 +300,14 @@ impl<'m> Output<'m> {
     ) -> Result<(), JobError> {
         let task = &self.model.signature.task;
         let predictions = TensorPredictions {
+            class_names: &self.model.entry.class_labels,
             outputs,
             task,
             rows: chunk.rows,
         };
-        let labels = match task {
-            GraphTask::Classifier { labels, .. } => labels.names(),
-            _ => Vec::new(),
+        let labels: &[String] = match task {
+            GraphTask::Classifier { .. } => &self.model.entry.class_labels,
+            _ => &[],
         };
         for i in 0..chunk.rows {
             self.begin_row(&chunk.passthrough, i);
@@ -318,7 +319,7 @@ impl<'m> Output<'m> {
                     } else {
                         let label = prediction["label"].as_str().unwrap_or_default();
                         push_csv_field(&mut self.line, label);
-                        for label in &labels {
+                        for label in labels {
                             self.line.push(',');
                             self.line
                                 .push_str(&prediction["probabilities"][label].to_string());

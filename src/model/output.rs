@@ -117,6 +117,9 @@ impl Serialize for Probabilities<'_> {
 pub struct TensorPredictions<'a> {
     pub outputs: &'a [NamedTensor],
     pub task: &'a GraphTask,
+    /// A classifier's class names in the graph's label order: the manifest's `class_labels`
+    /// (the graph's own labels, unless `models add --class-labels` renamed them).
+    pub class_names: &'a [String],
     pub rows: usize,
 }
 
@@ -141,12 +144,11 @@ impl TensorPredictions<'_> {
                 else {
                     return Value::Null;
                 };
-                let names = labels.names();
                 let scores = row_elements(probabilities, r);
-                let probabilities: Map<String, Value> = names.into_iter().zip(scores).collect();
-                let label = match row_elements(label, r).into_iter().next() {
-                    Some(Value::String(s)) => Value::String(s),
-                    Some(other) => Value::String(other.to_string()),
+                let probabilities: Map<String, Value> =
+                    self.class_names.iter().cloned().zip(scores).collect();
+                let label = match labels.position_of(label.data(), r) {
+                    Some(column) => Value::String(self.class_names[column].clone()),
                     None => Value::Null,
                 };
                 json!({"label": label, "probabilities": probabilities})

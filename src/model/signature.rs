@@ -15,7 +15,7 @@ use ort::session::Session;
 use ort::value::{TensorElementType, ValueType};
 
 use super::onnx_graph::{NodeProto, OnnxGraph};
-use super::tensor::ElementType;
+use super::tensor::{ElementType, TensorData};
 
 /// One dimension of a declared shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +113,20 @@ impl ClassLabels {
     /// True when there are none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The column of element `i` of a label output (`data`): where that label stands among
+    /// these; `None` for a value that is not one of them, or of the other type.
+    pub fn position_of(&self, data: &TensorData, i: usize) -> Option<usize> {
+        match (data, self) {
+            (TensorData::Int64(v), ClassLabels::Int64(l)) => {
+                v.get(i).and_then(|x| l.iter().position(|y| y == x))
+            }
+            (TensorData::String(v), ClassLabels::String(l)) => {
+                v.get(i).and_then(|x| l.iter().position(|y| y == x))
+            }
+            _ => None,
+        }
     }
 
     /// The labels as text, the form `/predict` answers with.
