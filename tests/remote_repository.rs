@@ -3,7 +3,8 @@
 //! the training log's predictions, a tampered object is refused on its sha256 before any
 //! session is built, and a restart reuses the cache without downloading again. In poll mode
 //! each rescan re-syncs: a version uploaded later is served, a tampered one refused with its
-//! reason while the others keep serving. A plain HTTP repository (the `https://` code path,
+//! reason while the others keep serving (and not downloaded again while it is unchanged). A
+//! plain HTTP repository (the `https://` code path,
 //! over loopback HTTP) is served the same way.
 
 mod common;
@@ -408,6 +409,31 @@ async fn poll_mode_resyncs_the_bucket_serving_new_versions_and_refusing_tampered
     }
     // Nothing of the refused object reached the cache.
     assert!(!local.join("diabetes/3/model.onnx").exists());
+    // Nor is it fetched again: later polls refuse the same object without downloading it.
+    let object = format!("s3://{BUCKET}/{PREFIX}/diabetes/3/model.onnx");
+    let logged = |message: &'static str| {
+        let object = object.clone();
+        server
+            .log_text()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|event| {
+                event["object"] == object.as_str()
+                    && event["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with(message))
+            })
+            .count()
+    };
+    eventually(&server, "two polls refusing without a download", || async {
+        logged("model file refused again without a download") >= 2
+    })
+    .await;
+    assert_eq!(logged("model file downloaded and refused"), 1);
+    assert!(index(&server, None)
+        .await
+        .get(&("diabetes".to_string(), "3".to_string()))
+        .is_some_and(|state| state["reason"] == reason));
 }
 
 #[tokio::test]

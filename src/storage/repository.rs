@@ -1,8 +1,9 @@
 //! A remote repository mirrored into the cache: fetching the manifest, finding each listed
 //! version's files, and downloading only what the cache cannot vouch for.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use futures_util::future::BoxFuture;
@@ -28,6 +29,10 @@ pub struct RemoteRepository {
     root: Location,
     cache_root: PathBuf,
     local: PathBuf,
+    /// Model files refused on their sha256, by path: the object version and what it hashed
+    /// to. The same object is refused again without a download (each poll would otherwise
+    /// fetch the whole file again) until it or the manifest's sha256 changes.
+    refused: Mutex<HashMap<String, (ObjectVersion, String)>>,
 }
 
 /// What one [`RemoteRepository::sync`] did. `refused` holds the versions that must not be
@@ -90,6 +95,7 @@ impl RemoteRepository {
             root,
             cache_root: cache_root.to_path_buf(),
             local,
+            refused: Mutex::default(),
         })
     }
 
@@ -363,10 +369,35 @@ impl RemoteRepository {
                 });
             }
         }
+        let mismatch = |actual: String, expected: &str| StorageError::Sha256Mismatch {
+            model: entry.name.clone(),
+            version: entry.version.clone(),
+            object: uri.clone(),
+            expected: expected.to_string(),
+            actual,
+        };
+        let refused_before = self.refused_lock().get(&file.relative).cloned();
+        if let (Some((refused, actual)), Some(expected)) = (refused_before, file.manifest_sha256) {
+            if refused == object && !expected.eq_ignore_ascii_case(&actual) {
+                tracing::info!(object = %uri, "model file refused again without a download: the object and the manifest's sha256 are unchanged");
+                return Err(mismatch(actual, expected));
+            }
+        }
         let started = Instant::now();
-        let (object, sha256, bytes) = self
-            .download(entry, &location, &local, file.manifest_sha256)
+        let downloaded = self
+            .download(&location, &local, file.manifest_sha256)
             .await?;
+        let (object, sha256, bytes) = match downloaded {
+            Download::Verified(done) => done,
+            Download::Refused { actual } => {
+                let expected = file.manifest_sha256.unwrap_or_default();
+                tracing::warn!(object = %uri, %expected, %actual, "model file downloaded and refused: its sha256 is not the manifest's; not fetched again until the object or the manifest changes");
+                self.refused_lock()
+                    .insert(file.relative.clone(), (object, actual.clone()));
+                return Err(mismatch(actual, expected));
+            }
+        };
+        self.refused_lock().remove(&file.relative);
         tracing::info!(
             object = %uri,
             local = %local.display(),
@@ -381,16 +412,22 @@ impl RemoteRepository {
         })
     }
 
+    /// The refused files, whatever a panicking holder left (a map of plain values).
+    fn refused_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (ObjectVersion, String)>> {
+        self.refused
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Streams an object into a partial file while hashing it; checks a model file's hash
     /// against the manifest, and only then renames it into place. A mismatch leaves nothing
     /// behind.
     async fn download(
         &self,
-        entry: &ModelEntry,
         location: &Location,
         local: &Path,
         manifest_sha256: Option<&str>,
-    ) -> Result<(ObjectVersion, String, u64), StorageError> {
+    ) -> Result<Download, StorageError> {
         let uri = location.uri();
         let cache_error = |source| StorageError::Cache {
             path: local.to_path_buf(),
@@ -423,27 +460,26 @@ impl RemoteRepository {
         }
         .await;
         let actual = hex::encode(hasher.finalize());
-        let verified = written.and_then(|()| match manifest_sha256 {
-            Some(expected) if !expected.eq_ignore_ascii_case(&actual) => {
-                Err(StorageError::Sha256Mismatch {
-                    model: entry.name.clone(),
-                    version: entry.version.clone(),
-                    object: uri.clone(),
-                    expected: expected.to_string(),
-                    actual: actual.clone(),
-                })
-            }
-            _ => Ok(()),
-        });
-        if let Err(error) = verified {
+        let refused =
+            manifest_sha256.is_some_and(|expected| !expected.eq_ignore_ascii_case(&actual));
+        if written.is_err() || refused {
             let _ = tokio::fs::remove_file(&partial).await;
-            return Err(error);
+            written?;
+            return Ok(Download::Refused { actual });
         }
         tokio::fs::rename(&partial, local)
             .await
             .map_err(cache_error)?;
-        Ok((object, actual, bytes))
+        Ok(Download::Verified((object, actual, bytes)))
     }
+}
+
+/// How a download ended, when the store and the disk did not fail.
+enum Download {
+    /// In place: the object version, its sha256 and its size.
+    Verified((ObjectVersion, String, u64)),
+    /// A model file whose content is not the manifest's (hashing to `actual`): nothing kept.
+    Refused { actual: String },
 }
 
 fn store_error(uri: &str, source: object_store::Error) -> StorageError {
