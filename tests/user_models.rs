@@ -1027,6 +1027,20 @@ fn the_offline_jobs_take_tensors_models_rows() {
     );
     assert!(!ok);
     assert!(stderr.contains("line 2: city"), "{stderr}");
+    // And what ONNX Runtime would refuse (a NUL in a string) as the API refuses it.
+    rows[1]["city"] = json!("a\u{0}b");
+    let lines: Vec<String> = rows[..3].iter().map(Value::to_string).collect();
+    std::fs::write(&bad, lines.join("\n")).unwrap();
+    let (ok, _, stderr) = predict(
+        "column-transformer",
+        &bad,
+        &work.path().join("bad-out.jsonl"),
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("line 2: input 'city': element 0 is a string holding a NUL character"),
+        "{stderr}"
+    );
     // Drift compares feature columns with a training baseline: the rows form's only.
     let (ok, _, stderr) = ferrum(&[
         "drift-report",

@@ -18,7 +18,7 @@ use crate::model::infer::NamedTensor;
 use crate::model::signature::{ClassLabels, Dim, Signature};
 use crate::model::tabular::default_feature_names;
 use crate::model::tensor::{ElementType, TypedTensor};
-use crate::model::{LoadedModel, Rows};
+use crate::model::{InferenceError, LoadedModel, Rows};
 
 /// How a tensors model's inputs split into feature columns.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,14 +101,14 @@ impl ColumnLayout {
     }
 
     /// Reads a background CSV (a header naming the features in order, then one row per line)
-    /// as the `/predict` body of those rows (see [`ColumnLayout::request_row`]). The caller
-    /// parses it as a request (integers exactly, floats rounded to the input's type as numpy
+    /// as the `/predict` rows it holds (see [`ColumnLayout::request_row`]). The caller reads
+    /// them as a request's (integers exactly, floats rounded to the input's type as numpy
     /// does), so the background is what a client sending those rows would have sent.
-    pub fn background_request(
+    pub fn background_rows(
         &self,
         path: &Path,
         signature: &Signature,
-    ) -> Result<serde_json::Value, String> {
+    ) -> Result<Vec<serde_json::Value>, String> {
         let mut reader = csv::Reader::from_path(path).map_err(|e| e.to_string())?;
         let header = reader.headers().map_err(|e| e.to_string())?.clone();
         if header.iter().ne(self.names.iter().map(String::as_str)) {
@@ -128,7 +128,7 @@ impl ColumnLayout {
         if rows.is_empty() {
             return Err("it has no rows".into());
         }
-        Ok(serde_json::json!({ "instances": rows }))
+        Ok(rows)
     }
 
     /// One row of `/predict`'s `instances` from the text of each feature (`cell(i)` for
@@ -264,7 +264,7 @@ pub fn model_fn<'a>(
         let inputs = layout.decode(rows, stack)?;
         let outputs = model
             .infer_tensors(&inputs, || {})
-            .map_err(|e| ExplainError::Model(e.to_string()))?;
+            .map_err(InferenceError::from)?;
         let (values, width) = output_values(&outputs, column.output, rows.n_rows)?;
         Ok(values
             .into_iter()
@@ -432,20 +432,20 @@ mod tests {
         let path = dir.path().join("background.csv");
         std::fs::write(&path, "city,x[0],x[1],n\noslo,0.5,1e-3,7\n").unwrap();
         let body = layout
-            .background_request(&path, &column_transformer())
+            .background_rows(&path, &column_transformer())
             .unwrap();
         assert_eq!(
             body,
-            serde_json::json!({"instances": [{"city": "oslo", "x": [0.5, 1e-3], "n": 7}]})
+            vec![serde_json::json!({"city": "oslo", "x": [0.5, 1e-3], "n": 7})]
         );
         std::fs::write(&path, "city,x[0],x[1],n\noslo,zero,1,7\n").unwrap();
         let err = layout
-            .background_request(&path, &column_transformer())
+            .background_rows(&path, &column_transformer())
             .unwrap_err();
         assert_eq!(err, "row 0, x[0]: 'zero' is not a double value");
         std::fs::write(&path, "city,n\noslo,7\n").unwrap();
         let err = layout
-            .background_request(&path, &column_transformer())
+            .background_rows(&path, &column_transformer())
             .unwrap_err();
         assert!(
             err.starts_with("its header is not the model's feature names in order"),

@@ -38,7 +38,7 @@ use serde::Serialize;
 
 use crate::model::infer::{batch_rows, NamedTensor};
 use crate::model::runtime::SessionPool;
-use crate::model::signature::GraphTask;
+use crate::model::signature::{ClassLabels, GraphTask};
 use crate::model::{InferenceError, LoadedModel, ModelEntry, ModelOutput, Rows, Task};
 use columns::{Column, ColumnLayout};
 use onnx::{MarginOutput, OnnxTrees, PostTransform};
@@ -330,25 +330,18 @@ impl ExplainAssets {
         })
     }
 
-    /// A tensors model's assets: `background` (its [`ColumnLayout::background_request`] parsed
-    /// as a request) and the mean of the model's scores over it.
+    /// A tensors model's assets: `background` (its [`ColumnLayout::background_rows`] read as
+    /// a request's) and the mean of the model's scores over it.
     pub fn prepare_columns(
         model: &LoadedModel,
         layout: ColumnLayout,
         background: Vec<NamedTensor>,
     ) -> Result<ExplainAssets, ExplainError> {
         let n_background = batch_rows(&background);
-        let scores = match &model.signature.task {
-            GraphTask::Classifier {
-                probabilities_output,
-                ..
-            } => probabilities_output,
-            GraphTask::Regressor { output } => output,
-            GraphTask::Tensors => return Err(not_a_scorer(model)),
-        };
+        let scores = scored_outputs(model)?.scores;
         let outputs = model
             .infer_tensors(&background, || {})
-            .map_err(|e| ExplainError::Model(e.to_string()))?;
+            .map_err(InferenceError::from)?;
         let (values, width) = columns::output_values(&outputs, scores, n_background)?;
         let background_mean = (0..width)
             .map(|c| values.iter().skip(c).step_by(width).sum::<f64>() / n_background as f64)
@@ -370,13 +363,35 @@ impl ExplainAssets {
     }
 }
 
-/// A tensors model whose outputs are neither a classifier's nor a regressor's has no score to
-/// attribute.
-fn not_a_scorer(model: &LoadedModel) -> ExplainError {
-    ExplainError::Unavailable(format!(
-        "model '{}' gives neither a classifier's label and probabilities nor one regression value per row, so there is no score to explain",
-        model.entry.name
-    ))
+/// A tensors model's explained output and, for a classifier, where its predicted class is.
+struct Scored<'a> {
+    /// A classifier's probabilities, or a regressor's value.
+    scores: &'a str,
+    /// A classifier's label output and the graph's labels.
+    label: Option<(&'a str, &'a ClassLabels)>,
+}
+
+/// What a tensors model's graph says is scored; one whose outputs are neither a classifier's
+/// nor a regressor's has no score to attribute.
+fn scored_outputs(model: &LoadedModel) -> Result<Scored<'_>, ExplainError> {
+    match &model.signature.task {
+        GraphTask::Classifier {
+            probabilities_output,
+            label_output,
+            labels,
+        } => Ok(Scored {
+            scores: probabilities_output,
+            label: Some((label_output, labels)),
+        }),
+        GraphTask::Regressor { output } => Ok(Scored {
+            scores: output,
+            label: None,
+        }),
+        GraphTask::Tensors => Err(ExplainError::Unavailable(format!(
+            "model '{}' gives neither a classifier's label and probabilities nor one regression value per row, so there is no score to explain",
+            model.entry.name
+        ))),
+    }
 }
 
 /// Compares the f64 trees with ONNX Runtime on the background rows.
@@ -787,18 +802,10 @@ pub fn explain_columns(
         _ => return Err(ExplainError::Unavailable("no background set".into())),
     };
     let n_rows = batch_rows(inputs);
+    let Scored { scores, label } = scored_outputs(model)?;
     let outputs = model
         .infer_tensors(inputs, || {})
-        .map_err(|e| ExplainError::Model(e.to_string()))?;
-    let (scores, label) = match &model.signature.task {
-        GraphTask::Classifier {
-            probabilities_output,
-            label_output,
-            labels,
-        } => (probabilities_output, Some((label_output, labels))),
-        GraphTask::Regressor { output } => (output, None),
-        GraphTask::Tensors => return Err(not_a_scorer(model)),
-    };
+        .map_err(InferenceError::from)?;
     let (reported, width) = columns::output_values(&outputs, scores, n_rows)?;
     let background = &assets.background;
     // Every row is coded as the index after the background's in the stack.

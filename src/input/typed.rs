@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use super::tensors::{integral, RequestedOutput};
 use super::{ExplainOptions, InputError};
-use crate::model::infer::NamedTensor;
+use crate::model::infer::{check_inputs, NamedTensor};
 use crate::model::signature::Signature;
 use crate::model::tensor::{ElementType, TensorData, TypedTensor};
 
@@ -327,7 +327,15 @@ pub fn parse_tensor_rows(
             })
         }
     };
-    let names: Vec<&str> = signature.inputs.iter().map(|i| i.name.as_str()).collect();
+    Ok((tensor_rows(rows, signature)?, explain))
+}
+
+/// Rows already read as JSON (`instances` of [`parse_tensor_rows`], lines of a file, a
+/// background CSV's cells) as one tensor per input, by the same rules and with the same
+/// messages (`instances[r]` is row `r` of `rows`), checked against the signature as a run
+/// will check them.
+pub fn tensor_rows(rows: &[Value], signature: &Signature) -> Result<Vec<NamedTensor>, InputError> {
+    let names = signature.input_names();
     for (r, row) in rows.iter().enumerate() {
         let Value::Object(row) = row else {
             return Err(InputError::InvalidTensor(format!(
@@ -353,7 +361,7 @@ pub fn parse_tensor_rows(
             });
         }
     }
-    signature
+    let tensors: Vec<NamedTensor> = signature
         .inputs
         .iter()
         .map(|spec| {
@@ -398,8 +406,10 @@ pub fn parse_tensor_rows(
                 tensor,
             })
         })
-        .collect::<Result<_, _>>()
-        .map(|inputs| (inputs, explain))
+        .collect::<Result<_, _>>()?;
+    // What ONNX Runtime would refuse (a NUL in a string) is the client's error, named here.
+    check_inputs(signature, &tensors).map_err(|e| InputError::InvalidTensor(e.to_string()))?;
+    Ok(tensors)
 }
 
 #[cfg(test)]

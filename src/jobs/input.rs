@@ -17,7 +17,7 @@ use indicatif::ProgressBar;
 use super::DataFormat;
 use super::{is_std, JobError};
 use crate::explain::columns::ColumnLayout;
-use crate::input::typed::parse_tensor_rows;
+use crate::input::typed::tensor_rows;
 use crate::input::{parse_request, InputError, RequestInput};
 use crate::model::infer::NamedTensor;
 use crate::model::{LoadedModel, Rows};
@@ -343,7 +343,9 @@ impl<'m> TensorRowReader<'m> {
             message,
         };
         let signature = &self.model.signature;
-        let mut rows: Vec<(u64, serde_json::Value)> = Vec::with_capacity(self.chunk_rows);
+        // Each row read as JSON, and the line it is on.
+        let mut rows: Vec<serde_json::Value> = Vec::with_capacity(self.chunk_rows);
+        let mut lines: Vec<u64> = Vec::with_capacity(self.chunk_rows);
         let mut passthrough = Vec::new();
         while rows.len() < self.chunk_rows {
             match &mut self.source {
@@ -363,7 +365,8 @@ impl<'m> TensorRowReader<'m> {
                     let row = layout
                         .request_row(|i| record.get(columns.features[i]).unwrap_or(""), signature)
                         .map_err(|m| fail(format!("line {line}: feature {m}")))?;
-                    rows.push((line, row));
+                    rows.push(row);
+                    lines.push(line);
                     if !columns.passthrough.is_empty() {
                         passthrough.push(
                             columns
@@ -398,30 +401,26 @@ impl<'m> TensorRowReader<'m> {
                             "line {line_number}: invalid JSON (a line must be one row: an object keyed by input name)"
                         ))
                     })?;
-                    rows.push((*line_number, row));
+                    rows.push(row);
+                    lines.push(*line_number);
                 }
             }
         }
         if rows.is_empty() {
             return Ok(None);
         }
-        let n = rows.len();
-        let body = |rows: &[(u64, serde_json::Value)]| {
-            let instances: Vec<&serde_json::Value> = rows.iter().map(|(_, row)| row).collect();
-            serde_json::json!({ "instances": instances }).to_string()
-        };
-        let inputs = match parse_tensor_rows(body(&rows).as_bytes(), signature, n) {
-            Ok((inputs, _)) => inputs,
+        let inputs = match tensor_rows(&rows, signature) {
+            Ok(inputs) => inputs,
             // Found again row by row, to name the line.
             Err(chunk_error) => {
-                for one in rows.chunks(1) {
-                    if let Err(e) = parse_tensor_rows(body(one).as_bytes(), signature, 1) {
+                for (row, line) in rows.chunks(1).zip(&lines) {
+                    if let Err(e) = tensor_rows(row, signature) {
                         let message = e.to_string().replacen("instances[0].", "", 1).replacen(
                             "instances[0]: ",
                             "",
                             1,
                         );
-                        return Err(fail(format!("line {}: {message}", one[0].0)));
+                        return Err(fail(format!("line {line}: {message}")));
                     }
                 }
                 return Err(fail(chunk_error.to_string()));
@@ -429,7 +428,7 @@ impl<'m> TensorRowReader<'m> {
         };
         Ok(Some(TensorChunk {
             inputs,
-            rows: n,
+            rows: rows.len(),
             passthrough,
         }))
     }

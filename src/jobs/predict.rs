@@ -298,16 +298,13 @@ impl<'m> Output<'m> {
         chunk: &TensorChunk,
         outputs: &[NamedTensor],
     ) -> Result<(), JobError> {
-        let task = &self.model.signature.task;
+        // A classifier's class names: the CSV header's rule too (see `output_columns`).
+        let labels = &self.model.entry.class_labels;
         let predictions = TensorPredictions {
-            class_names: &self.model.entry.class_labels,
+            class_names: labels,
             outputs,
-            task,
+            task: &self.model.signature.task,
             rows: chunk.rows,
-        };
-        let labels: &[String] = match task {
-            GraphTask::Classifier { .. } => &self.model.entry.class_labels,
-            _ => &[],
         };
         for i in 0..chunk.rows {
             self.begin_row(&chunk.passthrough, i);

@@ -352,6 +352,16 @@ impl Signature {
         self.inputs.iter().find(|i| i.name == name)
     }
 
+    /// The inputs' names, in input order (what error messages and schemas list).
+    pub fn input_names(&self) -> Vec<&str> {
+        self.inputs.iter().map(|i| i.name.as_str()).collect()
+    }
+
+    /// The outputs' names, in output order.
+    pub fn output_names(&self) -> Vec<&str> {
+        self.outputs.iter().map(OutputSpec::name).collect()
+    }
+
     /// The output called `name`.
     pub fn output(&self, name: &str) -> Option<&OutputSpec> {
         self.outputs.iter().find(|o| o.name() == name)

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::pipeline::{check_tensors, parse_rows_request, parse_tensor_request, rows_of};
+use super::pipeline::{parse_rows_request, parse_tensor_request, rows_of};
 use super::{ServedModel, ServingError};
 use crate::explain::{self, Cancel, ExplainLimits, ExplainQuery, Explanation, Output};
 use crate::features::{FeatureStore, TraceContext};
@@ -59,10 +59,7 @@ pub async fn explain(
     let parsed = match model.is_tensors() {
         true => parse_tensor_request(body, model, max_rows)
             .await
-            .and_then(|(inputs, options)| {
-                check_tensors(model, &inputs)?;
-                Ok((Subject::Tensors(inputs), options))
-            }),
+            .map(|(inputs, options)| (Subject::Tensors(inputs), options)),
         false => parse_rows_request(body, model, max_rows)
             .await
             .map(|request| (Subject::Request(request.input), request.explain)),

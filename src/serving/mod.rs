@@ -32,7 +32,7 @@ use std::sync::Arc;
 use crate::batching::{self, BatchingChoice, BatchingConfig, Executor};
 use crate::explain::columns::ColumnLayout;
 use crate::explain::{self, onnx::PostTransform, ExplainAssets};
-use crate::input::typed::parse_tensor_rows;
+use crate::input::typed::tensor_rows;
 use crate::model::repository::load_entry;
 use crate::model::runtime::{ExecutionProviderChoice, SessionPool};
 use crate::model::{LoadError, LoadOptions, LoadedModel, ModelEntry, Repository, Runtime};
@@ -102,10 +102,9 @@ impl Loader {
 /// promised for a model it cannot serve.
 pub fn column_assets(model: &LoadedModel, path: &Path) -> Result<ExplainAssets, String> {
     let layout = ColumnLayout::of(&model.signature, &model.entry.feature_names)?;
-    let body = layout.background_request(path, &model.signature)?;
-    let (background, _) =
-        parse_tensor_rows(body.to_string().as_bytes(), &model.signature, usize::MAX)
-            .map_err(|e| format!("as the model's rows: {e}"))?;
+    let rows = layout.background_rows(path, &model.signature)?;
+    let background =
+        tensor_rows(&rows, &model.signature).map_err(|e| format!("as the model's rows: {e}"))?;
     ExplainAssets::prepare_columns(model, layout, background).map_err(|e| e.to_string())
 }
 

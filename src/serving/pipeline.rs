@@ -104,13 +104,6 @@ pub async fn infer(
     })
 }
 
-/// Checks a tensors model's `inputs` against its signature (names, types, shapes, values ONNX
-/// Runtime cannot take): a bad input is the client's error, with its name.
-pub fn check_tensors(model: &ServedModel, inputs: &[NamedTensor]) -> Result<(), ServingError> {
-    check_inputs(&model.signature, inputs)
-        .map_err(|e| InputError::InvalidTensor(e.to_string()).into())
-}
-
 /// Runs a tensors model on named `inputs` (a V2 or gRPC request's): checked against the
 /// signature first, so a bad input is the client's error with its name, then the model's
 /// executor, with the same span, queue and inference metrics as [`infer`].
@@ -119,7 +112,8 @@ pub async fn infer_tensors(
     inputs: Vec<NamedTensor>,
     max_rows: usize,
 ) -> Result<Inferred<Vec<NamedTensor>>, ServingError> {
-    check_tensors(model, &inputs)?;
+    check_inputs(&model.signature, &inputs)
+        .map_err(|e| InputError::InvalidTensor(e.to_string()))?;
     let batched = |name: &str| {
         model
             .signature

@@ -331,7 +331,7 @@ fn tensors_row(model: &ServedModel) -> Option<Value> {
         .iter()
         .map(|spec| Some((spec.name.clone(), tensor_row_value(spec)?)))
         .collect::<Option<Map<String, Value>>>()?;
-    let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
+    let names = model.signature.input_names();
     Some(
         json!({"type": "object", "properties": properties, "required": names,
                 "additionalProperties": false}),
@@ -346,7 +346,7 @@ fn tensors_predict_answer(model: &ServedModel) -> Value {
             json!({"$ref": "#/components/schemas/Prediction"})
         }
         GraphTask::Tensors => {
-            let names: Vec<&str> = model.signature.outputs.iter().map(|o| o.name()).collect();
+            let names = model.signature.output_names();
             let properties: Map<String, Value> =
                 names.iter().map(|n| (n.to_string(), json!({}))).collect();
             json!({"type": "object", "properties": properties, "required": names,
@@ -547,7 +547,7 @@ fn tensors_v2_body(model: &ServedModel, context: &Context) -> Option<Value> {
             }}}))
         })
         .collect::<Option<Vec<Value>>>()?;
-    let outputs: Vec<&str> = signature.outputs.iter().map(|o| o.name()).collect();
+    let outputs = signature.output_names();
     Some(json!({
         "type": "object",
         "properties": {
@@ -574,7 +574,7 @@ fn tensors_v2_body(model: &ServedModel, context: &Context) -> Option<Value> {
 /// A tensors model's V2 answer: its outputs by name, `data` of their own types (the rows form's
 /// answer holds numbers only).
 fn tensors_v2_answer(model: &ServedModel) -> Value {
-    let outputs: Vec<&str> = model.signature.outputs.iter().map(|o| o.name()).collect();
+    let outputs = model.signature.output_names();
     json!({
         "type": "object",
         "properties": {
