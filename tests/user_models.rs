@@ -1014,29 +1014,21 @@ fn the_offline_jobs_take_tensors_models_rows() {
         stderr.contains("write JSON lines (--output-format jsonl)"),
         "{stderr}"
     );
-    // A bad row is refused with its line and the API's words.
+    // A bad row is refused with its line and the API's words, and so is what ONNX Runtime
+    // would refuse (a NUL in a string).
     let bad = work.path().join("bad.jsonl");
-    let mut rows = tensor_rows("column-transformer");
-    rows[1]["city"] = json!(7);
-    let lines: Vec<String> = rows[..3].iter().map(Value::to_string).collect();
-    std::fs::write(&bad, lines.join("\n")).unwrap();
-    let (ok, _, stderr) = predict(
-        "column-transformer",
-        &bad,
-        &work.path().join("bad-out.jsonl"),
-    );
-    assert!(!ok);
+    let with_city = |city: Value| {
+        let mut rows = tensor_rows("column-transformer");
+        rows[1]["city"] = city;
+        let lines: Vec<String> = rows[..3].iter().map(Value::to_string).collect();
+        std::fs::write(&bad, lines.join("\n")).unwrap();
+        let (ok, _, stderr) = predict("column-transformer", &bad, &work.path().join("bad.out"));
+        assert!(!ok);
+        stderr
+    };
+    let stderr = with_city(json!(7));
     assert!(stderr.contains("line 2: city"), "{stderr}");
-    // And what ONNX Runtime would refuse (a NUL in a string) as the API refuses it.
-    rows[1]["city"] = json!("a\u{0}b");
-    let lines: Vec<String> = rows[..3].iter().map(Value::to_string).collect();
-    std::fs::write(&bad, lines.join("\n")).unwrap();
-    let (ok, _, stderr) = predict(
-        "column-transformer",
-        &bad,
-        &work.path().join("bad-out.jsonl"),
-    );
-    assert!(!ok);
+    let stderr = with_city(json!("a\u{0}b"));
     assert!(
         stderr.contains("line 2: input 'city': element 0 is a string holding a NUL character"),
         "{stderr}"
