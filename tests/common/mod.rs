@@ -255,12 +255,19 @@ pub fn run_to_exit(mut command: Command, timeout: Duration) -> (ExitStatus, Stri
 }
 
 /// A shared HTTP client.
+///
+/// Its pooled connections are dropped after 5 s idle, inside the server's 10 s keep-alive
+/// (`--header-read-timeout-ms`): a test that blocks its runtime for longer (a synchronous
+/// upload to moto, say) would otherwise send its next request on a connection the server has
+/// already closed, before the client's connection task could see the close, and get
+/// `IncompleteMessage` instead of an answer.
 pub fn client() -> reqwest::Client {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
     CLIENT
         .get_or_init(|| {
             reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
+                .pool_idle_timeout(Duration::from_secs(5))
                 .build()
                 .unwrap()
         })
