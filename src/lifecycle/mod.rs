@@ -40,6 +40,14 @@ pub use state::{ModelState, ModelStateKind, StateTable};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Version(pub u64);
 
+impl Version {
+    /// Versions from their numbers: the lists the policy and rollout tests are written in.
+    #[cfg(test)]
+    pub(crate) fn list(numbers: &[u64]) -> Vec<Version> {
+        numbers.iter().copied().map(Version).collect()
+    }
+}
+
 impl fmt::Display for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)

@@ -100,10 +100,6 @@ pub fn newest_version(policy: &VersionPolicy, available: &[Version]) -> Option<V
 mod tests {
     use super::*;
 
-    fn v(ns: &[u64]) -> Vec<Version> {
-        ns.iter().copied().map(Version).collect()
-    }
-
     fn policy(json: &str) -> VersionPolicy {
         serde_json::from_str(json).unwrap()
     }
@@ -118,7 +114,7 @@ mod tests {
         assert_eq!(
             policy(r#"{"specific": {"versions": [1, "3"]}}"#),
             VersionPolicy::Specific {
-                versions: v(&[1, 3])
+                versions: Version::list(&[1, 3])
             }
         );
         assert!(serde_json::from_str::<VersionPolicy>(r#"{"newest": {}}"#).is_err());
@@ -130,32 +126,44 @@ mod tests {
 
     #[test]
     fn the_default_serves_every_version_and_routes_to_the_highest() {
-        let available = v(&[3, 1, 2, 2]);
+        let available = Version::list(&[3, 1, 2, 2]);
         let default = VersionPolicy::default();
-        assert_eq!(served_versions(&default, &available), v(&[1, 2, 3]));
+        assert_eq!(
+            served_versions(&default, &available),
+            Version::list(&[1, 2, 3])
+        );
         assert_eq!(newest_version(&default, &available), Some(Version(3)));
     }
 
     #[test]
     fn latest_keeps_the_numerically_greatest() {
-        let available = v(&[10, 2, 9, 1]);
+        let available = Version::list(&[10, 2, 9, 1]);
         let latest2 = VersionPolicy::Latest { num_versions: 2 };
-        assert_eq!(served_versions(&latest2, &available), v(&[9, 10]));
+        assert_eq!(
+            served_versions(&latest2, &available),
+            Version::list(&[9, 10])
+        );
         let latest9 = VersionPolicy::Latest { num_versions: 9 };
-        assert_eq!(served_versions(&latest9, &available), v(&[1, 2, 9, 10]));
+        assert_eq!(
+            served_versions(&latest9, &available),
+            Version::list(&[1, 2, 9, 10])
+        );
         assert_eq!(newest_version(&latest2, &[]), None);
     }
 
     #[test]
     fn specific_serves_the_listed_available_versions_and_reports_the_rest() {
-        let available = v(&[1, 2, 3]);
+        let available = Version::list(&[1, 2, 3]);
         let specific = VersionPolicy::Specific {
-            versions: v(&[4, 1, 2]),
+            versions: Version::list(&[4, 1, 2]),
         };
-        assert_eq!(served_versions(&specific, &available), v(&[1, 2]));
+        assert_eq!(
+            served_versions(&specific, &available),
+            Version::list(&[1, 2])
+        );
         // The newest of the policy, not of the repository: version 3 is not served.
         assert_eq!(newest_version(&specific, &available), Some(Version(2)));
-        assert_eq!(specific.unavailable(&available), v(&[4]));
+        assert_eq!(specific.unavailable(&available), Version::list(&[4]));
         assert!(VersionPolicy::default().unavailable(&available).is_empty());
     }
 
@@ -175,7 +183,7 @@ mod tests {
             "rollout.m.version_policy.specific.versions: is empty"
         );
         let dup = VersionPolicy::Specific {
-            versions: v(&[1, 1]),
+            versions: Version::list(&[1, 1]),
         };
         assert!(dup.check(field).unwrap_err().to_string().contains("twice"));
         assert!(VersionPolicy::Latest { num_versions: 1 }

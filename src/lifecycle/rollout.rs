@@ -339,10 +339,6 @@ fn list(versions: &[Version]) -> String {
 mod tests {
     use super::*;
 
-    fn v(ns: &[u64]) -> Vec<Version> {
-        ns.iter().copied().map(Version).collect()
-    }
-
     fn config(json: &str) -> ModelConfig {
         serde_json::from_str(json).unwrap()
     }
@@ -367,9 +363,9 @@ mod tests {
     #[test]
     fn no_configuration_is_todays_behaviour() {
         let rollout = ModelConfig::default()
-            .resolve("m", "rollout.m", &v(&[1, 2, 3]))
+            .resolve("m", "rollout.m", &Version::list(&[1, 2, 3]))
             .unwrap();
-        assert_eq!(rollout.served, v(&[1, 2, 3]));
+        assert_eq!(rollout.served, Version::list(&[1, 2, 3]));
         assert_eq!(rollout.table.shares(), [(Version(3), SLOTS)]);
         assert_eq!(rollout.role(Version(3)), Some(Role::Primary));
         assert_eq!(rollout.role(Version(1)), Some(Role::Versioned));
@@ -381,7 +377,9 @@ mod tests {
     #[test]
     fn a_canary_and_a_shadow() {
         let c = config(r#"{"split": {"1": 90, "2": 10}, "shadow": 3}"#);
-        let rollout = c.resolve("m", "rollout.m", &v(&[1, 2, 3])).unwrap();
+        let rollout = c
+            .resolve("m", "rollout.m", &Version::list(&[1, 2, 3]))
+            .unwrap();
         assert_eq!(
             rollout.table.shares(),
             [(Version(1), 9000), (Version(2), 1000)]
@@ -397,14 +395,14 @@ mod tests {
         assert_eq!(rollout.share_percent(Version(3)), 0.0);
         // Shadowing the newest without a split: the next newest answers.
         let shadow_newest = config(r#"{"shadow": "3"}"#)
-            .resolve("m", "rollout.m", &v(&[1, 2, 3]))
+            .resolve("m", "rollout.m", &Version::list(&[1, 2, 3]))
             .unwrap();
         assert_eq!(shadow_newest.table.shares(), [(Version(2), SLOTS)]);
     }
 
     #[test]
     fn invalid_configurations_name_the_field() {
-        let available = v(&[1, 2]);
+        let available = Version::list(&[1, 2]);
         let cases = [
             (
                 r#"{"split": {"1": 0, "2": 0}}"#,
@@ -505,7 +503,7 @@ mod tests {
 
     #[test]
     fn a_load_override_changes_the_split_live_moving_few_keys() {
-        let available = v(&[1, 2]);
+        let available = Version::list(&[1, 2]);
         let canary = config(r#"{"split": {"1": 90, "2": 10}}"#)
             .resolve("m", "rollout.m", &available)
             .unwrap();

@@ -245,6 +245,27 @@ mod tests {
         }
     }
 
+    /// Begins a reconcile pass over a scan of `versions` while `loaded` serve; the scan, for
+    /// another pass.
+    fn rescan(
+        table: &mut StateTable,
+        versions: Vec<ScannedVersion>,
+        loaded: &[LoadedVersion],
+    ) -> RepositoryScan {
+        let scan = RepositoryScan { versions };
+        table.begin(&scan, &plan(&scan, loaded));
+        scan
+    }
+
+    /// Version `version` of "m" serving the file with `sha256`.
+    fn serving(version: u64, sha256: &str) -> LoadedVersion {
+        LoadedVersion {
+            name: "m".into(),
+            version: Version(version),
+            sha256: sha256.into(),
+        }
+    }
+
     fn states(table: &StateTable) -> Vec<(u64, ModelStateKind, String)> {
         table
             .index(false)
@@ -275,19 +296,16 @@ mod tests {
         assert_eq!(table.index(true)[0].state, Ready);
 
         // model.onnx of 2 replaced on disk; 3 added and its load fails.
-        let loaded = [LoadedVersion {
-            name: "m".into(),
-            version: Version(2),
-            sha256: "b".into(),
-        }];
-        let scan = RepositoryScan {
-            versions: vec![
+        let loaded = [serving(2, "b")];
+        rescan(
+            &mut table,
+            vec![
                 scanned(1, "a", "a", false),
                 scanned(2, "b", "x", true),
                 scanned(3, "c", "c", true),
             ],
-        };
-        table.begin(&scan, &plan(&scan, &loaded));
+            &loaded,
+        );
         table.load_failed("m", Version(3), "warm-up inference failed");
         assert_eq!(
             states(&table),
@@ -303,10 +321,7 @@ mod tests {
         );
 
         // 2 dropped from the manifest: unloading, then gone; 1 stays listed.
-        let scan = RepositoryScan {
-            versions: vec![scanned(1, "a", "a", false)],
-        };
-        table.begin(&scan, &plan(&scan, &loaded));
+        rescan(&mut table, vec![scanned(1, "a", "a", false)], &loaded);
         assert_eq!(states(&table)[1], (2, Unloading, String::new()));
         // (The failed 3 is no longer listed: it leaves the index.)
         assert_eq!(states(&table).len(), 2);
@@ -320,10 +335,11 @@ mod tests {
     #[test]
     fn a_failed_version_is_unavailable_with_its_reason_through_retries_until_it_serves() {
         let mut table = StateTable::default();
-        let scan = RepositoryScan {
-            versions: vec![scanned(1, "a", "a", true), scanned(2, "b", "b", true)],
-        };
-        table.begin(&scan, &plan(&scan, &[]));
+        let scan = rescan(
+            &mut table,
+            vec![scanned(1, "a", "a", true), scanned(2, "b", "b", true)],
+            &[],
+        );
         table.load_failed("m", Version(2), "bad graph");
         table.loaded("m", Version(1));
         let reason = |table: &StateTable, version| {
@@ -343,11 +359,7 @@ mod tests {
         assert_eq!(reason(&table, Some(Version(3))), None);
         assert_eq!(table.unavailable("other", None), None);
         // A rescan retries it: LOADING, still with why the last try failed.
-        let loaded = [LoadedVersion {
-            name: "m".into(),
-            version: Version(1),
-            sha256: "a".into(),
-        }];
+        let loaded = [serving(1, "a")];
         table.begin(&scan, &plan(&scan, &loaded));
         assert_eq!(
             reason(&table, Some(Version(2))),
@@ -372,16 +384,13 @@ mod tests {
     #[test]
     fn a_kept_version_stays_ready_with_why() {
         let mut table = StateTable::default();
-        let loaded = [LoadedVersion {
-            name: "m".into(),
-            version: Version(1),
-            sha256: "a".into(),
-        }];
+        let loaded = [serving(1, "a")];
         table.loaded("m", Version(1));
-        let scan = RepositoryScan {
-            versions: vec![scanned(1, "a", "a", false), scanned(2, "b", "b", true)],
-        };
-        table.begin(&scan, &plan(&scan, &loaded));
+        rescan(
+            &mut table,
+            vec![scanned(1, "a", "a", false), scanned(2, "b", "b", true)],
+            &loaded,
+        );
         assert_eq!(states(&table)[0].1, ModelStateKind::Unloading);
         table.load_failed("m", Version(2), "warm-up failed");
         table.kept("m", Version(1), "kept serving: no newer version loaded");
@@ -405,16 +414,9 @@ mod tests {
     #[test]
     fn a_failed_reload_keeps_the_old_file_ready() {
         let mut table = StateTable::default();
-        let loaded = [LoadedVersion {
-            name: "m".into(),
-            version: Version(1),
-            sha256: "a".into(),
-        }];
-        let scan = RepositoryScan {
-            versions: vec![scanned(1, "a2", "a2", true)],
-        };
+        let loaded = [serving(1, "a")];
         table.loaded("m", Version(1));
-        table.begin(&scan, &plan(&scan, &loaded));
+        rescan(&mut table, vec![scanned(1, "a2", "a2", true)], &loaded);
         assert_eq!(
             states(&table),
             [(1, ModelStateKind::Ready, "reloading: sha256 a → a2".into())]
@@ -433,33 +435,20 @@ mod tests {
     #[test]
     fn a_refusal_clears_once_the_file_matches_its_pin_again() {
         let mut table = StateTable::default();
-        let loaded = [LoadedVersion {
-            name: "m".into(),
-            version: Version(1),
-            sha256: "a".into(),
-        }];
+        let loaded = [serving(1, "a")];
         table.loaded("m", Version(1));
-        let replaced = RepositoryScan {
-            versions: vec![scanned(1, "a", "x", true)],
-        };
-        table.begin(&replaced, &plan(&replaced, &loaded));
+        rescan(&mut table, vec![scanned(1, "a", "x", true)], &loaded);
         assert!(table.index(true)[0]
             .reason
             .starts_with("sha256 pin mismatch"));
-        let restored = RepositoryScan {
-            versions: vec![scanned(1, "a", "a", true)],
-        };
-        table.begin(&restored, &plan(&restored, &loaded));
+        rescan(&mut table, vec![scanned(1, "a", "a", true)], &loaded);
         assert_eq!(states(&table), [(1, ModelStateKind::Ready, String::new())]);
     }
 
     #[test]
     fn an_explicit_unload_of_a_listed_version_leaves_it_unavailable() {
         let mut table = StateTable::default();
-        let scan = RepositoryScan {
-            versions: vec![scanned(1, "a", "a", true)],
-        };
-        table.begin(&scan, &plan(&scan, &[]));
+        rescan(&mut table, vec![scanned(1, "a", "a", true)], &[]);
         table.loaded("m", Version(1));
         table.unloaded("m", Version(1));
         let index = table.index(false);
