@@ -633,72 +633,28 @@ mod tests {
 
     #[test]
     fn problems_are_named() {
-        let input = |fields: &str| format!(r#"{{"inputs": [{{{fields}}}]}}"#);
-        let cases: &[(String, &str, &str)] = &[
-            (
-                input(r#""name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]"#),
-                "invalid_tensor",
-                "unknown input 'x'",
-            ),
-            (
-                input(r#""name": "input", "shape": [1, 2], "datatype": "INT64", "data": [1, 2]"#),
-                "invalid_tensor",
-                "datatype must be FP32",
-            ),
-            (
-                input(r#""name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]"#),
-                "invalid_tensor",
-                "is not [rows >= 1, 2]",
-            ),
-            (
-                input(r#""name": "input", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3]"#),
-                "invalid_tensor",
-                "needs 4 values, 'data' has 3",
-            ),
-            (
-                input(r#""name": "input", "shape": [1, 2], "datatype": "FP32", "data": [1, "2"]"#),
-                "invalid_tensor",
-                "data[1]: expected a number, got a string",
-            ),
-            (
-                input(r#""name": "input", "shape": [1, 2], "datatype": "FP32", "data": [1, 1e39]"#),
-                "invalid_tensor",
-                "feature 'b'",
-            ),
-            (
-                input(r#""name": "input", "shape": [4, 2], "datatype": "FP32", "data": [1, 2]"#),
-                "too_many_rows",
-                "4 rows exceed the limit of 3",
-            ),
-            (
-                input(
-                    r#""name": "input", "shape": [1, 2], "datatype": "FP32", "data": [1,2,3,4,5,6,7]"#,
-                ),
-                "too_many_rows",
-                "limit of 3",
-            ),
-            (
-                input(r#""name": "input", "shape": [1, 2], "datatype": "FP32""#),
-                "invalid_tensor",
-                "no 'data'",
-            ),
-            (
-                r#"{"inputs": []}"#.into(),
-                "invalid_tensor",
-                "exactly one input",
-            ),
-            (
-                r#"{"id": 5, "inputs": []}"#.into(),
-                "invalid_tensor",
-                "'id' must be a string",
-            ),
-            (r#"{}"#.into(), "invalid_tensor", "no 'inputs'"),
-            (r#"{"inputs": [}"#.into(), "invalid_json", ""),
-            (r#"[1]"#.into(), "invalid_json", ""),
-        ];
-        for (body, code, fragment) in cases {
+        // code | a fragment of the message | the body
+        let cases = r#"
+            invalid_tensor | unknown input 'x' | {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}
+            invalid_tensor | datatype must be FP32 | {"inputs": [{"name": "input", "shape": [1, 2], "datatype": "INT64", "data": [1, 2]}]}
+            invalid_tensor | is not [rows >= 1, 2] | {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
+            invalid_tensor | needs 4 values, 'data' has 3 | {"inputs": [{"name": "input", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3]}]}
+            invalid_tensor | data[1]: expected a number, got a string | {"inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP32", "data": [1, "2"]}]}
+            invalid_tensor | feature 'b' | {"inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP32", "data": [1, 1e39]}]}
+            too_many_rows | 4 rows exceed the limit of 3 | {"inputs": [{"name": "input", "shape": [4, 2], "datatype": "FP32", "data": [1, 2]}]}
+            too_many_rows | limit of 3 | {"inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP32", "data": [1,2,3,4,5,6,7]}]}
+            invalid_tensor | no 'data' | {"inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP32"}]}
+            invalid_tensor | exactly one input | {"inputs": []}
+            invalid_tensor | 'id' must be a string | {"id": 5, "inputs": []}
+            invalid_tensor | no 'inputs' | {}
+            invalid_json |  | {"inputs": [}
+            invalid_json |  | [1]
+        "#;
+        for case in cases.trim().lines() {
+            let [code, fragment, body] =
+                [0, 1, 2].map(|i| case.split(" | ").nth(i).unwrap().trim());
             let e = parse(body).unwrap_err();
-            assert_eq!(e.code(), *code, "{body}: {e}");
+            assert_eq!(e.code(), code, "{body}: {e}");
             assert!(e.to_string().contains(fragment), "{body}: {e}");
         }
     }

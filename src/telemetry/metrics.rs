@@ -781,51 +781,23 @@ mod tests {
         record_feature_store_cache(3, 1);
         let text = render();
         let at = |p: &str| sample(&text, p).unwrap_or_else(|| panic!("no {p} in\n{text}"));
-        let expected = [
-            (
-                r#"ferrum_http_requests_total{method="GET",route="/t/{x}",status="200"}"#,
-                2.0,
-            ),
-            (
-                r#"ferrum_http_request_duration_seconds_bucket{method="GET",route="/t/{x}",status="200",le="0.005"}"#,
-                1.0,
-            ),
-            (
-                r#"ferrum_inference_batch_rows_sum{model="unit-m",version="7"}"#,
-                8.0,
-            ),
-            (
-                r#"ferrum_inference_duration_seconds_count{model="unit-m",version="7"}"#,
-                2.0,
-            ),
-            (
-                r#"ferrum_inference_success_total{model="unit-m",version="7"}"#,
-                1.0,
-            ),
-            (
-                r#"ferrum_inference_failures_total{model="unit-m",reason="runtime_error",version="7"}"#,
-                1.0,
-            ),
-            (
-                r#"ferrum_inference_requests_total{model="unit-m",version="7"}"#,
-                1.0,
-            ),
-            (
-                r#"ferrum_inference_queue_wait_seconds_count{model="unit-m",version="7"}"#,
-                1.0,
-            ),
-            (
-                r#"ferrum_inference_request_failures_total{model="unit-m",reason="missing_feature",version="7"}"#,
-                1.0,
-            ),
-            (
-                r#"ferrum_explain_duration_seconds_count{method="exact",model="unit-m",version="7"}"#,
-                1.0,
-            ),
-            (r#"ferrum_feature_store_errors_total{kind="timeout"}"#, 1.0),
-        ];
-        for (series, value) in expected {
-            assert_eq!(at(series), value, "{series}");
+        // Exposition lines: series, then the value it must have.
+        let expected = r#"
+            ferrum_http_requests_total{method="GET",route="/t/{x}",status="200"} 2
+            ferrum_http_request_duration_seconds_bucket{method="GET",route="/t/{x}",status="200",le="0.005"} 1
+            ferrum_inference_batch_rows_sum{model="unit-m",version="7"} 8
+            ferrum_inference_duration_seconds_count{model="unit-m",version="7"} 2
+            ferrum_inference_success_total{model="unit-m",version="7"} 1
+            ferrum_inference_failures_total{model="unit-m",reason="runtime_error",version="7"} 1
+            ferrum_inference_requests_total{model="unit-m",version="7"} 1
+            ferrum_inference_queue_wait_seconds_count{model="unit-m",version="7"} 1
+            ferrum_inference_request_failures_total{model="unit-m",reason="missing_feature",version="7"} 1
+            ferrum_explain_duration_seconds_count{method="exact",model="unit-m",version="7"} 1
+            ferrum_feature_store_errors_total{kind="timeout"} 1
+        "#;
+        for line in expected.trim().lines() {
+            let (series, value) = line.trim().rsplit_once(' ').unwrap();
+            assert_eq!(at(series), value.parse::<f64>().unwrap(), "{series}");
         }
         assert!(at("ferrum_feature_store_cache_hits_total") >= 3.0);
         // Every family has help text.
