@@ -66,7 +66,7 @@ const F16_BOUND: f64 = 65_520.0;
 
 /// The templated path items of the model-independent document that the snapshot's models
 /// replace (each model version's concrete routes are made from them, see [`specialise`]).
-const TEMPLATED: [&str; 12] = [
+pub(super) const TEMPLATED: [&str; 12] = [
     "/predict",
     "/models/{name}/predict",
     "/models/{name}/versions/{version}/predict",
@@ -495,23 +495,13 @@ fn v2_body(model: &ServedModel, context: &Context) -> Option<Value> {
         "anyOf": lengths,
     });
     let output_names: Vec<&str> = outputs.iter().map(|o| o.name).collect();
-    // Parameters are open maps in the protocol: the server reads its flag and ignores the rest.
-    let flag =
-        |name: &str| json!({"type": "object", "properties": {name: {"type": ["boolean", "null"]}}});
     Some(json!({
         "type": "object",
         "properties": {
             "id": {"type": "string"},
             "inputs": {"type": "array", "items": tensor, "minItems": 1, "maxItems": 1},
-            "outputs": {"type": "array", "items": {
-                "type": "object",
-                "properties": {
-                    "name": {"type": "string", "enum": output_names},
-                    "parameters": flag("binary_data"),
-                },
-                "required": ["name"],
-            }},
-            "parameters": flag("binary_data_output"),
+            "outputs": requested_outputs(&output_names),
+            "parameters": parameters_flag("binary_data_output"),
         },
         "required": ["inputs"],
     }))
@@ -553,15 +543,7 @@ fn tensors_v2_body(model: &ServedModel, context: &Context) -> Option<Value> {
         "properties": {
             "id": {"type": "string"},
             "inputs": {"type": "array"},
-            "outputs": {"type": "array", "items": {
-                "type": "object",
-                "properties": {
-                    "name": {"type": "string", "enum": outputs},
-                    "parameters": {"type": "object",
-                                   "properties": {"binary_data": {"type": ["boolean", "null"]}}},
-                },
-                "required": ["name"],
-            }},
+            "outputs": requested_outputs(&outputs),
             // The typed parser looks the flag up when `parameters` is an object (ignoring it
             // otherwise), and takes no `null` for it.
             "parameters": {"properties": {"binary_data_output": {"type": "boolean"}}},
@@ -569,6 +551,25 @@ fn tensors_v2_body(model: &ServedModel, context: &Context) -> Option<Value> {
         "required": ["inputs"],
         "anyOf": branches,
     }))
+}
+
+/// A V2 request's `outputs`: each names one of the model's outputs, and may ask for it in
+/// binary.
+fn requested_outputs(names: &[&str]) -> Value {
+    json!({"type": "array", "items": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "enum": names},
+            "parameters": parameters_flag("binary_data"),
+        },
+        "required": ["name"],
+    }})
+}
+
+/// `parameters` holding one boolean flag. Parameters are open maps in the protocol: the server
+/// reads its flag and ignores the rest.
+fn parameters_flag(name: &str) -> Value {
+    json!({"type": "object", "properties": {name: {"type": ["boolean", "null"]}}})
 }
 
 /// A tensors model's V2 answer: its outputs by name, `data` of their own types (the rows form's
