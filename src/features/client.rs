@@ -48,14 +48,20 @@ enum Retryable {
     Transport(String),
 }
 
+/// How long a pooled connection to the store may stay idle before it is dropped: below the
+/// server's own keep-alive (`feast serve --keep-alive-timeout`, 30 s by default), so a lookup is
+/// never sent on a connection the store has just closed, which would fail as a transport error
+/// and cost a retry's backoff.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+
 impl FeastClient {
     /// A client for the server at `base` (`http://host:port[/prefix]`). Connections are pooled
     /// and reused across requests (Feast's median answer is ~11 ms; a new connection per call
-    /// would add to every one).
+    /// would add to every one), and dropped once idle for [`POOL_IDLE_TIMEOUT`].
     pub fn new(base: &str, options: ClientOptions) -> Result<FeastClient, String> {
         let http = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
             .user_agent(concat!("ferrum-serve/", env!("CARGO_PKG_VERSION")))
