@@ -49,10 +49,10 @@ enum Retryable {
 }
 
 /// How long a pooled connection to the store may stay idle before it is dropped: below the
-/// server's own keep-alive (`feast serve --keep-alive-timeout`, 30 s by default), so a lookup is
-/// never sent on a connection the store has just closed, which would fail as a transport error
-/// and cost a retry's backoff.
-pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// store's own keep-alive (feast 0.67's `feast serve --keep-alive-timeout` is 30 s by default),
+/// so a lookup is not sent on a connection the store has just closed for idleness, which fails
+/// as a transport error and costs a retry's backoff.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl FeastClient {
     /// A client for the server at `base` (`http://host:port[/prefix]`). Connections are pooled

@@ -651,8 +651,9 @@ mod tests {
             invalid_json |  | [1]
         "#;
         for case in cases.trim().lines() {
-            let [code, fragment, body] =
-                [0, 1, 2].map(|i| case.split(" | ").nth(i).unwrap().trim());
+            let mut fields = case.trim().splitn(3, " | ");
+            let mut field = || fields.next().unwrap().trim();
+            let (code, fragment, body) = (field(), field(), field());
             let e = parse(body).unwrap_err();
             assert_eq!(e.code(), code, "{body}: {e}");
             assert!(e.to_string().contains(fragment), "{body}: {e}");
