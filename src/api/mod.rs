@@ -27,6 +27,7 @@ use axum::extract::Request;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use axum::Router;
+use select::Family;
 
 pub use error::ApiError;
 pub use guard::{Admission, ApiKey};
@@ -207,18 +208,8 @@ pub fn router(state: AppState) -> Router {
 /// how the test-only [`panics::fault_routes`] are served.
 pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     let inference = Router::new()
-        .route("/predict", post(predict::predict))
-        .route("/models/{name}/predict", post(predict::predict))
-        .route(
-            "/models/{name}/versions/{version}/predict",
-            post(predict::predict),
-        )
-        .route("/explain", post(explain::explain))
-        .route("/models/{name}/explain", post(explain::explain))
-        .route(
-            "/models/{name}/versions/{version}/explain",
-            post(explain::explain),
-        )
+        .merge(Family::Predict.routes(post(predict::predict)))
+        .merge(Family::Explain.routes(post(explain::explain)))
         .merge(v2::inference_routes())
         .merge(extra)
         .route_layer(from_fn_with_state(state.clone(), guard::admit))

@@ -32,6 +32,7 @@ use utoipa::openapi::{RefOr, ResponseBuilder};
 use utoipa::{IntoResponses, OpenApi, ToSchema};
 
 use super::error::ErrorBody;
+use super::select::{Family, Form};
 use super::AppState;
 use crate::serving::live::Snapshot;
 use axum::extract::State;
@@ -74,189 +75,118 @@ use axum::extract::State;
 )]
 pub struct ApiDoc;
 
-/// One form of a route family. Each family's one handler (see [`super::select`]) is annotated
-/// with its exact-version path; the other forms are derived from that operation, so the
-/// document lists every route with its own operation id, summary, parameters and example.
-struct Form {
-    /// The annotated path the form is derived from.
-    from: &'static str,
-    path: &'static str,
-    operation_id: &'static str,
-    summary: Option<&'static str>,
-    /// The 200 answer's description, when it is not the annotated one.
-    ok: Option<&'static str>,
-    /// How many of the annotated path parameters (`name`, `version`) the form has.
-    params: usize,
-    /// The request example, when it is not the annotated one.
-    example: Option<fn() -> serde_json::Value>,
-}
-
-/// Every route family's forms, in the order the document lists them.
-const FORMS: &[Form] = &[
-    Form {
-        from: "/models/{name}/versions/{version}/predict",
-        path: "/predict",
-        operation_id: "predict_default",
-        summary: Some("`POST /predict`: the manifest's default model, the version its traffic split picks (its highest without one; `x-ferrum-version` names it)."),
-        ok: None,
-        params: 0,
-        example: Some(default_model_example),
-    },
-    Form {
-        from: "/models/{name}/versions/{version}/predict",
-        path: "/models/{name}/predict",
-        operation_id: "predict_model",
-        summary: Some("`POST /models/{name}/predict`: the named model, the version its traffic split picks (its highest without one; `x-ferrum-version` names it)."),
-        ok: None,
-        params: 1,
-        example: None,
-    },
-    Form {
-        from: "/models/{name}/versions/{version}/predict",
-        path: "/models/{name}/versions/{version}/predict",
-        operation_id: "predict_version",
-        summary: Some("`POST /models/{name}/versions/{version}/predict`: one exact version."),
-        ok: None,
-        params: 2,
-        example: None,
-    },
-    Form {
-        from: "/models/{name}/versions/{version}/explain",
-        path: "/explain",
-        operation_id: "explain_default",
-        summary: Some("`POST /explain`: the manifest's default model, the version its traffic split picks (its highest without one; `x-ferrum-version` names it)."),
-        ok: None,
-        params: 0,
-        example: Some(default_model_example),
-    },
-    Form {
-        from: "/models/{name}/versions/{version}/explain",
-        path: "/models/{name}/explain",
-        operation_id: "explain_model",
-        summary: Some("`POST /models/{name}/explain`: the named model, the version its traffic split picks (its highest without one; `x-ferrum-version` names it)."),
-        ok: None,
-        params: 1,
-        example: None,
-    },
-    Form {
-        from: "/models/{name}/versions/{version}/explain",
-        path: "/models/{name}/versions/{version}/explain",
-        operation_id: "explain_version",
-        summary: Some("`POST /models/{name}/versions/{version}/explain`: one exact version."),
-        ok: None,
-        params: 2,
-        example: None,
-    },
-    Form {
-        from: "/v2/models/{name}/versions/{version}",
-        path: "/v2/models/{name}",
-        operation_id: "model_metadata",
-        summary: None,
-        ok: Some("The model's input and outputs (datatype, shape with -1 for the batch) and versions"),
-        params: 1,
-        example: None,
-    },
-    Form {
-        from: "/v2/models/{name}/versions/{version}",
-        path: "/v2/models/{name}/versions/{version}",
-        operation_id: "model_metadata_version",
-        summary: None,
-        ok: None,
-        params: 2,
-        example: None,
-    },
-    Form {
-        from: "/v2/models/{name}/versions/{version}/ready",
-        path: "/v2/models/{name}/ready",
-        operation_id: "model_ready",
-        summary: None,
-        ok: Some("The model is loaded and serves"),
-        params: 1,
-        example: None,
-    },
-    Form {
-        from: "/v2/models/{name}/versions/{version}/ready",
-        path: "/v2/models/{name}/versions/{version}/ready",
-        operation_id: "model_ready_version",
-        summary: None,
-        ok: None,
-        params: 2,
-        example: None,
-    },
-    Form {
-        from: "/v2/models/{name}/versions/{version}/infer",
-        path: "/v2/models/{name}/infer",
-        operation_id: "infer",
-        summary: None,
-        ok: Some("The requested outputs (all by default), as JSON or, when any output is binary, a JSON header then binary tensors"),
-        params: 1,
-        example: None,
-    },
-    Form {
-        from: "/v2/models/{name}/versions/{version}/infer",
-        path: "/v2/models/{name}/versions/{version}/infer",
-        operation_id: "infer_version",
-        summary: None,
-        ok: None,
-        params: 2,
-        example: None,
-    },
-];
-
-/// Replaces each annotated exact-version path by its family's [`FORMS`], in place.
+/// Replaces each family's annotated exact-version path (see [`Family`]) by all of its forms,
+/// in place. Each family's one handler is annotated with its exact-version path; the other
+/// forms are derived from that operation, so the document lists every route with its own
+/// operation id, summary, parameters and example.
 struct ModelForms;
 
 impl utoipa::Modify for ModelForms {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let annotated = std::mem::take(&mut openapi.paths.paths);
         for (path, item) in annotated {
-            let forms: Vec<&Form> = FORMS.iter().filter(|f| f.from == path).collect();
-            if forms.is_empty() {
+            let Some(family) = Family::ALL
+                .into_iter()
+                .find(|family| family.path(Form::Version) == path)
+            else {
                 openapi.paths.paths.insert(path, item);
                 continue;
-            }
-            for form in forms {
+            };
+            for &form in family.forms() {
                 openapi
                     .paths
                     .paths
-                    .insert(form.path.to_owned(), form.derive(&item));
+                    .insert(family.path(form), derive(&item, family, form));
             }
         }
     }
 }
 
-impl Form {
-    /// This form's path item: the annotated one with its own id, summary, parameters, 200
-    /// description and example.
-    fn derive(&self, annotated: &utoipa::openapi::PathItem) -> utoipa::openapi::PathItem {
-        let mut item = annotated.clone();
-        for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
-            operation.operation_id = Some(self.operation_id.to_owned());
-            operation.summary = self.summary.map(str::to_owned);
-            operation.description = None;
-            operation.parameters = match operation.parameters.take() {
-                Some(mut params) if self.params > 0 => {
-                    params.truncate(self.params);
-                    Some(params)
-                }
-                _ => None,
-            };
-            if let (Some(ok), Some(RefOr::T(response))) =
-                (self.ok, operation.responses.responses.get_mut("200"))
-            {
-                response.description = ok.to_owned();
+/// One form's path item: the annotated one with the form's own operation id, summary,
+/// parameters, 200 description and example.
+fn derive(
+    annotated: &utoipa::openapi::PathItem,
+    family: Family,
+    form: Form,
+) -> utoipa::openapi::PathItem {
+    let mut item = annotated.clone();
+    let params = match form {
+        Form::Default => 0,
+        Form::Model => 1,
+        Form::Version => 2,
+    };
+    for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+        operation.operation_id = Some(operation_id(family, form));
+        operation.summary = summary(family, form);
+        operation.description = None;
+        operation.parameters = match operation.parameters.take() {
+            Some(mut annotated) if params > 0 => {
+                annotated.truncate(params);
+                Some(annotated)
             }
-            if let (Some(example), Some(RefOr::T(body))) =
-                (self.example, operation.request_body.as_mut())
-            {
-                for content in body.content.values_mut() {
-                    if let RefOr::T(content) = content {
-                        content.example = Some(example());
-                    }
+            _ => None,
+        };
+        if let (Some(ok), Some(RefOr::T(response))) = (
+            model_form_ok(family, form),
+            operation.responses.responses.get_mut("200"),
+        ) {
+            response.description = ok.to_owned();
+        }
+        if let (Form::Default, Some(RefOr::T(body))) = (form, operation.request_body.as_mut()) {
+            for content in body.content.values_mut() {
+                if let RefOr::T(content) = content {
+                    content.example = Some(default_model_example());
                 }
             }
         }
-        item
+    }
+    item
+}
+
+/// A form's operation id: `predict_default`, `predict_model`, `predict_version`; the V2
+/// families' named-model form has the bare name (`model_metadata`, `infer`).
+fn operation_id(family: Family, form: Form) -> String {
+    let stem = match family {
+        Family::Predict => "predict",
+        Family::Explain => "explain",
+        Family::ModelMetadata => "model_metadata",
+        Family::ModelReady => "model_ready",
+        Family::Infer => "infer",
+    };
+    let suffix = match form {
+        Form::Default => "_default",
+        Form::Model if family.has_default() => "_model",
+        Form::Model => "",
+        Form::Version => "_version",
+    };
+    format!("{stem}{suffix}")
+}
+
+/// The row families' forms say which version answers; the V2 forms keep no summary.
+fn summary(family: Family, form: Form) -> Option<String> {
+    const SPLIT: &str = "the version its traffic split picks (its highest without one; `x-ferrum-version` names it)";
+    if !family.has_default() {
+        return None;
+    }
+    let path = family.path(form);
+    Some(match form {
+        Form::Default => format!("`POST {path}`: the manifest's default model, {SPLIT}."),
+        Form::Model => format!("`POST {path}`: the named model, {SPLIT}."),
+        Form::Version => format!("`POST {path}`: one exact version."),
+    })
+}
+
+/// The 200 description of a V2 family's named-model form (the annotated one describes a
+/// version).
+fn model_form_ok(family: Family, form: Form) -> Option<&'static str> {
+    if form != Form::Model {
+        return None;
+    }
+    match family {
+        Family::ModelMetadata => Some("The model's input and outputs (datatype, shape with -1 for the batch) and versions"),
+        Family::ModelReady => Some("The model is loaded and serves"),
+        Family::Infer => Some("The requested outputs (all by default), as JSON or, when any output is binary, a JSON header then binary tensors"),
+        Family::Predict | Family::Explain => None,
     }
 }
 
@@ -790,8 +720,8 @@ mod tests {
             "/metrics",
             "/openapi.json",
         ];
-        for path in models::TEMPLATED.into_iter().chain(untemplated) {
-            assert!(paths.contains_key(path), "{path} is not in the document");
+        for path in models::templated().chain(untemplated.map(str::to_owned)) {
+            assert!(paths.contains_key(&path), "{path} is not in the document");
         }
         let error = &spec["components"]["schemas"]["ErrorBody"];
         assert_eq!(error["required"], serde_json::json!(["error", "code"]));

@@ -14,6 +14,8 @@ use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::HeaderValue;
 use axum::response::Response;
+use axum::routing::MethodRouter;
+use axum::Router;
 
 use super::error::ApiError;
 use super::AppState;
@@ -27,6 +29,99 @@ pub const ROUTING_KEY_HEADER: &str = "x-ferrum-routing-key";
 
 /// The response header naming the version that answered.
 pub const VERSION_HEADER: &str = "x-ferrum-version";
+
+/// A per-model route family: one handler behind up to three paths. The router, the OpenAPI
+/// document's forms and the served document's concrete routes all read this one list, so a
+/// family's paths and operation ids are spelled in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `POST /predict`, `/models/{name}[/versions/{version}]/predict`.
+    Predict,
+    /// `POST /explain`, `/models/{name}[/versions/{version}]/explain`.
+    Explain,
+    /// `GET /v2/models/{name}[/versions/{version}]`.
+    ModelMetadata,
+    /// `GET /v2/models/{name}[/versions/{version}]/ready`.
+    ModelReady,
+    /// `POST /v2/models/{name}[/versions/{version}]/infer`.
+    Infer,
+}
+
+/// Which of a family's paths: the manifest's default model (the row families only), a named
+/// model (the version its split picks), or one exact version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    Default,
+    Model,
+    Version,
+}
+
+impl Family {
+    /// Every family, in the order the document lists them.
+    pub const ALL: [Family; 5] = [
+        Family::Predict,
+        Family::Explain,
+        Family::ModelMetadata,
+        Family::ModelReady,
+        Family::Infer,
+    ];
+
+    /// Where the family's model paths start: `/models` for rows, `/v2/models` for V2.
+    pub fn root(self) -> &'static str {
+        match self {
+            Family::Predict | Family::Explain => "/models",
+            Family::ModelMetadata | Family::ModelReady | Family::Infer => "/v2/models",
+        }
+    }
+
+    /// What follows the model (and version) in the path; empty for V2 model metadata.
+    pub fn action(self) -> &'static str {
+        match self {
+            Family::Predict => "/predict",
+            Family::Explain => "/explain",
+            Family::ModelMetadata => "",
+            Family::ModelReady => "/ready",
+            Family::Infer => "/infer",
+        }
+    }
+
+    /// The row families also answer for the manifest's default model at their bare action
+    /// (`/predict`); V2 always names the model.
+    pub fn has_default(self) -> bool {
+        self.root() == "/models"
+    }
+
+    /// The family's forms, in the order the document lists them.
+    pub fn forms(self) -> &'static [Form] {
+        if self.has_default() {
+            &[Form::Default, Form::Model, Form::Version]
+        } else {
+            &[Form::Model, Form::Version]
+        }
+    }
+
+    /// The templated path of one form, as the router and the document spell it.
+    pub fn path(self, form: Form) -> String {
+        let (root, action) = (self.root(), self.action());
+        match form {
+            Form::Default => action.to_owned(),
+            Form::Model => format!("{root}/{{name}}{action}"),
+            Form::Version => format!("{root}/{{name}}/versions/{{version}}{action}"),
+        }
+    }
+
+    /// Every form's path, in order.
+    pub fn paths(self) -> impl Iterator<Item = String> {
+        self.forms().iter().map(move |&form| self.path(form))
+    }
+
+    /// The family's routes: `handler` behind each of its paths.
+    pub fn routes(self, handler: MethodRouter<AppState>) -> Router<AppState> {
+        self.paths().fold(Router::new(), |router, path| {
+            router.route(&path, handler.clone())
+        })
+    }
+}
 
 /// The model and version a route's path names; `None` means the manifest's default model, or
 /// the version the model's split picks. `routing_key` is the `x-ferrum-routing-key` header.

@@ -30,7 +30,7 @@ use super::openapi::{
     V2ModelReady, V2Ready, V2ServerMetadata,
 };
 use super::predict::counted_against;
-use super::select::{answered_by, ModelSelector};
+use super::select::{answered_by, Family, ModelSelector};
 use super::AppState;
 use crate::input::{header_length, parse_infer, parse_typed_infer, InputSpec};
 use crate::serving::live::Routed;
@@ -50,21 +50,14 @@ pub fn routes() -> Router<AppState> {
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
-        .route("/v2/models/{name}", get(model_metadata))
-        .route("/v2/models/{name}/versions/{version}", get(model_metadata))
-        .route("/v2/models/{name}/ready", get(model_ready))
-        .route(
-            "/v2/models/{name}/versions/{version}/ready",
-            get(model_ready),
-        )
+        .merge(Family::ModelMetadata.routes(get(model_metadata)))
+        .merge(Family::ModelReady.routes(get(model_ready)))
 }
 
 /// The V2 inference routes: merged into the API's inference group, so the API key and
 /// admission control apply to them exactly as to `/predict`.
 pub fn inference_routes() -> Router<AppState> {
-    Router::new()
-        .route("/v2/models/{name}/infer", post(infer))
-        .route("/v2/models/{name}/versions/{version}/infer", post(infer))
+    Family::Infer.routes(post(infer))
 }
 
 /// `GET /v2`: who serves, and which protocol extensions it speaks.

@@ -48,6 +48,7 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::api::select::{Family, Form};
 use crate::api::v2::response::tensors_of;
 use crate::api::Limits;
 use crate::explain::{self, ExplainQuery, Output};
@@ -65,21 +66,11 @@ const F32_BOUND: f64 = 340_282_356_779_733_661_637_539_395_458_142_568_448.0;
 const F16_BOUND: f64 = 65_520.0;
 
 /// The templated path items of the model-independent document that the snapshot's models
-/// replace (each model version's concrete routes are made from them, see [`specialise`]).
-pub(super) const TEMPLATED: [&str; 12] = [
-    "/predict",
-    "/models/{name}/predict",
-    "/models/{name}/versions/{version}/predict",
-    "/explain",
-    "/models/{name}/explain",
-    "/models/{name}/versions/{version}/explain",
-    "/v2/models/{name}",
-    "/v2/models/{name}/versions/{version}",
-    "/v2/models/{name}/ready",
-    "/v2/models/{name}/versions/{version}/ready",
-    "/v2/models/{name}/infer",
-    "/v2/models/{name}/versions/{version}/infer",
-];
+/// replace (each model version's concrete routes are made from them, see [`specialise`]):
+/// every form of every route family.
+pub(super) fn templated() -> impl Iterator<Item = String> {
+    Family::ALL.into_iter().flat_map(Family::paths)
+}
 
 /// The most rows a V2 infer schema enumerates (see the module docs).
 const V2_DOCUMENTED_ROWS: usize = 16;
@@ -121,9 +112,11 @@ pub fn specialise(document: &mut Value, snapshot: &Snapshot, context: &Context) 
             }
         }
     }
-    let templates: Map<String, Value> = TEMPLATED
-        .iter()
-        .filter_map(|path| Some((path.to_string(), paths.remove(*path)?)))
+    let templates: Map<String, Value> = templated()
+        .filter_map(|path| {
+            let item = paths.remove(&path)?;
+            Some((path, item))
+        })
         .collect();
     let default = &snapshot.manifest.default_model;
     for (name, versions) in &snapshot.models {
@@ -137,41 +130,41 @@ pub fn specialise(document: &mut Value, snapshot: &Snapshot, context: &Context) 
                 .map(|model| (Some(model.entry.version.as_str()), model.clone())),
         );
         for (version, model) in forms {
-            // The concrete prefix, the templated one it replaces, and the operation ids'
+            // The concrete prefix, the form whose template it replaces, and the operation ids'
             // suffix (`predict_model.diabetes`, `infer_version.diabetes.1`).
-            let (concrete_prefix, templated_prefix, id) = match version {
-                None => (format!("/{}", segment(name)), String::new(), name.clone()),
+            let (concrete_prefix, form, id) = match version {
+                None => (format!("/{}", segment(name)), Form::Model, name.clone()),
                 Some(v) => (
                     format!("/{}/versions/{}", segment(name), segment(v)),
-                    "/versions/{version}".to_string(),
+                    Form::Version,
                     format!("{name}.{v}"),
                 ),
             };
             let is_default = version.is_none() && name == default;
-            let routes = [
-                ("/models", "/predict", predict_body(&model, context)),
-                ("/models", "/explain", explain_body(&model, context)),
-                ("/v2/models", "", None),
-                ("/v2/models", "/ready", None),
-                ("/v2/models", "/infer", v2_body(&model, context)),
-            ];
-            for (root, family, body) in routes {
-                let rows_form = root == "/models";
-                if rows_form && body.is_none() {
+            for family in Family::ALL {
+                let body = match family {
+                    Family::Predict => predict_body(&model, context),
+                    Family::Explain => explain_body(&model, context),
+                    Family::ModelMetadata | Family::ModelReady => None,
+                    Family::Infer => v2_body(&model, context),
+                };
+                if family.has_default() && body.is_none() {
                     continue; // no body this version takes (see predict_body, explain_body)
                 }
-                let template = &templates[&format!("{root}/{{name}}{templated_prefix}{family}")];
+                let template = &templates[&family.path(form)];
                 let mut item = concrete(template, Some(&id), body.clone());
-                if family == "/infer" {
+                if family == Family::Infer {
                     with_binary_answer(&mut item);
                 }
-                let mut items = vec![(format!("{root}{concrete_prefix}{family}"), item)];
-                if rows_form && is_default {
-                    items.push((family.to_string(), concrete(&templates[family], None, body)));
+                let (root, action) = (family.root(), family.action());
+                let mut items = vec![(format!("{root}{concrete_prefix}{action}"), item)];
+                if family.has_default() && is_default {
+                    let default_form = &templates[&family.path(Form::Default)];
+                    items.push((action.to_owned(), concrete(default_form, None, body)));
                 }
                 let answer = match (family, model.is_tensors()) {
-                    ("/predict", true) => Some(tensors_predict_answer(&model)),
-                    ("/infer", true) => Some(tensors_v2_answer(&model)),
+                    (Family::Predict, true) => Some(tensors_predict_answer(&model)),
+                    (Family::Infer, true) => Some(tensors_v2_answer(&model)),
                     _ => None,
                 };
                 for (path, mut item) in items {
