@@ -4,19 +4,16 @@
 //! keyed by feature name, the class by label.
 
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
-use super::body::JsonBody;
 use super::error::ApiError;
 use super::openapi::{ExplainRequest, InferenceErrors, ModelVersionPath};
 use super::predict::{json_response, ModelRef};
-use super::select::{answered_by, ModelSelector};
+use super::select::{answered_by, RowsCall};
 use super::AppState;
 use crate::explain::Explanation;
-use crate::features::TraceContext;
 use crate::serving::explanation::{self, ExplainContext};
 
 /// `POST /explain`, `/models/{name}/explain` and `/models/{name}/versions/{version}/explain`:
@@ -36,11 +33,12 @@ use crate::serving::explanation::{self, ExplainContext};
 )]
 pub async fn explain(
     State(state): State<AppState>,
-    selector: ModelSelector,
-    headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    RowsCall {
+        routed,
+        body,
+        trace,
+    }: RowsCall,
 ) -> Result<Response, ApiError> {
-    let routed = state.route(&selector, &body)?;
     let model = &routed.model;
     let store = state.feature_store();
     let context = ExplainContext {
@@ -49,8 +47,7 @@ pub async fn explain(
         limits: &state.limits.explain,
         max_request_rows: state.limits.max_request_rows,
     };
-    let explained =
-        explanation::explain(&context, model, body, TraceContext::from_headers(&headers)).await?;
+    let explained = explanation::explain(&context, model, body, trace).await?;
     let entry = &model.entry;
     let feature_names = match &model.explain {
         Some(assets) => assets.feature_names(entry),

@@ -3,16 +3,13 @@
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::body::JsonBody;
 use super::error::ApiError;
 use super::openapi::{InferenceErrors, ModelVersionPath, PredictRequest, Prediction};
-use super::select::{answered_by, ModelSelector};
+use super::select::{answered_by, RowsCall};
 use super::AppState;
-use crate::features::TraceContext;
 use crate::model::{LoadedModel, Predictions, TensorPredictions};
 use crate::serving::pipeline;
 use crate::telemetry::metrics;
@@ -35,11 +32,12 @@ use crate::telemetry::metrics;
 )]
 pub async fn predict(
     State(state): State<AppState>,
-    selector: ModelSelector,
-    headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    RowsCall {
+        routed,
+        body,
+        trace,
+    }: RowsCall,
 ) -> Result<Response, ApiError> {
-    let routed = state.route(&selector, &body)?;
     let model = &routed.model;
     if model.is_tensors() {
         let (inferred, rows) =
@@ -65,7 +63,7 @@ pub async fn predict(
         model,
         body,
         &store,
-        TraceContext::from_headers(&headers),
+        trace,
         state.limits.max_request_rows,
         keep_rows,
     )

@@ -10,15 +10,18 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Path};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::HeaderValue;
 use axum::response::Response;
 use axum::routing::MethodRouter;
 use axum::Router;
 
+use super::body::JsonBody;
 use super::error::ApiError;
 use super::AppState;
+use crate::features::TraceContext;
 use crate::input::first_entity_id;
 use crate::model::{LoadedModel, LookupError};
 use crate::serving::live::{Routed, Snapshot};
@@ -148,6 +151,33 @@ impl<S: Send + Sync> FromRequestParts<S> for ModelSelector {
             name: params.remove("name"),
             version: params.remove("version"),
             routing_key,
+        })
+    }
+}
+
+/// A `/predict` or `/explain` call, extracted: the version that answers it (see
+/// [`AppState::route`]), its JSON body and the caller's W3C trace context, which the
+/// feature-store lookup carries on.
+pub struct RowsCall {
+    pub routed: Routed,
+    pub body: Bytes,
+    pub trace: TraceContext,
+}
+
+impl FromRequest<AppState> for RowsCall {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let (mut parts, body) = req.into_parts();
+        let selector = ModelSelector::from_request_parts(&mut parts, state).await?;
+        let trace = TraceContext::from_headers(&parts.headers);
+        let JsonBody(body) =
+            JsonBody::from_request(Request::from_parts(parts, body), state).await?;
+        let routed = state.route(&selector, &body)?;
+        Ok(RowsCall {
+            routed,
+            body,
+            trace,
         })
     }
 }
