@@ -6,7 +6,8 @@
 //! ## Where a request goes
 //! `api` extracts what the route gives — the model selector (`api::select`: which of the
 //! forms `/predict`, `/models/{name}/predict`, `/models/{name}/versions/{v}/predict` was
-//! called; the same for `/explain` and `/v2`) and the body, read within its limits — and calls
+//! called; the same for `/explain` and `/v2`, one `api::select::Family` each, which the router
+//! and the OpenAPI document both read) and the body, read within its limits — and calls
 //! one pipeline of `serving` for the kind of call:
 //!
 //! - `serving::pipeline::predict` (`/predict`): `input` parses the body straight into an `f32`

@@ -1,5 +1,6 @@
 //! The HTTP API: the router, shared state, and one file per route family. Handlers are thin:
-//! they take the model selector ([`select`]) and the body, call a pipeline of
+//! they take the model selector ([`select`], which also names each route family's paths) and
+//! the body, call a pipeline of
 //! [`crate::serving`], and shape the response; [`ApiError`] maps every failure to a status and
 //! a stable code.
 //!
