@@ -537,16 +537,19 @@ mod tests {
         assert_eq!(parse_value(" 1.5 "), Ok(1.5));
         assert_eq!(parse_value("0.1"), Ok(0.1f64 as f32));
         assert_eq!(parse_value("-2e3"), Ok(-2000.0));
-        assert!(parse_value("").unwrap_err().contains("empty"));
-        assert!(parse_value("abc").unwrap_err().contains("got 'abc'"));
-        assert!(parse_value("1e39")
-            .unwrap_err()
-            .contains("not a finite float32"));
-        assert!(parse_value("NaN")
-            .unwrap_err()
-            .contains("not a finite float32"));
-        assert!(parse_value("inf")
-            .unwrap_err()
-            .contains("not a finite float32"));
+        // the value | a fragment of why it is refused
+        let refusals = "
+            | empty
+            abc | got 'abc'
+            1e39 | not a finite float32
+            NaN | not a finite float32
+            inf | not a finite float32
+        ";
+        for case in refusals.trim().lines() {
+            let (value, fragment) = case.split_once('|').unwrap();
+            let (value, fragment) = (value.trim(), fragment.trim());
+            let error = parse_value(value).unwrap_err();
+            assert!(error.contains(fragment), "{value:?}: {error}");
+        }
     }
 }
