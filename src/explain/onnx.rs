@@ -288,8 +288,8 @@ pub fn read_trees(model_bytes: &[u8], entry: &ModelEntry) -> Result<Option<OnnxT
 }
 
 /// The trees must be the whole model: the tree node reads the graph input through per-feature
-/// steps only ([`input_path`]), every output the manifest names comes from it through
-/// pass-through nodes only ([`output_path`]), and the graph has no other node. Returns the
+/// steps only ([`Walk::input_path`]), every output the manifest names comes from it through
+/// pass-through nodes only ([`Walk::output_path`]), and the graph has no other node. Returns the
 /// per-feature steps and where a margin session finds the scores.
 fn check_graph(
     graph: &GraphProto,
@@ -297,14 +297,8 @@ fn check_graph(
     entry: &ModelEntry,
     n_features: usize,
 ) -> Result<(Preprocess, MarginOutput), String> {
-    let mut used = vec![false; graph.node.len()];
-    let tree_index = graph
-        .node
-        .iter()
-        .position(|n| std::ptr::eq(n, tree))
-        .expect("the tree node is one of the graph's");
-    used[tree_index] = true;
-    let preprocess = input_path(graph, tree, entry, n_features, &mut used)?;
+    let mut walk = Walk::new(graph, tree);
+    let preprocess = walk.input_path(entry, n_features)?;
     let expected: &[(&str, usize)] = match entry.task {
         Task::Classification => &[("label", 0), ("probabilities", 1)],
         Task::Regression => &[("value", 0)],
@@ -315,75 +309,134 @@ fn check_graph(
     let mut margin_output = MarginOutput::Declared;
     for &(role, index) in expected {
         let output = &entry.onnx.outputs[role];
-        let only_identity = output_path(graph, tree, output, role, index, &mut used)?;
+        let only_identity = walk.output_path(output, role, index)?;
         if (role, index) == *scores && !only_identity {
             margin_output = MarginOutput::Tree(tree.output[index].clone());
         }
     }
-    if let Some(other) = graph.node.iter().zip(&used).find(|(_, used)| !**used) {
+    if let Some(other) = walk.first_unused() {
         return Err(format!(
             "the graph has a {} node besides the tree ensemble",
-            other.0.op_type
+            other.op_type
         ));
     }
     Ok((preprocess, margin_output))
 }
 
-/// The producer of `name` among the graph's nodes, by index.
-fn producer<'g>(graph: &'g GraphProto, name: &str) -> Option<(usize, &'g NodeProto)> {
-    graph
-        .node
-        .iter()
-        .enumerate()
-        .find(|(_, n)| n.output.iter().any(|o| o == name))
+/// The paths [`check_graph`] follows from the tree node, and the nodes they pass through, so a
+/// node on none of them is found.
+struct Walk<'g> {
+    graph: &'g GraphProto,
+    tree: &'g NodeProto,
+    /// Per graph node: the tree node itself, or a node on a path walked so far.
+    used: Vec<bool>,
 }
 
-/// Walks from the tree node's input back to the graph input, through `Identity`, `Cast` to a
-/// float type and `Scaler` nodes only, and returns the `Scaler` steps in graph order.
-fn input_path(
-    graph: &GraphProto,
-    tree: &NodeProto,
-    entry: &ModelEntry,
-    n_features: usize,
-    used: &mut [bool],
-) -> Result<Preprocess, String> {
-    const FLOAT: i64 = 1;
-    const DOUBLE: i64 = 11;
-    let [first] = tree.input.as_slice() else {
-        return Err(format!(
-            "the tree ensemble reads {:?}, not the graph input '{}' alone",
-            tree.input, entry.onnx.input
-        ));
-    };
-    let mut name = first.as_str();
-    let mut scalers = Vec::new();
-    // Bounded by the node count: a well-formed graph has no cycle, a malformed one must not hang.
-    for _ in 0..=graph.node.len() {
-        if name == entry.onnx.input {
-            scalers.reverse();
-            return Ok(Preprocess { scalers });
-        }
-        let Some((index, node)) = producer(graph, name) else {
-            break;
-        };
-        let attrs = Attributes(&node.attribute);
-        match (node.domain.as_str(), node.op_type.as_str()) {
-            ("", "Identity") => {}
-            ("", "Cast") if matches!(attrs.int("to")?, Some(FLOAT | DOUBLE)) => {}
-            (ML_DOMAIN, "Scaler") => scalers.push(scaler_steps(&attrs, n_features)?),
-            (_, op) => {
-                return Err(format!(
-                    "the tree ensemble reads the graph input through a {op} node (per-feature Scaler, Cast to a float type and Identity are supported)"
-                ))
-            }
-        }
-        used[index] = true;
-        name = node.input.first().map(String::as_str).unwrap_or("");
+impl<'g> Walk<'g> {
+    /// A walk from `tree`, one of `graph`'s nodes, with no path walked yet.
+    fn new(graph: &'g GraphProto, tree: &'g NodeProto) -> Walk<'g> {
+        let mut used = vec![false; graph.node.len()];
+        let tree_index = graph
+            .node
+            .iter()
+            .position(|n| std::ptr::eq(n, tree))
+            .expect("the tree node is one of the graph's");
+        used[tree_index] = true;
+        Walk { graph, tree, used }
     }
-    Err(format!(
-        "the tree ensemble reads {:?}, not the graph input '{}'",
-        tree.input, entry.onnx.input
-    ))
+
+    /// The producer of `name` among the graph's nodes, marked as on a path.
+    fn producer(&mut self, name: &str) -> Option<&'g NodeProto> {
+        let (index, node) = self
+            .graph
+            .node
+            .iter()
+            .enumerate()
+            .find(|(_, n)| n.output.iter().any(|o| o == name))?;
+        self.used[index] = true;
+        Some(node)
+    }
+
+    /// A node no path went through, if any.
+    fn first_unused(&self) -> Option<&'g NodeProto> {
+        self.graph
+            .node
+            .iter()
+            .zip(&self.used)
+            .find(|(_, used)| !**used)
+            .map(|(node, _)| node)
+    }
+
+    /// Walks from the tree node's input back to the graph input, through `Identity`, `Cast` to
+    /// a float type and `Scaler` nodes only, and returns the `Scaler` steps in graph order.
+    fn input_path(&mut self, entry: &ModelEntry, n_features: usize) -> Result<Preprocess, String> {
+        const FLOAT: i64 = 1;
+        const DOUBLE: i64 = 11;
+        let tree = self.tree;
+        let [first] = tree.input.as_slice() else {
+            return Err(format!(
+                "the tree ensemble reads {:?}, not the graph input '{}' alone",
+                tree.input, entry.onnx.input
+            ));
+        };
+        let mut name = first.as_str();
+        let mut scalers = Vec::new();
+        // Bounded by the node count: a well-formed graph has no cycle, a malformed one must not
+        // hang.
+        for _ in 0..=self.graph.node.len() {
+            if name == entry.onnx.input {
+                scalers.reverse();
+                return Ok(Preprocess { scalers });
+            }
+            let Some(node) = self.producer(name) else {
+                break;
+            };
+            let attrs = Attributes(&node.attribute);
+            match (node.domain.as_str(), node.op_type.as_str()) {
+                ("", "Identity") => {}
+                ("", "Cast") if matches!(attrs.int("to")?, Some(FLOAT | DOUBLE)) => {}
+                (ML_DOMAIN, "Scaler") => scalers.push(scaler_steps(&attrs, n_features)?),
+                (_, op) => {
+                    return Err(format!(
+                        "the tree ensemble reads the graph input through a {op} node (per-feature Scaler, Cast to a float type and Identity are supported)"
+                    ))
+                }
+            }
+            name = node.input.first().map(String::as_str).unwrap_or("");
+        }
+        Err(format!(
+            "the tree ensemble reads {:?}, not the graph input '{}'",
+            tree.input, entry.onnx.input
+        ))
+    }
+
+    /// Follows the graph output `name` back to the tree node's output `index` through
+    /// `Identity`, `Cast` and `ZipMap` nodes; says whether only `Identity` nodes lie between.
+    fn output_path(&mut self, output: &str, role: &str, index: usize) -> Result<bool, String> {
+        let mut name = output;
+        let mut only_identity = true;
+        for _ in 0..=self.graph.node.len() {
+            if self.tree.output.get(index).map(String::as_str) == Some(name) {
+                return Ok(only_identity);
+            }
+            let node = self
+                .producer(name)
+                .filter(|n| {
+                    matches!(
+                        (n.domain.as_str(), n.op_type.as_str()),
+                        ("", "Identity") | ("", "Cast") | (ML_DOMAIN, "ZipMap")
+                    )
+                })
+                .ok_or_else(|| {
+                    format!("output '{name}' ({role}) does not come from the tree ensemble")
+                })?;
+            only_identity &= node.op_type == "Identity";
+            name = node.input.first().map(String::as_str).unwrap_or("");
+        }
+        Err(format!(
+            "output ({role}) does not come from tree-ensemble output {index}"
+        ))
+    }
 }
 
 /// A `Scaler` node's `(offset, scale)` per feature (one value of either is broadcast, as ONNX
@@ -406,41 +459,6 @@ fn scaler_steps(attrs: &Attributes, n_features: usize) -> Result<Vec<(f32, f32)>
     (0..n_features)
         .map(|i| Ok((at(&offset, "offset", i)?, at(&scale, "scale", i)?)))
         .collect()
-}
-
-/// Follows the graph output `name` back to the tree node's output `index` through `Identity`,
-/// `Cast` and `ZipMap` nodes; says whether only `Identity` nodes lie between.
-fn output_path(
-    graph: &GraphProto,
-    tree: &NodeProto,
-    output: &str,
-    role: &str,
-    index: usize,
-    used: &mut [bool],
-) -> Result<bool, String> {
-    let mut name = output;
-    let mut only_identity = true;
-    for _ in 0..=graph.node.len() {
-        if tree.output.get(index).map(String::as_str) == Some(name) {
-            return Ok(only_identity);
-        }
-        let (at, node) = producer(graph, name)
-            .filter(|(_, n)| {
-                matches!(
-                    (n.domain.as_str(), n.op_type.as_str()),
-                    ("", "Identity") | ("", "Cast") | (ML_DOMAIN, "ZipMap")
-                )
-            })
-            .ok_or_else(|| {
-                format!("output '{name}' ({role}) does not come from the tree ensemble")
-            })?;
-        only_identity &= node.op_type == "Identity";
-        used[at] = true;
-        name = node.input.first().map(String::as_str).unwrap_or("");
-    }
-    Err(format!(
-        "output ({role}) does not come from tree-ensemble output {index}"
-    ))
 }
 
 /// The node arrays shared by both operators.
@@ -491,23 +509,21 @@ fn read_classifier_outputs(
             entry.class_labels.len()
         ));
     }
-    let ids = attrs.ints("class_ids")?;
-    let tree_ids = attrs.ints("class_treeids")?;
-    let node_ids = attrs.ints("class_nodeids")?;
-    let weights = attrs.reals("class_weights")?.ok_or("no class_weights")?;
-    if [ids.len(), tree_ids.len(), node_ids.len()] != [weights.len(); 3] {
-        return Err("class_* attributes have different lengths".into());
-    }
-    if let Some(bad) = ids.iter().find(|&&c| c < 0 || c as usize >= n_classes) {
+    let leaves = LeafWeights::read(attrs, "class")?;
+    if let Some(bad) = leaves
+        .ids
+        .iter()
+        .find(|&&c| c < 0 || c as usize >= n_classes)
+    {
         return Err(format!("class id {bad} out of range"));
     }
     let base = attrs.reals("base_values")?.unwrap_or_default();
-    let distinct: std::collections::BTreeSet<i64> = ids.iter().copied().collect();
+    let distinct: std::collections::BTreeSet<i64> = leaves.ids.iter().copied().collect();
     let binary_one_score = n_classes == 2 && distinct.len() == 1;
     let classes = if binary_one_score {
         // Non-negative weights: ONNX Runtime reads the score as the positive class's
         // probability and reports (1 - f, f); supported as is, without a post-transform.
-        let probability_score = weights.iter().all(|&w| w >= 0.0);
+        let probability_score = leaves.weights.iter().all(|&w| w >= 0.0);
         if probability_score && transform != PostTransform::None {
             return Err(
                 "a one-score binary classifier with non-negative weights and a post_transform"
@@ -522,9 +538,7 @@ fn read_classifier_outputs(
         }
         flat.n_outputs = 1;
         flat.base = vec![base.first().copied().unwrap_or(0.0)];
-        for i in 0..weights.len() {
-            flat.weights.push((tree_ids[i], node_ids[i], 0, weights[i]));
-        }
+        leaves.add_to(flat, |_| 0);
         let negative_offset = if probability_score { 1.0 } else { 0.0 };
         vec![
             ClassOutput::new(0, -1.0, negative_offset),
@@ -543,10 +557,7 @@ fn read_classifier_outputs(
         } else {
             base
         };
-        for i in 0..weights.len() {
-            flat.weights
-                .push((tree_ids[i], node_ids[i], ids[i] as usize, weights[i]));
-        }
+        leaves.add_to(flat, |class| class as usize);
         (0..n_classes)
             .map(|c| ClassOutput::new(c, 1.0, 0.0))
             .collect()
@@ -572,14 +583,8 @@ fn read_regressor_outputs(
         "AVERAGE" => true,
         other => return Err(format!("aggregate_function {other} is not additive")),
     };
-    let ids = attrs.ints("target_ids")?;
-    let tree_ids = attrs.ints("target_treeids")?;
-    let node_ids = attrs.ints("target_nodeids")?;
-    let weights = attrs.reals("target_weights")?.ok_or("no target_weights")?;
-    if [ids.len(), tree_ids.len(), node_ids.len()] != [weights.len(); 3] {
-        return Err("target_* attributes have different lengths".into());
-    }
-    if ids.iter().any(|&t| t != 0) {
+    let leaves = LeafWeights::read(attrs, "target")?;
+    if leaves.ids.iter().any(|&t| t != 0) {
         return Err("a target id other than 0".into());
     }
     let base = attrs.reals("base_values")?.unwrap_or_default();
@@ -588,10 +593,46 @@ fn read_regressor_outputs(
     }
     flat.n_outputs = 1;
     flat.base = vec![base.first().copied().unwrap_or(0.0)];
-    for i in 0..weights.len() {
-        flat.weights.push((tree_ids[i], node_ids[i], 0, weights[i]));
-    }
+    leaves.add_to(flat, |_| 0);
     Ok((vec![ClassOutput::new(0, 1.0, 0.0)], average))
+}
+
+/// A tree operator's leaf weights, its `class_*` or `target_*` attributes: per entry, the
+/// output (class or target) it adds to, its tree and leaf node, and the weight.
+struct LeafWeights<'a> {
+    ids: &'a [i64],
+    tree_ids: &'a [i64],
+    node_ids: &'a [i64],
+    weights: Vec<f64>,
+}
+
+impl<'a> LeafWeights<'a> {
+    /// Reads `<prefix>_ids`, `_treeids`, `_nodeids` and `_weights`, which must be as long as
+    /// each other.
+    fn read(attrs: &'a Attributes, prefix: &str) -> Result<LeafWeights<'a>, String> {
+        let ints = |name: &str| attrs.ints(&format!("{prefix}_{name}"));
+        let (ids, tree_ids, node_ids) = (ints("ids")?, ints("treeids")?, ints("nodeids")?);
+        let weights = attrs
+            .reals(&format!("{prefix}_weights"))?
+            .ok_or_else(|| format!("no {prefix}_weights"))?;
+        if [ids.len(), tree_ids.len(), node_ids.len()] != [weights.len(); 3] {
+            return Err(format!("{prefix}_* attributes have different lengths"));
+        }
+        Ok(LeafWeights {
+            ids,
+            tree_ids,
+            node_ids,
+            weights,
+        })
+    }
+
+    /// Adds every weight to `flat`, on the output `output` gives for its id.
+    fn add_to(&self, flat: &mut FlatTrees, output: impl Fn(i64) -> usize) {
+        for (i, &weight) in self.weights.iter().enumerate() {
+            let (tree, node, id) = (self.tree_ids[i], self.node_ids[i], self.ids[i]);
+            flat.weights.push((tree, node, output(id), weight));
+        }
+    }
 }
 
 /// Attribute lookup by name, with errors that name the attribute.

@@ -30,14 +30,22 @@ pub struct Chunk {
     pub passthrough: Vec<Vec<String>>,
 }
 
+/// Up to `chunk_rows` validated rows of a model served as named tensors.
+pub struct TensorChunk {
+    /// One tensor per model input, each of all the chunk's rows.
+    pub inputs: Vec<NamedTensor>,
+    /// Rows in the chunk.
+    pub rows: usize,
+    /// Per row, the values of the pass-through columns (CSV only), in header order.
+    pub passthrough: Vec<Vec<String>>,
+}
+
 /// Reads a CSV or JSON-lines file in chunks of validated rows, from `source`.
 pub(crate) struct Reader<'m, S> {
     path: PathBuf,
     model: &'m LoadedModel,
     chunk_rows: usize,
     source: S,
-    /// Names of the columns carried through (CSV only).
-    passthrough_names: Vec<String>,
 }
 
 /// A rows-form model's rows, as [`Chunk`]s.
@@ -48,74 +56,82 @@ pub(crate) type RowReader<'m> = Reader<'m, Source>;
 /// see [`ColumnLayout`]; other columns pass through).
 pub(crate) type TensorRowReader<'m> = Reader<'m, TensorSource>;
 
-impl<S> Reader<'_, S> {
-    /// The pass-through column names (CSV columns that are not features), in header order.
-    pub fn passthrough_names(&self) -> &[String] {
-        &self.passthrough_names
-    }
+/// What one kind of [`Reader`] keeps of its open file, per format: the two readers open files
+/// the same way and differ in what they check and build from each row.
+pub(crate) trait RowSource: Sized {
+    /// The source of a CSV file past its header, which `model` must be able to take.
+    fn csv(path: &Path, rows: CsvRows, model: &LoadedModel) -> Result<Self, JobError>;
+    /// The source of a JSON-lines file.
+    fn jsonl(lines: JsonLines) -> Self;
+    /// The CSV file, if that is the format.
+    fn csv_rows(&self) -> Option<&CsvRows>;
 }
 
-/// Where a rows-form model's rows come from.
-pub(crate) enum Source {
-    Csv {
-        reader: csv::Reader<Box<dyn Read>>,
-        /// Feature `j` is CSV column `feature_columns[j]`.
-        feature_columns: Vec<usize>,
-        /// CSV columns that are not features, in header order.
-        passthrough_columns: Vec<usize>,
-        record: csv::StringRecord,
-    },
-    Jsonl {
-        reader: Box<dyn BufRead>,
-        line: Vec<u8>,
-        wrapped: Vec<u8>,
-        line_number: u64,
-    },
-}
-
-impl<'m> RowReader<'m> {
-    /// Opens `path` (`-`: stdin) and, for CSV, checks its header against the model's features.
-    /// Bytes read advance `progress`, if given.
+impl<'m, S: RowSource> Reader<'m, S> {
+    /// Opens `path` (`-`: stdin) and, for CSV, checks its header against what the model takes
+    /// (see [`RowSource::csv`]). Bytes read advance `progress`, if given.
     pub fn open(
         path: &Path,
         format: DataFormat,
         model: &'m LoadedModel,
         chunk_rows: usize,
         progress: Option<&ProgressBar>,
-    ) -> Result<RowReader<'m>, JobError> {
+    ) -> Result<Reader<'m, S>, JobError> {
         let raw = open_raw(path, progress)?;
-        let (source, passthrough_names) = match format {
-            DataFormat::Csv => {
-                let (reader, columns) = open_csv(path, raw, &model.entry.feature_names)?;
-                (
-                    Source::Csv {
-                        reader,
-                        feature_columns: columns.features,
-                        passthrough_columns: columns.passthrough,
-                        record: csv::StringRecord::new(),
-                    },
-                    columns.passthrough_names,
-                )
-            }
-            DataFormat::Jsonl => (
-                Source::Jsonl {
-                    reader: Box::new(BufReader::with_capacity(1 << 16, raw)),
-                    line: Vec::new(),
-                    wrapped: Vec::new(),
-                    line_number: 0,
-                },
-                Vec::new(),
-            ),
+        let source = match format {
+            DataFormat::Csv => S::csv(path, CsvRows::new(raw), model)?,
+            DataFormat::Jsonl => S::jsonl(JsonLines::new(raw)),
         };
-        Ok(RowReader {
+        Ok(Reader {
             path: path.to_path_buf(),
             model,
             chunk_rows: chunk_rows.max(1),
             source,
-            passthrough_names,
         })
     }
 
+    /// The pass-through column names (CSV columns that are not features), in header order.
+    pub fn passthrough_names(&self) -> &[String] {
+        self.source
+            .csv_rows()
+            .map_or(&[], |csv| &csv.passthrough_names)
+    }
+}
+
+/// Where a rows-form model's rows come from.
+pub(crate) enum Source {
+    // Boxed: a CSV reader is far larger than the JSON-lines state.
+    Csv(Box<CsvRows>),
+    Jsonl {
+        lines: JsonLines,
+        /// The line as a one-row request body, for the API's parser.
+        wrapped: Vec<u8>,
+    },
+}
+
+impl RowSource for Source {
+    /// The header must name every model feature exactly once.
+    fn csv(path: &Path, mut rows: CsvRows, model: &LoadedModel) -> Result<Self, JobError> {
+        rows.map_header(path, &model.entry.feature_names)?;
+        Ok(Source::Csv(Box::new(rows)))
+    }
+
+    fn jsonl(lines: JsonLines) -> Self {
+        Source::Jsonl {
+            lines,
+            wrapped: Vec::new(),
+        }
+    }
+
+    fn csv_rows(&self) -> Option<&CsvRows> {
+        match self {
+            Source::Csv(rows) => Some(rows),
+            Source::Jsonl { .. } => None,
+        }
+    }
+}
+
+impl RowReader<'_> {
     /// The next chunk, or `None` at the end of the input. The first invalid row stops the job
     /// with its line number.
     pub fn next_chunk(&mut self) -> Result<Option<Chunk>, JobError> {
@@ -128,67 +144,27 @@ impl<'m> RowReader<'m> {
             message,
         };
         while n < self.chunk_rows {
-            let more = match &mut self.source {
-                Source::Csv {
-                    reader,
-                    feature_columns,
-                    passthrough_columns,
-                    record,
-                } => {
-                    let more = reader
-                        .read_record(record)
-                        .map_err(|e| fail(csv_error(&e)))?;
-                    if more {
-                        let line = record.position().map_or(0, |p| p.line());
-                        for (j, &column) in feature_columns.iter().enumerate() {
-                            let text = record.get(column).unwrap_or("");
-                            let value = parse_value(text).map_err(|problem| {
-                                fail(format!(
-                                    "line {line}: feature '{}': {problem}",
-                                    self.model.entry.feature_names[j]
-                                ))
-                            })?;
-                            data.push(value);
-                        }
-                        if !passthrough_columns.is_empty() {
-                            passthrough.push(
-                                passthrough_columns
-                                    .iter()
-                                    .map(|&c| record.get(c).unwrap_or("").to_string())
-                                    .collect(),
-                            );
-                        }
-                    }
-                    more
-                }
-                Source::Jsonl {
-                    reader,
-                    line,
-                    wrapped,
-                    line_number,
-                } => loop {
-                    line.clear();
-                    let read = reader
-                        .read_until(b'\n', line)
-                        .map_err(|source| JobError::Io {
-                            path: self.path.clone(),
-                            source,
+            match &mut self.source {
+                Source::Csv(csv) => {
+                    let Some(line) = csv.next_record().map_err(fail)? else {
+                        break;
+                    };
+                    for (j, name) in self.model.entry.feature_names.iter().enumerate() {
+                        let value = parse_value(csv.feature(j)).map_err(|problem| {
+                            fail(format!("line {line}: feature '{name}': {problem}"))
                         })?;
-                    if read == 0 {
-                        break false;
+                        data.push(value);
                     }
-                    *line_number += 1;
-                    if line.iter().all(u8::is_ascii_whitespace) {
-                        continue;
-                    }
+                    csv.push_passthrough(&mut passthrough);
+                }
+                Source::Jsonl { lines, wrapped } => {
+                    let Some((line_number, line)) = lines.next_line(&self.path)? else {
+                        break;
+                    };
                     let row = parse_json_line(line, wrapped, self.model)
                         .map_err(|m| fail(format!("line {line_number}: {m}")))?;
                     data.extend_from_slice(&row.data);
-                    break true;
-                },
-            };
-            if !more {
-                break;
+                }
             }
             n += 1;
         }
@@ -202,139 +178,46 @@ impl<'m> RowReader<'m> {
     }
 }
 
-/// `path` opened for reading (`-`: stdin), counting bytes read on `progress`.
-fn open_raw(path: &Path, progress: Option<&ProgressBar>) -> Result<Box<dyn Read>, JobError> {
-    let raw: Box<dyn Read> = if is_std(path) {
-        Box::new(std::io::stdin().lock())
-    } else {
-        Box::new(File::open(path).map_err(|source| JobError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?)
-    };
-    Ok(match progress {
-        Some(bar) => Box::new(bar.wrap_read(raw)),
-        None => raw,
-    })
-}
-
-/// Where a CSV file's features and pass-through columns are.
-pub(crate) struct CsvColumns {
-    /// Feature `j` is CSV column `features[j]`.
-    features: Vec<usize>,
-    /// CSV columns that are not features, in header order, and their names.
-    passthrough: Vec<usize>,
-    passthrough_names: Vec<String>,
-}
-
-/// A CSV reader past its header, and the header mapped to `feature_names`.
-fn open_csv(
-    path: &Path,
-    raw: Box<dyn Read>,
-    feature_names: &[String],
-) -> Result<(csv::Reader<Box<dyn Read>>, CsvColumns), JobError> {
-    let fail = |message: String| JobError::Input {
-        path: path.to_path_buf(),
-        message,
-    };
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .buffer_capacity(1 << 16)
-        .from_reader(raw);
-    let header = reader
-        .headers()
-        .map_err(|e| fail(format!("cannot read the CSV header: {e}")))?
-        .clone();
-    let (features, passthrough) =
-        map_header(&header, feature_names).map_err(|m| fail(format!("line 1 (header): {m}")))?;
-    let passthrough_names = passthrough
-        .iter()
-        .map(|&c| header_name(&header, c).to_string())
-        .collect();
-    Ok((
-        reader,
-        CsvColumns {
-            features,
-            passthrough,
-            passthrough_names,
-        },
-    ))
-}
-
-/// Up to `chunk_rows` validated rows of a model served as named tensors.
-pub struct TensorChunk {
-    /// One tensor per model input, each of all the chunk's rows.
-    pub inputs: Vec<NamedTensor>,
-    /// Rows in the chunk.
-    pub rows: usize,
-    /// Per row, the values of the pass-through columns (CSV only), in header order.
-    pub passthrough: Vec<Vec<String>>,
-}
-
 /// Where a tensors model's rows come from.
 pub(crate) enum TensorSource {
+    // Boxed: a CSV reader is far larger than the JSON-lines state.
     Csv {
-        // Boxed: a CSV reader is far larger than the JSON-lines state.
-        reader: Box<csv::Reader<Box<dyn Read>>>,
+        rows: Box<CsvRows>,
         layout: ColumnLayout,
-        columns: CsvColumns,
-        record: csv::StringRecord,
     },
-    Jsonl {
-        reader: Box<dyn BufRead>,
-        line: Vec<u8>,
-        line_number: u64,
-    },
+    Jsonl(JsonLines),
 }
 
-impl<'m> TensorRowReader<'m> {
-    /// Opens `path` (`-`: stdin); for CSV, the model must be tabular and the header must name
-    /// its features.
-    pub fn open(
-        path: &Path,
-        format: DataFormat,
-        model: &'m LoadedModel,
-        chunk_rows: usize,
-        progress: Option<&ProgressBar>,
-    ) -> Result<TensorRowReader<'m>, JobError> {
-        let raw = open_raw(path, progress)?;
-        let (source, passthrough_names) = match format {
-            DataFormat::Csv => {
-                let layout = ColumnLayout::of(&model.signature, &model.entry.feature_names)
-                    .map_err(|reason| JobError::Input {
-                        path: path.to_path_buf(),
-                        message: format!(
-                            "CSV rows need a model whose inputs are columns, and {reason}: send JSON lines, each row keyed by input name"
-                        ),
-                    })?;
-                let (reader, columns) = open_csv(path, raw, layout.names())?;
-                let names = columns.passthrough_names.clone();
-                let source = TensorSource::Csv {
-                    reader: Box::new(reader),
-                    layout,
-                    columns,
-                    record: csv::StringRecord::new(),
-                };
-                (source, names)
-            }
-            DataFormat::Jsonl => (
-                TensorSource::Jsonl {
-                    reader: Box::new(BufReader::with_capacity(1 << 16, raw)),
-                    line: Vec::new(),
-                    line_number: 0,
-                },
-                Vec::new(),
-            ),
-        };
-        Ok(TensorRowReader {
-            path: path.to_path_buf(),
-            model,
-            chunk_rows: chunk_rows.max(1),
-            source,
-            passthrough_names,
+impl RowSource for TensorSource {
+    /// The model must be tabular and the header must name its features.
+    fn csv(path: &Path, mut rows: CsvRows, model: &LoadedModel) -> Result<Self, JobError> {
+        let layout = ColumnLayout::of(&model.signature, &model.entry.feature_names)
+            .map_err(|reason| JobError::Input {
+                path: path.to_path_buf(),
+                message: format!(
+                    "CSV rows need a model whose inputs are columns, and {reason}: send JSON lines, each row keyed by input name"
+                ),
+            })?;
+        rows.map_header(path, layout.names())?;
+        Ok(TensorSource::Csv {
+            rows: Box::new(rows),
+            layout,
         })
     }
 
+    fn jsonl(lines: JsonLines) -> Self {
+        TensorSource::Jsonl(lines)
+    }
+
+    fn csv_rows(&self) -> Option<&CsvRows> {
+        match self {
+            TensorSource::Csv { rows, .. } => Some(rows),
+            TensorSource::Jsonl(_) => None,
+        }
+    }
+}
+
+impl TensorRowReader<'_> {
     /// The next chunk, or `None` at the end of the input. The first invalid row stops the job
     /// with its line number and the API's words.
     pub fn next_chunk(&mut self) -> Result<Option<TensorChunk>, JobError> {
@@ -349,60 +232,28 @@ impl<'m> TensorRowReader<'m> {
         let mut passthrough = Vec::new();
         while rows.len() < self.chunk_rows {
             match &mut self.source {
-                TensorSource::Csv {
-                    reader,
-                    layout,
-                    columns,
-                    record,
-                } => {
-                    if !reader
-                        .read_record(record)
-                        .map_err(|e| fail(csv_error(&e)))?
-                    {
+                TensorSource::Csv { rows: csv, layout } => {
+                    let Some(line) = csv.next_record().map_err(fail)? else {
                         break;
-                    }
-                    let line = record.position().map_or(0, |p| p.line());
+                    };
                     let row = layout
-                        .request_row(|i| record.get(columns.features[i]).unwrap_or(""), signature)
+                        .request_row(|i| csv.feature(i), signature)
                         .map_err(|m| fail(format!("line {line}: feature {m}")))?;
                     rows.push(row);
                     lines.push(line);
-                    if !columns.passthrough.is_empty() {
-                        passthrough.push(
-                            columns
-                                .passthrough
-                                .iter()
-                                .map(|&c| record.get(c).unwrap_or("").to_string())
-                                .collect(),
-                        );
-                    }
+                    csv.push_passthrough(&mut passthrough);
                 }
-                TensorSource::Jsonl {
-                    reader,
-                    line,
-                    line_number,
-                } => {
-                    line.clear();
-                    let read = reader
-                        .read_until(b'\n', line)
-                        .map_err(|source| JobError::Io {
-                            path: self.path.clone(),
-                            source,
-                        })?;
-                    if read == 0 {
+                TensorSource::Jsonl(json_lines) => {
+                    let Some((line_number, line)) = json_lines.next_line(&self.path)? else {
                         break;
-                    }
-                    *line_number += 1;
-                    if line.iter().all(u8::is_ascii_whitespace) {
-                        continue;
-                    }
+                    };
                     let row: serde_json::Value = serde_json::from_slice(line).map_err(|_| {
                         fail(format!(
                             "line {line_number}: invalid JSON (a line must be one row: an object keyed by input name)"
                         ))
                     })?;
                     rows.push(row);
-                    lines.push(*line_number);
+                    lines.push(line_number);
                 }
             }
         }
@@ -431,6 +282,137 @@ impl<'m> TensorRowReader<'m> {
             rows: rows.len(),
             passthrough,
         }))
+    }
+}
+
+/// `path` opened for reading (`-`: stdin), counting bytes read on `progress`.
+fn open_raw(path: &Path, progress: Option<&ProgressBar>) -> Result<Box<dyn Read>, JobError> {
+    let raw: Box<dyn Read> = if is_std(path) {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(File::open(path).map_err(|source| JobError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?)
+    };
+    Ok(match progress {
+        Some(bar) => Box::new(bar.wrap_read(raw)),
+        None => raw,
+    })
+}
+
+/// A CSV file's records, and where the features and the pass-through columns are in them.
+pub(crate) struct CsvRows {
+    reader: csv::Reader<Box<dyn Read>>,
+    /// Feature `j` is CSV column `features[j]`.
+    features: Vec<usize>,
+    /// CSV columns that are not features, in header order, and their names.
+    passthrough: Vec<usize>,
+    passthrough_names: Vec<String>,
+    /// The record last read.
+    record: csv::StringRecord,
+}
+
+impl CsvRows {
+    /// A CSV file, its header not read yet ([`CsvRows::map_header`] does).
+    fn new(raw: Box<dyn Read>) -> CsvRows {
+        let reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .buffer_capacity(1 << 16)
+            .from_reader(raw);
+        CsvRows {
+            reader,
+            features: Vec::new(),
+            passthrough: Vec::new(),
+            passthrough_names: Vec::new(),
+            record: csv::StringRecord::new(),
+        }
+    }
+
+    /// Reads the header and maps it to `feature_names`.
+    fn map_header(&mut self, path: &Path, feature_names: &[String]) -> Result<(), JobError> {
+        let fail = |message: String| JobError::Input {
+            path: path.to_path_buf(),
+            message,
+        };
+        let header = self
+            .reader
+            .headers()
+            .map_err(|e| fail(format!("cannot read the CSV header: {e}")))?
+            .clone();
+        let (features, passthrough) = map_header(&header, feature_names)
+            .map_err(|m| fail(format!("line 1 (header): {m}")))?;
+        self.passthrough_names = passthrough
+            .iter()
+            .map(|&c| header_name(&header, c).to_string())
+            .collect();
+        self.features = features;
+        self.passthrough = passthrough;
+        Ok(())
+    }
+
+    /// Reads the next record and gives the line it is on; `None` at the end of the file.
+    fn next_record(&mut self) -> Result<Option<u64>, String> {
+        let more = self
+            .reader
+            .read_record(&mut self.record)
+            .map_err(|e| csv_error(&e))?;
+        Ok(more.then(|| self.record.position().map_or(0, |p| p.line())))
+    }
+
+    /// Feature `j`'s text in the record last read.
+    fn feature(&self, j: usize) -> &str {
+        self.record.get(self.features[j]).unwrap_or("")
+    }
+
+    /// Appends the record's pass-through values to `passthrough`, when the file has any.
+    fn push_passthrough(&self, passthrough: &mut Vec<Vec<String>>) {
+        if !self.passthrough.is_empty() {
+            passthrough.push(
+                self.passthrough
+                    .iter()
+                    .map(|&c| self.record.get(c).unwrap_or("").to_string())
+                    .collect(),
+            );
+        }
+    }
+}
+
+/// A JSON-lines file's non-blank lines, numbered as the file's lines.
+pub(crate) struct JsonLines {
+    reader: Box<dyn BufRead>,
+    line: Vec<u8>,
+    line_number: u64,
+}
+
+impl JsonLines {
+    fn new(raw: Box<dyn Read>) -> JsonLines {
+        JsonLines {
+            reader: Box::new(BufReader::with_capacity(1 << 16, raw)),
+            line: Vec::new(),
+            line_number: 0,
+        }
+    }
+
+    /// The next line that is not blank and its number, or `None` at the end of `path`.
+    fn next_line(&mut self, path: &Path) -> Result<Option<(u64, &[u8])>, JobError> {
+        loop {
+            self.line.clear();
+            let read = self
+                .reader
+                .read_until(b'\n', &mut self.line)
+                .map_err(|source| JobError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            if read == 0 {
+                return Ok(None);
+            }
+            self.line_number += 1;
+            if !self.line.iter().all(u8::is_ascii_whitespace) {
+                return Ok(Some((self.line_number, &self.line)));
+            }
+        }
     }
 }
 
@@ -537,16 +519,19 @@ mod tests {
         assert_eq!(parse_value(" 1.5 "), Ok(1.5));
         assert_eq!(parse_value("0.1"), Ok(0.1f64 as f32));
         assert_eq!(parse_value("-2e3"), Ok(-2000.0));
-        assert!(parse_value("").unwrap_err().contains("empty"));
-        assert!(parse_value("abc").unwrap_err().contains("got 'abc'"));
-        assert!(parse_value("1e39")
-            .unwrap_err()
-            .contains("not a finite float32"));
-        assert!(parse_value("NaN")
-            .unwrap_err()
-            .contains("not a finite float32"));
-        assert!(parse_value("inf")
-            .unwrap_err()
-            .contains("not a finite float32"));
+        // the value | a fragment of why it is refused
+        let refusals = "
+            | empty
+            abc | got 'abc'
+            1e39 | not a finite float32
+            NaN | not a finite float32
+            inf | not a finite float32
+        ";
+        for case in refusals.trim().lines() {
+            let (value, fragment) = case.split_once('|').unwrap();
+            let (value, fragment) = (value.trim(), fragment.trim());
+            let error = parse_value(value).unwrap_err();
+            assert!(error.contains(fragment), "{value:?}: {error}");
+        }
     }
 }

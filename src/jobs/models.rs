@@ -269,48 +269,60 @@ fn next_version(name: &str, models_dir: &Path, manifest: Option<&Value>) -> Resu
     Ok(highest.map_or(1, |v| v + 1))
 }
 
-/// Applies `--feature-names` and `--class-labels`, which must be as many as the file has.
 /// `--feature-names` for a rows-form model: one name per feature of its input.
 fn name_rows_form_columns(entry: &mut ModelEntry, args: &ModelsAddArgs) -> Result<(), JobError> {
-    if !args.feature_names.is_empty() {
-        if args.feature_names.len() != entry.feature_names.len() {
-            return Err(input_error(
-                &args.file,
-                format!(
-                    "--feature-names lists {} names, but input '{}' takes {} features",
-                    args.feature_names.len(),
-                    entry.onnx.input,
-                    entry.feature_names.len()
-                ),
-            ));
-        }
-        entry.feature_names = args.feature_names.clone();
-    }
-    Ok(())
+    let input = &entry.onnx.input;
+    rename(
+        &mut entry.feature_names,
+        &args.feature_names,
+        &args.file,
+        |given, features| {
+            format!(
+                "--feature-names lists {given} names, but input '{input}' takes {} features",
+                features.len()
+            )
+        },
+    )
 }
 
 /// `--class-labels`: one name per class label of the graph, in its order.
 fn name_classes(entry: &mut ModelEntry, args: &ModelsAddArgs) -> Result<(), JobError> {
-    if !args.class_labels.is_empty() {
-        if entry.class_labels.is_empty() {
-            return Err(input_error(
-                &args.file,
-                "--class-labels is for classifiers, and the graph states no class labels".into(),
-            ));
-        }
-        if args.class_labels.len() != entry.class_labels.len() {
-            return Err(input_error(
-                &args.file,
-                format!(
-                    "--class-labels lists {} names, but the graph has {} class labels ({})",
-                    args.class_labels.len(),
-                    entry.class_labels.len(),
-                    entry.class_labels.join(", ")
-                ),
-            ));
-        }
-        entry.class_labels = args.class_labels.clone();
+    if !args.class_labels.is_empty() && entry.class_labels.is_empty() {
+        return Err(input_error(
+            &args.file,
+            "--class-labels is for classifiers, and the graph states no class labels".into(),
+        ));
     }
+    rename(
+        &mut entry.class_labels,
+        &args.class_labels,
+        &args.file,
+        |given, labels| {
+            format!(
+                "--class-labels lists {given} names, but the graph has {} class labels ({})",
+                labels.len(),
+                labels.join(", ")
+            )
+        },
+    )
+}
+
+/// Puts the names given on the command line (none: the file's stay) in place of the file's
+/// `names`, which they must match one for one; else the error says so in `mismatch`'s words
+/// (given the number of names given, and the file's).
+fn rename(
+    names: &mut Vec<String>,
+    given: &[String],
+    file: &Path,
+    mismatch: impl FnOnce(usize, &[String]) -> String,
+) -> Result<(), JobError> {
+    if given.is_empty() {
+        return Ok(());
+    }
+    if given.len() != names.len() {
+        return Err(input_error(file, mismatch(given.len(), names)));
+    }
+    *names = given.to_vec();
     Ok(())
 }
 
