@@ -660,17 +660,36 @@ mod tests {
         ])
     }
 
-    #[test]
-    fn zipmap_classifier_with_integer_labels() {
+    /// The signature of [`zipmap_graph`]'s model: a `[N, 4]` float input, a `[N]` label and a
+    /// ZipMap with map keys of type `key`.
+    fn zipmap_classifier(
+        key: TensorElementType,
+        labels: super::super::onnx_graph::AttributeProto,
+    ) -> Result<Signature, SignatureError> {
         let input = tensor(F32, &[(-1, ""), (4, "")]);
-        let label = tensor(I64, &[(-1, "")]);
-        let probs = zipmap_type(I64);
-        let sig = Signature::from_types(
+        let label = tensor(key, &[(-1, "")]);
+        let probs = zipmap_type(key);
+        Signature::from_types(
             &[("float_input", &input)],
             &[("output_label", &label), ("output_probability", &probs)],
-            &zipmap_graph(ints("classlabels_int64s", &[0, 1, 2])),
+            &zipmap_graph(labels),
         )
-        .unwrap();
+    }
+
+    /// The message a signature of these inputs and outputs is refused with.
+    fn refusal(
+        inputs: &[(&str, &ValueType)],
+        outputs: &[(&str, &ValueType)],
+        graph: &OnnxGraph,
+    ) -> String {
+        Signature::from_types(inputs, outputs, graph)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn zipmap_classifier_with_integer_labels() {
+        let sig = zipmap_classifier(I64, ints("classlabels_int64s", &[0, 1, 2])).unwrap();
         assert_eq!(
             sig.inputs,
             vec![TensorSpec {
@@ -703,18 +722,11 @@ mod tests {
 
     #[test]
     fn zipmap_with_string_labels_keeps_their_order() {
-        let input = tensor(F32, &[(-1, ""), (4, "")]);
-        let label = tensor(STR, &[(-1, "")]);
-        let probs = zipmap_type(STR);
-        let sig = Signature::from_types(
-            &[("float_input", &input)],
-            &[("output_label", &label), ("output_probability", &probs)],
-            &zipmap_graph(strings(
-                "classlabels_strings",
-                &["setosa", "virginica", "versicolor"],
-            )),
-        )
-        .unwrap();
+        let labels = strings(
+            "classlabels_strings",
+            &["setosa", "virginica", "versicolor"],
+        );
+        let sig = zipmap_classifier(STR, labels).unwrap();
         let GraphTask::Classifier { labels, .. } = &sig.task else {
             panic!("{:?}", sig.task)
         };
@@ -737,33 +749,20 @@ mod tests {
             &["output_probability"],
             vec![],
         )]);
-        let err = Signature::from_types(
-            &[("x", &input)],
-            &[("output_label", &label), ("output_probability", &probs)],
-            &no_zipmap,
-        )
-        .unwrap_err();
+        let wrong_kind = zipmap_graph(strings("classlabels_strings", &["a", "b"]));
+        let twice = zipmap_graph(ints("classlabels_int64s", &[1, 1]));
+        let with_label = [("output_label", &label), ("output_probability", &probs)];
+        let alone = [("output_probability", &probs)];
         assert_eq!(
-            err.to_string(),
+            refusal(&[("x", &input)], &with_label, &no_zipmap),
             "ZipMap output 'output_probability': no ZipMap node produces it, so its class labels are unknown"
         );
-        let wrong_kind = zipmap_graph(strings("classlabels_strings", &["a", "b"]));
-        let err = Signature::from_types(
-            &[("x", &input)],
-            &[("output_probability", &probs)],
-            &wrong_kind,
-        )
-        .unwrap_err();
         assert_eq!(
-            err.to_string(),
+            refusal(&[("x", &input)], &alone, &wrong_kind),
             "ZipMap output 'output_probability': its map keys are int64 but the ZipMap's labels are string"
         );
-        let twice = zipmap_graph(ints("classlabels_int64s", &[1, 1]));
-        let err =
-            Signature::from_types(&[("x", &input)], &[("output_probability", &probs)], &twice)
-                .unwrap_err();
         assert_eq!(
-            err.to_string(),
+            refusal(&[("x", &input)], &alone, &twice),
             "ZipMap output 'output_probability': class label 1 appears twice"
         );
     }
@@ -785,23 +784,19 @@ mod tests {
             (&double_map, "seq(map(int64,tensor(double)))"),
             (&map, "map(string,tensor(float))"),
         ] {
-            let err = Signature::from_types(&[("x", &input)], &[("scores", ty)], &graph(vec![]))
-                .unwrap_err();
             assert_eq!(
-                err.to_string(),
+                refusal(&[("x", &input)], &[("scores", ty)], &graph(vec![])),
                 format!("output 'scores' is {text}: the only non-tensor output served is a ZipMap, seq(map(int64|string, tensor(float)))")
             );
         }
-        let err = Signature::from_types(&[("x", &map)], &[], &graph(vec![])).unwrap_err();
         assert_eq!(
-            err.to_string(),
+            refusal(&[("x", &map)], &[], &graph(vec![])),
             "input 'x' is map(string,tensor(float)): only tensors are served as inputs"
         );
         let bf16 = tensor(TensorElementType::Bfloat16, &[(-1, "")]);
-        let err = Signature::from_types(&[("x", &bf16)], &[], &graph(vec![])).unwrap_err();
+        let err = refusal(&[("x", &bf16)], &[], &graph(vec![]));
         assert!(
-            err.to_string()
-                .starts_with("input 'x' has element type bf16, which is not served"),
+            err.starts_with("input 'x' has element type bf16, which is not served"),
             "{err}"
         );
     }
@@ -836,14 +831,12 @@ mod tests {
         assert_eq!(sig.inputs[0].element_type, ElementType::String);
 
         let three = tensor(F32, &[(-1, ""), (3, "")]);
-        let err = Signature::from_types(
-            &[("x1", &x1)],
-            &[("label", &label), ("probabilities", &three)],
-            &g,
-        )
-        .unwrap_err();
         assert_eq!(
-            err.to_string(),
+            refusal(
+                &[("x1", &x1)],
+                &[("label", &label), ("probabilities", &three)],
+                &g
+            ),
             "classifier output 'probabilities' has 3 columns, but the graph has 2 class labels"
         );
     }

@@ -160,16 +160,16 @@ pub fn rows_entry(
             probabilities_output,
             labels,
         } => {
-            probabilities(signature, probabilities_output)?;
+            PROBABILITIES.output(signature, probabilities_output)?;
             let outputs = [
-                ("label", label_output),
-                ("probabilities", probabilities_output),
+                (LABEL.name, label_output),
+                (PROBABILITIES.name, probabilities_output),
             ];
             (Task::Classification, roles(&outputs), labels.names())
         }
         GraphTask::Regressor { output } => {
-            regression_value(signature, output)?;
-            (Task::Regression, roles(&[("value", output)]), Vec::new())
+            VALUE.output(signature, output)?;
+            (Task::Regression, roles(&[(VALUE.name, output)]), Vec::new())
         }
         GraphTask::Tensors => {
             let outputs: Vec<String> = signature
@@ -242,14 +242,14 @@ pub fn check_entry(
     match entry.task {
         Task::Tensors => Ok(None),
         Task::Regression => {
-            regression_value(signature, &entry.onnx.outputs["value"])?;
+            VALUE.output(signature, &entry.onnx.outputs[VALUE.name])?;
             Ok(None)
         }
         Task::Classification => {
-            let label_name = &entry.onnx.outputs["label"];
-            let probabilities_name = &entry.onnx.outputs["probabilities"];
-            let label_type = label(signature, label_name)?;
-            probabilities(signature, probabilities_name)?;
+            let label_name = &entry.onnx.outputs[LABEL.name];
+            let probabilities_name = &entry.onnx.outputs[PROBABILITIES.name];
+            let label = LABEL.output(signature, label_name)?;
+            PROBABILITIES.output(signature, probabilities_name)?;
             let graph_labels = match &signature.task {
                 GraphTask::Classifier {
                     label_output,
@@ -261,7 +261,7 @@ pub fn check_entry(
                 _ => None,
             };
             let Some(labels) = graph_labels else {
-                if label_type == ElementType::String {
+                if label.served().element_type == ElementType::String {
                     return mismatch(format!(
                         "output '{label_name}' (label) holds strings, but the graph names no class labels to put them in columns"
                     ));
@@ -288,58 +288,57 @@ fn roles(outputs: &[(&str, &String)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The label output must be an int64 or string tensor of rank 1 (onnxmltools declares
-/// LightGBM's `[1]`, though it has one label per row); returns its element type.
-fn label(signature: &Signature, name: &str) -> Result<ElementType, EntryError> {
-    match signature.output(name) {
-        Some(OutputSpec::Tensor(t))
-            if t.shape.len() == 1
-                && matches!(t.element_type, ElementType::Int64 | ElementType::String) =>
-        {
-            Ok(t.element_type)
-        }
-        other => Err(role_error(
-            name,
-            "label",
-            other,
-            "an int64 or string tensor [N]",
-        )),
-    }
+/// What an output must be to play a part (its manifest role) in the rows form.
+struct Role {
+    /// The role's key in the manifest's `onnx.outputs`.
+    name: &'static str,
+    /// What the refusal says the output must be.
+    needed: &'static str,
+    fits: fn(&OutputSpec) -> bool,
 }
+
+/// The label: an int64 or string tensor of rank 1 (onnxmltools declares LightGBM's `[1]`,
+/// though it has one label per row).
+const LABEL: Role = Role {
+    name: "label",
+    needed: "an int64 or string tensor [N]",
+    fits: |output| {
+        matches!(output, OutputSpec::Tensor(t) if t.shape.len() == 1
+            && matches!(t.element_type, ElementType::Int64 | ElementType::String))
+    },
+};
 
 /// Probabilities: a ZipMap, or a float32 tensor `[N, classes]`.
-fn probabilities(signature: &Signature, name: &str) -> Result<(), EntryError> {
-    match signature.output(name) {
-        Some(OutputSpec::ZipMap(_)) => Ok(()),
-        Some(OutputSpec::Tensor(t))
-            if t.element_type == ElementType::Float32 && t.shape.len() == 2 =>
-        {
-            Ok(())
-        }
-        other => Err(role_error(
-            name,
-            "probabilities",
-            other,
-            "a float (FP32) tensor [N, classes] or a ZipMap",
-        )),
-    }
-}
+const PROBABILITIES: Role = Role {
+    name: "probabilities",
+    needed: "a float (FP32) tensor [N, classes] or a ZipMap",
+    fits: |output| match output {
+        OutputSpec::ZipMap(_) => true,
+        OutputSpec::Tensor(t) => t.element_type == ElementType::Float32 && t.shape.len() == 2,
+    },
+};
 
 /// A regression value: a float32 tensor `[N]` or `[N, 1]`.
-fn regression_value(signature: &Signature, name: &str) -> Result<(), EntryError> {
-    match signature.output(name) {
-        Some(OutputSpec::Tensor(t))
-            if t.element_type == ElementType::Float32
-                && matches!(t.shape.as_slice(), [_] | [_, Dim::Fixed(1)]) =>
-        {
-            Ok(())
+const VALUE: Role = Role {
+    name: "value",
+    needed: "a float (FP32) tensor [N] or [N, 1]",
+    fits: |output| {
+        matches!(output, OutputSpec::Tensor(t) if t.element_type == ElementType::Float32
+            && matches!(t.shape.as_slice(), [_] | [_, Dim::Fixed(1)]))
+    },
+};
+
+impl Role {
+    /// The output called `name` if it can play this role, else why not.
+    fn output<'s>(
+        &self,
+        signature: &'s Signature,
+        name: &str,
+    ) -> Result<&'s OutputSpec, EntryError> {
+        match signature.output(name) {
+            Some(output) if (self.fits)(output) => Ok(output),
+            other => Err(role_error(name, self.name, other, self.needed)),
         }
-        other => Err(role_error(
-            name,
-            "value",
-            other,
-            "a float (FP32) tensor [N] or [N, 1]",
-        )),
     }
 }
 
@@ -428,27 +427,27 @@ mod tests {
             }
             other => panic!("{other:?}"),
         };
-        let f64_input = tensor("x", ElementType::Float64, vec![batch(), Dim::Fixed(2)]);
-        assert_eq!(
-            unsupported(&regressor(f64_input, value(ElementType::Float32))),
-            "input 'x' is double[?, 2]: double inputs do not fit the rows form"
-        );
-        let image = tensor(
-            "pixels",
-            ElementType::Float32,
-            vec![Dim::Dynamic(Some("N".into())), Dim::Fixed(1), Dim::Fixed(8)],
-        );
-        assert_eq!(
-            unsupported(&regressor(image, value(ElementType::Float32))),
-            "input 'pixels' is float[N, 1, 8]: inputs of rank 3 do not fit the rows form"
-        );
-        let fixed = tensor(
-            "x",
-            ElementType::Float32,
-            vec![Dim::Fixed(1), Dim::Fixed(2)],
-        );
-        assert!(unsupported(&regressor(fixed, value(ElementType::Float32)))
-            .ends_with("a fixed first dimension (no batch dimension) does not fit the rows form"));
+        let image_shape = vec![Dim::Dynamic(Some("N".into())), Dim::Fixed(1), Dim::Fixed(8)];
+        let inputs = [
+            (
+                tensor("x", ElementType::Float64, vec![batch(), Dim::Fixed(2)]),
+                "input 'x' is double[?, 2]: double inputs do not fit the rows form",
+            ),
+            (
+                tensor("pixels", ElementType::Float32, image_shape),
+                "input 'pixels' is float[N, 1, 8]: inputs of rank 3 do not fit the rows form",
+            ),
+            (
+                tensor("x", ElementType::Float32, vec![Dim::Fixed(1), Dim::Fixed(2)]),
+                "input 'x' is float[1, 2]: a fixed first dimension (no batch dimension) does not fit the rows form",
+            ),
+        ];
+        for (input, reason) in inputs {
+            assert_eq!(
+                unsupported(&regressor(input, value(ElementType::Float32))),
+                reason
+            );
+        }
         let mut two = regressor(rows(1), value(ElementType::Float32));
         two.inputs.push(tensor(
             "city",

@@ -19,118 +19,163 @@ use half::f16;
 use ort::session::SessionInputValue;
 use ort::value::{DynValue, Tensor, TensorElementType, TensorRef};
 
-/// An ONNX tensor element type the server serves. ONNX defines a few more (bfloat16, complex,
-/// float8, 4-bit ints); no tabular or vision converter we know emits them, so a model using one
-/// is refused at load with the type named.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ElementType {
-    Bool,
-    Uint8,
-    Uint16,
-    Uint32,
-    Uint64,
-    Int8,
-    Int16,
-    Int32,
-    Int64,
-    Float16,
-    Float32,
-    Float64,
-    String,
+/// Generates everything that lists the served element types from the one table below:
+/// [`ElementType`] with its names and its ONNX Runtime counterpart (ort names its variants as
+/// we do), [`TensorData`], and the per-type macros (`on_data!`, `map_data!`, `zip_data!`,
+/// `data_of_type!`) the tensor operations are written with, so that a type is added in one row.
+/// Fixed-width types and strings are listed apart because their encodings and ONNX Runtime
+/// calls differ. `$d` is a `$` handed in, which the generated macros need for their own
+/// metavariables.
+macro_rules! element_types {
+    (
+        $d:tt
+        fixed [$($v:ident($t:ty) $onnx:literal $v2:literal,)*]
+        strings $sv:ident($st:ty) $sonnx:literal $sv2:literal,
+    ) => {
+        /// An ONNX tensor element type the server serves. ONNX defines a few more (bfloat16,
+        /// complex, float8, 4-bit ints); no tabular or vision converter we know emits them, so a
+        /// model using one is refused at load with the type named.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ElementType {
+            $($v,)*
+            $sv,
+        }
+
+        impl ElementType {
+            /// Every served type, for documentation and exhaustive tests.
+            // The length counts the table's rows.
+            pub const ALL: [ElementType; [$(stringify!($v),)* stringify!($sv)].len()] =
+                [$(ElementType::$v,)* ElementType::$sv];
+
+            /// The name ONNX gives the type in `tensor(...)` (what Netron and onnx.helper
+            /// print), used in messages about the model file.
+            pub fn onnx_name(self) -> &'static str {
+                match self {
+                    $(ElementType::$v => $onnx,)*
+                    ElementType::$sv => $sonnx,
+                }
+            }
+
+            /// The KServe V2 / Triton datatype name, which V2 requests and metadata carry.
+            pub fn v2_name(self) -> &'static str {
+                match self {
+                    $(ElementType::$v => $v2,)*
+                    ElementType::$sv => $sv2,
+                }
+            }
+
+            /// The served type for ONNX Runtime's element type; `None` for the ones refused.
+            pub fn from_ort(ty: TensorElementType) -> Option<ElementType> {
+                Some(match ty {
+                    $(TensorElementType::$v => ElementType::$v,)*
+                    TensorElementType::$sv => ElementType::$sv,
+                    _ => return None,
+                })
+            }
+
+            /// Bytes per element in the little-endian encoding; `None` for strings, whose
+            /// elements are length-prefixed.
+            pub fn byte_width(self) -> Option<usize> {
+                match self {
+                    $(ElementType::$v => Some(<$t as LeBytes>::WIDTH),)*
+                    ElementType::$sv => None,
+                }
+            }
+        }
+
+        /// A tensor's elements, row-major, in their own Rust type: one variant per
+        /// [`ElementType`], so integers stay exact and strings stay strings through every layer.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum TensorData {
+            $($v(Vec<$t>),)*
+            $sv(Vec<$st>),
+        }
+
+        impl TensorData {
+            /// The element type of these values.
+            pub fn element_type(&self) -> ElementType {
+                match self {
+                    $(TensorData::$v(_) => ElementType::$v,)*
+                    TensorData::$sv(_) => ElementType::$sv,
+                }
+            }
+        }
+
+        /// Evaluates an expression on the vector inside any [`TensorData`]: `$fixed` for the
+        /// fixed-width variants, `$strings` for strings.
+        macro_rules! on_data {
+            ($d data:expr, $d values:ident => $d fixed:expr, $d strs:ident => $d strings:expr) => {
+                match $d data {
+                    $(TensorData::$v($d values) => $d fixed,)*
+                    TensorData::$sv($d strs) => $d strings,
+                }
+            };
+        }
+
+        /// Builds the same [`TensorData`] variant from the vector inside any: `$new` must give
+        /// a `Vec` of the element type of `$values`, whatever that is.
+        macro_rules! map_data {
+            ($d data:expr, $d values:ident => $d new:expr) => {
+                match $d data {
+                    $(TensorData::$v($d values) => TensorData::$v($d new),)*
+                    TensorData::$sv($d values) => TensorData::$sv($d new),
+                }
+            };
+        }
+
+        /// Evaluates `$same` on the vectors inside two [`TensorData`] of one variant, `$differ`
+        /// when their variants differ.
+        macro_rules! zip_data {
+            ($d pair:expr, ($d a:ident, $d b:ident) => $d same:expr, _ => $d differ:expr) => {
+                match $d pair {
+                    $((TensorData::$v($d a), TensorData::$v($d b)) => $d same,)*
+                    (TensorData::$sv($d a), TensorData::$sv($d b)) => $d same,
+                    _ => $d differ,
+                }
+            };
+        }
+
+        /// Builds the [`TensorData`] variant of `$ty`: `$fixed` must give a `Vec<T>` for any
+        /// fixed-width `T` (named `$elem` inside it), `$strings` the strings.
+        macro_rules! data_of_type {
+            ($d ty:expr, $d elem:ident => $d fixed:expr, $d strings:expr) => {
+                match $d ty {
+                    $(ElementType::$v => TensorData::$v({
+                        type $d elem = $t;
+                        $d fixed
+                    }),)*
+                    ElementType::$sv => TensorData::$sv($d strings),
+                }
+            };
+        }
+    };
+}
+
+element_types! {
+    $
+    fixed [
+    //  variant  Rust type  ONNX name  V2 name
+        Bool     (bool)     "bool"     "BOOL",
+        Uint8    (u8)       "uint8"    "UINT8",
+        Uint16   (u16)      "uint16"   "UINT16",
+        Uint32   (u32)      "uint32"   "UINT32",
+        Uint64   (u64)      "uint64"   "UINT64",
+        Int8     (i8)       "int8"     "INT8",
+        Int16    (i16)      "int16"    "INT16",
+        Int32    (i32)      "int32"    "INT32",
+        Int64    (i64)      "int64"    "INT64",
+        Float16  (f16)      "float16"  "FP16",
+        Float32  (f32)      "float"    "FP32",
+        Float64  (f64)      "double"   "FP64",
+    ]
+    strings
+        String   (String)   "string"   "BYTES",
 }
 
 impl ElementType {
-    /// Every served type, for documentation and exhaustive tests.
-    pub const ALL: [ElementType; 13] = [
-        ElementType::Bool,
-        ElementType::Uint8,
-        ElementType::Uint16,
-        ElementType::Uint32,
-        ElementType::Uint64,
-        ElementType::Int8,
-        ElementType::Int16,
-        ElementType::Int32,
-        ElementType::Int64,
-        ElementType::Float16,
-        ElementType::Float32,
-        ElementType::Float64,
-        ElementType::String,
-    ];
-
-    /// The name ONNX gives the type in `tensor(...)` (what Netron and onnx.helper print), used
-    /// in messages about the model file.
-    pub fn onnx_name(self) -> &'static str {
-        match self {
-            ElementType::Bool => "bool",
-            ElementType::Uint8 => "uint8",
-            ElementType::Uint16 => "uint16",
-            ElementType::Uint32 => "uint32",
-            ElementType::Uint64 => "uint64",
-            ElementType::Int8 => "int8",
-            ElementType::Int16 => "int16",
-            ElementType::Int32 => "int32",
-            ElementType::Int64 => "int64",
-            ElementType::Float16 => "float16",
-            ElementType::Float32 => "float",
-            ElementType::Float64 => "double",
-            ElementType::String => "string",
-        }
-    }
-
-    /// The KServe V2 / Triton datatype name, which V2 requests and metadata carry.
-    pub fn v2_name(self) -> &'static str {
-        match self {
-            ElementType::Bool => "BOOL",
-            ElementType::Uint8 => "UINT8",
-            ElementType::Uint16 => "UINT16",
-            ElementType::Uint32 => "UINT32",
-            ElementType::Uint64 => "UINT64",
-            ElementType::Int8 => "INT8",
-            ElementType::Int16 => "INT16",
-            ElementType::Int32 => "INT32",
-            ElementType::Int64 => "INT64",
-            ElementType::Float16 => "FP16",
-            ElementType::Float32 => "FP32",
-            ElementType::Float64 => "FP64",
-            ElementType::String => "BYTES",
-        }
-    }
-
     /// The type a V2 `datatype` names, if the server serves it.
     pub fn from_v2_name(name: &str) -> Option<ElementType> {
         ElementType::ALL.into_iter().find(|t| t.v2_name() == name)
-    }
-
-    /// The served type for ONNX Runtime's element type; `None` for the ones refused.
-    pub fn from_ort(ty: TensorElementType) -> Option<ElementType> {
-        Some(match ty {
-            TensorElementType::Bool => ElementType::Bool,
-            TensorElementType::Uint8 => ElementType::Uint8,
-            TensorElementType::Uint16 => ElementType::Uint16,
-            TensorElementType::Uint32 => ElementType::Uint32,
-            TensorElementType::Uint64 => ElementType::Uint64,
-            TensorElementType::Int8 => ElementType::Int8,
-            TensorElementType::Int16 => ElementType::Int16,
-            TensorElementType::Int32 => ElementType::Int32,
-            TensorElementType::Int64 => ElementType::Int64,
-            TensorElementType::Float16 => ElementType::Float16,
-            TensorElementType::Float32 => ElementType::Float32,
-            TensorElementType::Float64 => ElementType::Float64,
-            TensorElementType::String => ElementType::String,
-            _ => return None,
-        })
-    }
-
-    /// Bytes per element in the little-endian encoding; `None` for strings, whose elements
-    /// are length-prefixed.
-    pub fn byte_width(self) -> Option<usize> {
-        Some(match self {
-            ElementType::Bool | ElementType::Uint8 | ElementType::Int8 => 1,
-            ElementType::Uint16 | ElementType::Int16 | ElementType::Float16 => 2,
-            ElementType::Uint32 | ElementType::Int32 | ElementType::Float32 => 4,
-            ElementType::Uint64 | ElementType::Int64 | ElementType::Float64 => 8,
-            ElementType::String => return None,
-        })
     }
 
     /// True for the floating-point types (what a regressor outputs).
@@ -148,125 +193,7 @@ impl fmt::Display for ElementType {
     }
 }
 
-/// A tensor's elements, row-major, in their own Rust type: one variant per [`ElementType`], so
-/// integers stay exact and strings stay strings through every layer.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TensorData {
-    Bool(Vec<bool>),
-    Uint8(Vec<u8>),
-    Uint16(Vec<u16>),
-    Uint32(Vec<u32>),
-    Uint64(Vec<u64>),
-    Int8(Vec<i8>),
-    Int16(Vec<i16>),
-    Int32(Vec<i32>),
-    Int64(Vec<i64>),
-    Float16(Vec<f16>),
-    Float32(Vec<f32>),
-    Float64(Vec<f64>),
-    String(Vec<String>),
-}
-
-/// Evaluates an expression on the vector inside any [`TensorData`]: `$p` for the primitive
-/// (fixed-width) variants, `$s` for strings. One list of variants for every per-type operation.
-macro_rules! on_data {
-    ($data:expr, $v:ident => $p:expr, $sv:ident => $s:expr) => {
-        match $data {
-            TensorData::Bool($v) => $p,
-            TensorData::Uint8($v) => $p,
-            TensorData::Uint16($v) => $p,
-            TensorData::Uint32($v) => $p,
-            TensorData::Uint64($v) => $p,
-            TensorData::Int8($v) => $p,
-            TensorData::Int16($v) => $p,
-            TensorData::Int32($v) => $p,
-            TensorData::Int64($v) => $p,
-            TensorData::Float16($v) => $p,
-            TensorData::Float32($v) => $p,
-            TensorData::Float64($v) => $p,
-            TensorData::String($sv) => $s,
-        }
-    };
-}
-
-/// Builds the [`TensorData`] variant of `$ty`: `$p` must give a `Vec<T>` for any primitive
-/// `T` (named `$t` inside it), `$s` the strings.
-macro_rules! data_of_type {
-    ($ty:expr, $t:ident => $p:expr, $s:expr) => {
-        match $ty {
-            ElementType::Bool => TensorData::Bool({
-                type $t = bool;
-                $p
-            }),
-            ElementType::Uint8 => TensorData::Uint8({
-                type $t = u8;
-                $p
-            }),
-            ElementType::Uint16 => TensorData::Uint16({
-                type $t = u16;
-                $p
-            }),
-            ElementType::Uint32 => TensorData::Uint32({
-                type $t = u32;
-                $p
-            }),
-            ElementType::Uint64 => TensorData::Uint64({
-                type $t = u64;
-                $p
-            }),
-            ElementType::Int8 => TensorData::Int8({
-                type $t = i8;
-                $p
-            }),
-            ElementType::Int16 => TensorData::Int16({
-                type $t = i16;
-                $p
-            }),
-            ElementType::Int32 => TensorData::Int32({
-                type $t = i32;
-                $p
-            }),
-            ElementType::Int64 => TensorData::Int64({
-                type $t = i64;
-                $p
-            }),
-            ElementType::Float16 => TensorData::Float16({
-                type $t = f16;
-                $p
-            }),
-            ElementType::Float32 => TensorData::Float32({
-                type $t = f32;
-                $p
-            }),
-            ElementType::Float64 => TensorData::Float64({
-                type $t = f64;
-                $p
-            }),
-            ElementType::String => TensorData::String($s),
-        }
-    };
-}
-
 impl TensorData {
-    /// The element type of these values.
-    pub fn element_type(&self) -> ElementType {
-        match self {
-            TensorData::Bool(_) => ElementType::Bool,
-            TensorData::Uint8(_) => ElementType::Uint8,
-            TensorData::Uint16(_) => ElementType::Uint16,
-            TensorData::Uint32(_) => ElementType::Uint32,
-            TensorData::Uint64(_) => ElementType::Uint64,
-            TensorData::Int8(_) => ElementType::Int8,
-            TensorData::Int16(_) => ElementType::Int16,
-            TensorData::Int32(_) => ElementType::Int32,
-            TensorData::Int64(_) => ElementType::Int64,
-            TensorData::Float16(_) => ElementType::Float16,
-            TensorData::Float32(_) => ElementType::Float32,
-            TensorData::Float64(_) => ElementType::Float64,
-            TensorData::String(_) => ElementType::String,
-        }
-    }
-
     /// Number of elements.
     pub fn len(&self) -> usize {
         on_data!(self, v => v.len(), v => v.len())
@@ -284,37 +211,14 @@ impl TensorData {
 
     /// Appends `other`'s elements; false (nothing appended) when its type differs.
     fn extend_from(&mut self, other: &TensorData) -> bool {
-        macro_rules! pairs {
-            ($($variant:ident),*) => {
-                match (self, other) {
-                    $((TensorData::$variant(a), TensorData::$variant(b)) => a.extend_from_slice(b),)*
-                    _ => return false,
-                }
-            };
-        }
-        pairs!(
-            Bool, Uint8, Uint16, Uint32, Uint64, Int8, Int16, Int32, Int64, Float16, Float32,
-            Float64, String
-        );
+        zip_data!((self, other), (a, b) => a.extend_from_slice(b), _ => return false);
         true
     }
 
     /// The elements at `indices`, in that order (an index may repeat): how an explanation
     /// builds a batch of rows mixing a row's values with background values.
     pub fn gather(&self, indices: &[usize]) -> TensorData {
-        macro_rules! pick {
-            ($($variant:ident),*) => {
-                match self {
-                    $(TensorData::$variant(v) => {
-                        TensorData::$variant(indices.iter().map(|&i| v[i].clone()).collect())
-                    })*
-                }
-            };
-        }
-        pick!(
-            Bool, Uint8, Uint16, Uint32, Uint64, Int8, Int16, Int32, Int64, Float16, Float32,
-            Float64, String
-        )
+        map_data!(self, v => indices.iter().map(|&i| &v[i]).cloned().collect())
     }
 
     /// The elements as f64 (exactly, for every float type), for a floating-point tensor;
@@ -330,17 +234,7 @@ impl TensorData {
 
     /// A copy of elements `start..end`.
     fn slice(&self, start: usize, end: usize) -> TensorData {
-        macro_rules! cut {
-            ($($variant:ident),*) => {
-                match self {
-                    $(TensorData::$variant(v) => TensorData::$variant(v[start..end].to_vec()),)*
-                }
-            };
-        }
-        cut!(
-            Bool, Uint8, Uint16, Uint32, Uint64, Int8, Int16, Int32, Int64, Float16, Float32,
-            Float64, String
-        )
+        map_data!(self, v => v[start..end].to_vec())
     }
 }
 
