@@ -396,11 +396,11 @@ mod tests {
     use axum::routing::post;
     use axum::Router;
 
+    use super::super::test_support::{manifest, model_entry, root};
     use super::*;
-    use crate::model::Manifest;
 
     fn captures() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/notes/feast-0.67")
+        root().join("../shared/notes/feast-0.67")
     }
 
     fn read(name: &str) -> Vec<u8> {
@@ -421,13 +421,7 @@ mod tests {
     }
 
     fn breast_cancer() -> ModelEntry {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        Manifest::read(&root.join("manifest.json"))
-            .unwrap()
-            .models
-            .into_iter()
-            .find(|m| m.name == "breast-cancer")
-            .unwrap()
+        model_entry(&manifest(), "breast-cancer").clone()
     }
 
     fn two_feature_model(spec: FeatureStoreSpec) -> ModelEntry {
