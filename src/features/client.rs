@@ -206,15 +206,20 @@ impl FeastClient {
         }
     }
 
-    /// `GET /health`: `Ok` on any 2xx (Feast answers 200 with an empty body).
-    pub async fn health(&self) -> Result<(), String> {
-        let response = self
-            .http
-            .get(format!("{}/health", self.base))
+    /// `GET path` once within the lookup budget (no retries: the callers are periodic checks);
+    /// a transport failure is its error chain.
+    async fn get(&self, path: &str) -> Result<reqwest::Response, String> {
+        self.http
+            .get(format!("{}{path}", self.base))
             .timeout(self.options.timeout)
             .send()
             .await
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|e| error_chain(&e))
+    }
+
+    /// `GET /health`: `Ok` on any 2xx (Feast answers 200 with an empty body).
+    pub async fn health(&self) -> Result<(), String> {
+        let response = self.get("/health").await?;
         if response.status().is_success() {
             Ok(())
         } else {
@@ -224,13 +229,7 @@ impl FeastClient {
 
     /// `GET /snapshot-id` (the mock store's; a real Feast has none): `Ok(None)` on 404.
     pub async fn snapshot_ids(&self) -> Result<Option<SnapshotIds>, String> {
-        let response = self
-            .http
-            .get(format!("{}/snapshot-id", self.base))
-            .timeout(self.options.timeout)
-            .send()
-            .await
-            .map_err(|e| error_chain(&e))?;
+        let response = self.get("/snapshot-id").await?;
         match response.status() {
             StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => Ok(None),
             status if status.is_success() => {
@@ -397,11 +396,11 @@ mod tests {
     use axum::routing::post;
     use axum::Router;
 
+    use super::super::test_support::{manifest, model_entry, root};
     use super::*;
-    use crate::model::Manifest;
 
     fn captures() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/notes/feast-0.67")
+        root().join("../shared/notes/feast-0.67")
     }
 
     fn read(name: &str) -> Vec<u8> {
@@ -422,13 +421,7 @@ mod tests {
     }
 
     fn breast_cancer() -> ModelEntry {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        Manifest::read(&root.join("manifest.json"))
-            .unwrap()
-            .models
-            .into_iter()
-            .find(|m| m.name == "breast-cancer")
-            .unwrap()
+        model_entry(&manifest(), "breast-cancer").clone()
     }
 
     fn two_feature_model(spec: FeatureStoreSpec) -> ModelEntry {
@@ -509,22 +502,18 @@ mod tests {
         let rows = rows_from_response(&entry, &spec, &all[..2], &known).unwrap();
         assert_eq!((rows.n_rows, rows.n_cols), (2, 30));
         let column = |name: &str| entry.feature_names.iter().position(|n| n == name).unwrap();
-        assert_eq!(
-            rows.row(0)[column("mean_radius")],
-            13.619999885559082f64 as f32
-        );
-        assert_eq!(
-            rows.row(0)[column("worst_area")],
-            729.7999877929688f64 as f32
-        );
-        assert_eq!(
-            rows.row(1)[column("mean_radius")],
-            13.869999885559082f64 as f32
-        );
-        assert_eq!(
-            rows.row(1)[column("mean_concavity")],
-            0.0368800014257431f64 as f32
-        );
+        for (row, name, value) in [
+            (0, "mean_radius", 13.619999885559082f64),
+            (0, "worst_area", 729.7999877929688),
+            (1, "mean_radius", 13.869999885559082),
+            (1, "mean_concavity", 0.0368800014257431),
+        ] {
+            assert_eq!(
+                rows.row(row)[column(name)],
+                value as f32,
+                "row {row}, {name}"
+            );
+        }
         // Any other column order gives the very same rows.
         let mut reversed = known.clone();
         reversed.results[1..].reverse();

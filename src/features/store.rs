@@ -639,7 +639,7 @@ fn load_snapshots(
 #[cfg(test)]
 mod tests {
 
-    use super::super::test_support::{manifest, root, store_config, training_log};
+    use super::super::test_support::{manifest, model_entry, root, store_config, training_log};
     use super::*;
 
     #[tokio::test]
@@ -703,11 +703,7 @@ mod tests {
         let store = FeatureStore::open(&store_config(Some(&uri)), &manifest, Path::new("unused"))
             .await
             .unwrap();
-        let diabetes = manifest
-            .models
-            .iter()
-            .find(|m| m.name == "diabetes")
-            .unwrap();
+        let diabetes = model_entry(&manifest, "diabetes");
         let ids = vec!["diabetes-0".to_string()];
         assert_eq!(
             store

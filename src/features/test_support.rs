@@ -1,6 +1,7 @@
 //! Fixtures the feature-store tests share, the library's own and the mock store binary's
 //! (`src/bin/ferrum-feature-store`, which sees the library from outside): the repository's
-//! manifest, a store configuration with short timeouts, and each model's training log.
+//! manifest and its entries by name, a store configuration with short timeouts, and each model's
+//! training log.
 //! Compiled for tests only (`cfg(test)`, or the `test-support` feature that the crate's
 //! dev-dependency on itself turns on for test builds).
 
@@ -19,6 +20,15 @@ pub fn root() -> PathBuf {
 /// The committed manifest.
 pub fn manifest() -> Manifest {
     Manifest::read(&root().join("manifest.json")).unwrap()
+}
+
+/// The manifest's entry for model `name`, which the test expects to be there.
+pub fn model_entry<'a>(manifest: &'a Manifest, name: &str) -> &'a ModelEntry {
+    manifest
+        .models
+        .iter()
+        .find(|m| m.name == name)
+        .unwrap_or_else(|| panic!("no model '{name}' in the manifest"))
 }
 
 /// A store configuration for `uri` (`None`: the embedded snapshot store) with timeouts short

@@ -266,6 +266,16 @@ mod tests {
         }
     }
 
+    /// A table in which version 1 of "m" serves the file with sha256 "a", just rescanned as
+    /// `versions`; also what serves, for further rescans.
+    fn rescanned_while_1_serves(versions: Vec<ScannedVersion>) -> (StateTable, [LoadedVersion; 1]) {
+        let mut table = StateTable::default();
+        let loaded = [serving(1, "a")];
+        table.loaded("m", Version(1));
+        rescan(&mut table, versions, &loaded);
+        (table, loaded)
+    }
+
     fn states(table: &StateTable) -> Vec<(u64, ModelStateKind, String)> {
         table
             .index(false)
@@ -383,14 +393,10 @@ mod tests {
 
     #[test]
     fn a_kept_version_stays_ready_with_why() {
-        let mut table = StateTable::default();
-        let loaded = [serving(1, "a")];
-        table.loaded("m", Version(1));
-        rescan(
-            &mut table,
-            vec![scanned(1, "a", "a", false), scanned(2, "b", "b", true)],
-            &loaded,
-        );
+        let (mut table, _) = rescanned_while_1_serves(vec![
+            scanned(1, "a", "a", false),
+            scanned(2, "b", "b", true),
+        ]);
         assert_eq!(states(&table)[0].1, ModelStateKind::Unloading);
         table.load_failed("m", Version(2), "warm-up failed");
         table.kept("m", Version(1), "kept serving: no newer version loaded");
@@ -413,10 +419,7 @@ mod tests {
 
     #[test]
     fn a_failed_reload_keeps_the_old_file_ready() {
-        let mut table = StateTable::default();
-        let loaded = [serving(1, "a")];
-        table.loaded("m", Version(1));
-        rescan(&mut table, vec![scanned(1, "a2", "a2", true)], &loaded);
+        let (mut table, _) = rescanned_while_1_serves(vec![scanned(1, "a2", "a2", true)]);
         assert_eq!(
             states(&table),
             [(1, ModelStateKind::Ready, "reloading: sha256 a → a2".into())]
@@ -434,10 +437,7 @@ mod tests {
 
     #[test]
     fn a_refusal_clears_once_the_file_matches_its_pin_again() {
-        let mut table = StateTable::default();
-        let loaded = [serving(1, "a")];
-        table.loaded("m", Version(1));
-        rescan(&mut table, vec![scanned(1, "a", "x", true)], &loaded);
+        let (mut table, loaded) = rescanned_while_1_serves(vec![scanned(1, "a", "x", true)]);
         assert!(table.index(true)[0]
             .reason
             .starts_with("sha256 pin mismatch"));

@@ -4,6 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::http::HttpBuilder;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore;
 use url::Url;
@@ -54,31 +58,24 @@ impl Location {
             ));
         }
         let path = ObjectPath::from_url_path(url.path()).map_err(|e| invalid(e.to_string()))?;
-        let (store, listable): (Arc<dyn ObjectStore>, bool) = match url.scheme() {
+        let (store, listable) = match url.scheme() {
             "s3" | "s3a" => (
-                Arc::new(
-                    object_store::aws::AmazonS3Builder::from_env()
-                        .with_url(url.as_str())
-                        .build()
-                        .map_err(|e| invalid(e.to_string()))?,
-                ),
+                shared(AmazonS3Builder::from_env().with_url(url.as_str()).build()),
                 true,
             ),
             "gs" => (
-                Arc::new(
-                    object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                shared(
+                    GoogleCloudStorageBuilder::from_env()
                         .with_url(url.as_str())
-                        .build()
-                        .map_err(|e| invalid(e.to_string()))?,
+                        .build(),
                 ),
                 true,
             ),
             "az" | "azure" | "abfs" | "abfss" | "adl" => (
-                Arc::new(
-                    object_store::azure::MicrosoftAzureBuilder::from_env()
+                shared(
+                    MicrosoftAzureBuilder::from_env()
                         .with_url(url.as_str())
-                        .build()
-                        .map_err(|e| invalid(e.to_string()))?,
+                        .build(),
                 ),
                 true,
             ),
@@ -88,18 +85,18 @@ impl Location {
                     object_store::ClientOptions::new().with_allow_http(url.scheme() == "http");
                 let origin = &url[..url::Position::BeforePath];
                 (
-                    Arc::new(
-                        object_store::http::HttpBuilder::new()
+                    shared(
+                        HttpBuilder::new()
                             .with_url(origin)
                             .with_client_options(options)
-                            .build()
-                            .map_err(|e| invalid(e.to_string()))?,
+                            .build(),
                     ),
                     false,
                 )
             }
             other => return Err(invalid(format!("unsupported scheme '{other}'"))),
         };
+        let store = store.map_err(|e| invalid(e.to_string()))?;
         Ok(Location {
             store,
             path,
@@ -168,6 +165,14 @@ impl Location {
     pub(super) fn listable(&self) -> bool {
         self.listable
     }
+}
+
+/// A store client as built, behind the one type `Location` holds whatever the scheme, so a build
+/// error is turned into the URI's error in one place.
+fn shared<S: ObjectStore>(
+    built: object_store::Result<S>,
+) -> object_store::Result<Arc<dyn ObjectStore>> {
+    Ok(Arc::new(built?))
 }
 
 /// The names of a relative path, or `None` if it could escape its root or is empty.

@@ -115,6 +115,15 @@ fn histogram_vec(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> Hi
     .expect("valid histogram definition")
 }
 
+fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+        .expect("valid histogram definition")
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    IntCounter::new(name, help).expect("valid counter definition")
+}
+
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter definition")
 }
@@ -147,16 +156,14 @@ impl Metrics {
                 "HTTP requests being processed right now (a scrape counts itself).",
             )
             .expect("valid gauge definition"),
-            http_panics: IntCounter::new(
+            http_panics: counter(
                 "ferrum_http_panics_total",
                 "Requests whose handler panicked; each was answered 500 internal_error and logged with the panic message.",
-            )
-            .expect("valid counter definition"),
-            log_lines_dropped: IntCounter::new(
+            ),
+            log_lines_dropped: counter(
                 "ferrum_log_lines_dropped_total",
                 "Log lines dropped because the log writer's queue was full (stdout not read fast enough); requests never wait for the log.",
-            )
-            .expect("valid counter definition"),
+            ),
             inference_duration: histogram_vec(
                 "ferrum_inference_duration_seconds",
                 "Time of one ONNX Runtime call (one per request without batching, one per merged batch with it), successful or not: from the call starting to its outputs copied out.",
@@ -206,44 +213,36 @@ impl Metrics {
                 EXPLAIN_BUCKETS,
                 &["model", "version", "method"],
             ),
-            feature_store_duration: Histogram::with_opts(
-                HistogramOpts::new(
-                    "ferrum_feature_store_request_duration_seconds",
-                    "Duration of one call to a remote feature store, retries included (successful or not).",
-                )
-                .buckets(FEATURE_STORE_BUCKETS.to_vec()),
-            )
-            .expect("valid histogram definition"),
+            feature_store_duration: histogram(
+                "ferrum_feature_store_request_duration_seconds",
+                "Duration of one call to a remote feature store, retries included (successful or not).",
+                FEATURE_STORE_BUCKETS,
+            ),
             feature_store_errors: counter_vec(
                 "ferrum_feature_store_errors_total",
                 "Failed calls to a remote feature store, by kind: unavailable, timeout, bad_answer, entity_not_found, feature_missing.",
                 &["kind"],
             ),
-            feature_store_cache_hits: IntCounter::new(
+            feature_store_cache_hits: counter(
                 "ferrum_feature_store_cache_hits_total",
                 "Entity lookups answered from the feature cache.",
-            )
-            .expect("valid counter definition"),
-            feature_store_cache_misses: IntCounter::new(
+            ),
+            feature_store_cache_misses: counter(
                 "ferrum_feature_store_cache_misses_total",
                 "Entity lookups the feature cache could not answer (sent to the feature store).",
-            )
-            .expect("valid counter definition"),
-            model_store_downloads: IntCounter::new(
+            ),
+            model_store_downloads: counter(
                 "ferrum_model_store_downloads_total",
                 "Files of a remote model repository downloaded into the model cache (not there yet, or changed in the store).",
-            )
-            .expect("valid counter definition"),
-            model_store_downloaded_bytes: IntCounter::new(
+            ),
+            model_store_downloaded_bytes: counter(
                 "ferrum_model_store_downloaded_bytes_total",
                 "Bytes downloaded from a remote model repository into the model cache.",
-            )
-            .expect("valid counter definition"),
-            model_store_cache_hits: IntCounter::new(
+            ),
+            model_store_cache_hits: counter(
                 "ferrum_model_store_cache_hits_total",
                 "Files of a remote model repository reused from the model cache because their sha256 still matched (no download).",
-            )
-            .expect("valid counter definition"),
+            ),
             model_load_failures: counter_vec(
                 "ferrum_model_load_failures_total",
                 "Model versions not loaded (while the server runs, or at start with --exit-on-error false): reason=refused (the file does not match the manifest's sha256 pin, or cannot be read) or load_failed (bad graph, signature, warm-up). What was serving keeps serving; a rescan retries.",
@@ -305,14 +304,11 @@ impl Metrics {
                 "Unix time of the last PSI computation of a model version's window.",
                 MODEL,
             ),
-            drift_computation: Histogram::with_opts(
-                HistogramOpts::new(
-                    "ferrum_drift_computation_duration_seconds",
-                    "Time to recompute the PSI of every changed drift window (in the background).",
-                )
-                .buckets(DRIFT_BUCKETS.to_vec()),
-            )
-            .expect("valid histogram definition"),
+            drift_computation: histogram(
+                "ferrum_drift_computation_duration_seconds",
+                "Time to recompute the PSI of every changed drift window (in the background).",
+                DRIFT_BUCKETS,
+            ),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.http_requests.clone()),

@@ -924,7 +924,9 @@ mod client_tests {
     use ferrum_serve::features::{FeatureStore, TraceContext};
 
     use super::*;
-    use ferrum_serve::features::test_support::{manifest, root, store_config, training_log};
+    use ferrum_serve::features::test_support::{
+        manifest, model_entry, root, store_config, training_log,
+    };
 
     /// The mock on loopback, counting the lookups it answers.
     async fn counted_mock() -> (String, Arc<AtomicUsize>) {
@@ -966,11 +968,7 @@ mod client_tests {
         let store = FeatureStore::open(&with_cache, &manifest, Path::new("unused"))
             .await
             .unwrap();
-        let entry = manifest
-            .models
-            .iter()
-            .find(|m| m.name == "diabetes")
-            .unwrap();
+        let entry = model_entry(&manifest, "diabetes");
         let (ids, expected) = training_log(entry);
         let width = entry.feature_names.len();
         // The whole log in one call, columns shuffled by the store: the training features.
