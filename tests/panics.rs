@@ -70,7 +70,10 @@ async fn a_panicking_handler_gets_a_json_500_is_counted_and_the_server_goes_on()
         )),
         "{after}"
     );
-    let logs = server.log_text();
+    // Each panic logs its ERROR line and then its request line.
+    let logs = server
+        .log_text_once(|logs| logs.matches("\"path\":\"/_fault/panic\"").count() >= PANICS)
+        .await;
     let events: Vec<Value> = logs
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())

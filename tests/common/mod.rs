@@ -203,6 +203,21 @@ impl Server {
         self.logs.lock().unwrap().join("\n")
     }
 
+    /// The log text once `complete` says it holds what the test waits for, or after 10 s: the
+    /// server writes its log through a background writer and the lines reach this process
+    /// through a pipe and a reader thread, so a line logged before a response was sent can
+    /// arrive after the response. The caller still asserts on what it gets.
+    pub async fn log_text_once(&self, complete: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = self.log_text();
+            if complete(&logs) || Instant::now() > deadline {
+                return logs;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Sends a signal to the process (SIGTERM = 15).
     pub fn signal(&self, signal: i32) {
         let status = Command::new("kill")
