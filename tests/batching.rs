@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use axum::response::IntoResponse;
 use ferrum_serve::api::ApiError;
-use ferrum_serve::batching::{Scheduler, SchedulerConfig, SubmitError};
+use ferrum_serve::batching::{InferError, Scheduler, SchedulerConfig, SubmitError};
 use ferrum_serve::model::{InferenceError, ModelOutput, Rows};
+use ferrum_serve::serving::ServingError;
 use ferrum_serve::telemetry::metrics::{self, InferenceCalls};
 
 use common::{assert_json_close, training_log, Server};
@@ -157,7 +158,8 @@ fn a_full_queue_refuses_immediately() {
     gate.release.send(()).unwrap();
     assert_eq!(values(again.blocking_recv().unwrap()), vec![6.0]);
 
-    let response = ApiError::ModelQueueFull.into_response();
+    let response =
+        ApiError::from(ServingError::from(InferError::from(SubmitError::Full))).into_response();
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "1");
 }

@@ -15,11 +15,11 @@ use crate::lifecycle::LifecycleError;
 use crate::model::LookupError;
 use crate::serving::ServingError;
 
-/// Everything a request can fail with. The layers' own errors are wrapped whole
-/// ([`InputError`], [`LookupError`], [`FeatureError`]); the rest are the API's own: the HTTP
-/// request itself, capacity, explanations and the server's own failures. Messages name the field
-/// or row and the problem.
-#[derive(Debug, thiserror::Error, PartialEq)]
+/// Everything a request can fail with, in a handful of categories: the HTTP request itself, a
+/// serving call's failure ([`ServingError`], wrapped whole: the layers' own errors and the
+/// pipeline's), the API's own availability checks, and the server's own failures. Messages
+/// name the field or row and the problem.
+#[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     // -- the HTTP request itself
     #[error("unsupported content type {0}: send application/json")]
@@ -34,17 +34,11 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("unauthorized: {0}")]
     Unauthorized(&'static str),
-    // -- the layers below, wrapped
-    /// The body cannot become model input.
-    #[error(transparent)]
-    Input(#[from] InputError),
-    /// The route names a model or version the repository does not have.
-    #[error(transparent)]
-    Lookup(#[from] LookupError),
-    /// Entity ids could not become rows.
-    #[error(transparent)]
-    Feature(#[from] FeatureError),
-    // -- capacity and availability
+    // -- a serving call's failure: the message is the layer's own, and a server fault's says
+    // so (`inference failed: ...`)
+    #[error("{}{}", fault_prefix(.0), .0)]
+    Serving(#[from] ServingError),
+    // -- availability and capacity, decided here
     #[error("{0}")]
     NotReady(&'static str),
     /// The repository lists the version but it does not serve: its load failed or its file
@@ -60,35 +54,6 @@ pub enum ApiError {
     Overloaded { limit: usize },
     #[error("the request took longer than the server's limit of {after_ms} ms")]
     Timeout { after_ms: u64 },
-    /// All explanation slots computing and the explanation queue full: shed with 503.
-    #[error("explanations are at capacity ({running} computing and {queued} waiting: EXPLAIN_CONCURRENCY and EXPLAIN_MAX_QUEUED); retry shortly")]
-    ExplainOverloaded { running: usize, queued: usize },
-    /// The model's inference queue (direct or batched) is full: shed with 503.
-    #[error("the model's inference queue is full (MAX_QUEUE_DEPTH); retry shortly")]
-    ModelQueueFull,
-    // -- explanations the model cannot give
-    /// `/explain`'s `class` is not one of the model's class labels.
-    #[error("{0}")]
-    UnknownClass(String),
-    /// An explanation over `EXPLAIN_MAX_ROWS` or `EXPLAIN_MAX_EVALUATIONS` (named in the
-    /// message), refused before any work.
-    #[error("{0}")]
-    ExplanationTooExpensive(String),
-    /// The model cannot give this explanation (a margin of a non-tree classifier, no
-    /// background set).
-    #[error("{0}")]
-    ExplanationUnavailable(String),
-    // -- the repository extension (load, unload, index)
-    /// A repository request's body or `parameters.config` is invalid (the message names the
-    /// field).
-    #[error(transparent)]
-    RepositoryRequest(#[from] LifecycleError),
-    /// `load` / `unload` outside `explicit` mode.
-    #[error("{0}")]
-    ModelControlDisabled(String),
-    /// Versions of the model were refused or failed to load; what was serving still serves.
-    #[error("{0}")]
-    LoadFailed(String),
     // -- the server's own failure
     #[error("inference failed: {0}")]
     Inference(String),
@@ -96,6 +61,12 @@ pub enum ApiError {
     #[error("internal error: the server failed while handling this request")]
     Internal,
 }
+
+/// The code of a model or the server failing on validated input (500, logged).
+const INFERENCE_FAILED: &str = "inference_failed";
+/// The codes of load shed and of not (yet, or any more) serving: 503 with `Retry-After`.
+const OVERLOADED: &str = "overloaded";
+const NOT_READY: &str = "not_ready";
 
 impl ApiError {
     /// The HTTP status and the stable code clients branch on (codes never change once
@@ -112,32 +83,12 @@ impl ApiError {
             RouteNotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Input(e) if e.is_malformed() => (StatusCode::BAD_REQUEST, e.code()),
-            Input(e) => (StatusCode::UNPROCESSABLE_ENTITY, e.code()),
-            Lookup(LookupError::ModelNotFound { .. }) => (StatusCode::NOT_FOUND, "model_not_found"),
-            Lookup(LookupError::VersionNotFound { .. }) => {
-                (StatusCode::NOT_FOUND, "version_not_found")
-            }
-            Feature(e) => feature_status(e),
-            NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            Serving(e) => serving_status(e),
+            NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, NOT_READY),
             ModelUnavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "model_unavailable"),
-            Overloaded { .. } | ExplainOverloaded { .. } | ModelQueueFull => {
-                (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
-            }
+            Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, OVERLOADED),
             Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "request_timeout"),
-            UnknownClass(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_class"),
-            ExplanationTooExpensive(_) => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "explanation_too_expensive",
-            ),
-            ExplanationUnavailable(_) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "explanation_unavailable")
-            }
-            // Triton answers every refused load or unload with 400.
-            RepositoryRequest(_) => (StatusCode::BAD_REQUEST, "invalid_repository_request"),
-            ModelControlDisabled(_) => (StatusCode::FORBIDDEN, "model_control_disabled"),
-            LoadFailed(_) => (StatusCode::BAD_REQUEST, "load_failed"),
-            Inference(_) => (StatusCode::INTERNAL_SERVER_ERROR, "inference_failed"),
+            Inference(_) => (StatusCode::INTERNAL_SERVER_ERROR, INFERENCE_FAILED),
             Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -150,6 +101,67 @@ impl ApiError {
     /// The stable code clients branch on; never changes once released.
     pub fn code(&self) -> &'static str {
         self.status_and_code().1
+    }
+}
+
+/// For the tests: two errors are the same when a client sees the same, code and message (a
+/// wrapped [`ServingError`] is not comparable itself).
+#[cfg(test)]
+impl PartialEq for ApiError {
+    fn eq(&self, other: &ApiError) -> bool {
+        self.code() == other.code() && self.to_string() == other.to_string()
+    }
+}
+
+/// `inference failed: ` before a server fault's message: the client learns it was not their
+/// input.
+fn fault_prefix(e: &ServingError) -> &'static str {
+    if serving_status(e).1 == INFERENCE_FAILED {
+        "inference failed: "
+    } else {
+        ""
+    }
+}
+
+/// A serving call's failure's status and code, by the layer that failed and how.
+fn serving_status(e: &ServingError) -> (StatusCode, &'static str) {
+    let unprocessable = |code| (StatusCode::UNPROCESSABLE_ENTITY, code);
+    let server_fault = (StatusCode::INTERNAL_SERVER_ERROR, INFERENCE_FAILED);
+    match e {
+        ServingError::Input(e) if e.is_malformed() => (StatusCode::BAD_REQUEST, e.code()),
+        ServingError::Input(e) => unprocessable(e.code()),
+        ServingError::Lookup(LookupError::ModelNotFound { .. }) => {
+            (StatusCode::NOT_FOUND, "model_not_found")
+        }
+        ServingError::Lookup(LookupError::VersionNotFound { .. }) => {
+            (StatusCode::NOT_FOUND, "version_not_found")
+        }
+        ServingError::Feature(e) => feature_status(e),
+        ServingError::Infer(InferError::QueueFull) | ServingError::ExplainOverloaded { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, OVERLOADED)
+        }
+        ServingError::Infer(InferError::ShuttingDown) | ServingError::ShuttingDown => {
+            (StatusCode::SERVICE_UNAVAILABLE, NOT_READY)
+        }
+        ServingError::Infer(InferError::Model(_) | InferError::Lost(_))
+        | ServingError::TaskFailed(_)
+        | ServingError::Explain(ExplainError::Cancelled | ExplainError::Model(_)) => server_fault,
+        ServingError::Explain(ExplainError::UnknownClass { .. }) => unprocessable("unknown_class"),
+        // A field the request may not set for this model: the input's own code.
+        ServingError::Explain(ExplainError::NotAClassifier { .. }) => {
+            unprocessable("invalid_field")
+        }
+        ServingError::Explain(ExplainError::TooExpensive { .. })
+        | ServingError::ExplainTooManyRows { .. } => unprocessable("explanation_too_expensive"),
+        ServingError::Explain(ExplainError::Unavailable(_)) => {
+            unprocessable("explanation_unavailable")
+        }
+        // Triton answers every refused load or unload with 400.
+        ServingError::Rollout(_) => (StatusCode::BAD_REQUEST, "invalid_repository_request"),
+        ServingError::ControlDisabled { .. } => (StatusCode::FORBIDDEN, "model_control_disabled"),
+        ServingError::LoadFailed { .. } | ServingError::Manifest(_) => {
+            (StatusCode::BAD_REQUEST, "load_failed")
+        }
     }
 }
 
@@ -181,14 +193,15 @@ pub struct ErrorBody<'a> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if matches!(self, ApiError::Inference(_)) {
+        let (status, code) = self.status_and_code();
+        if code == INFERENCE_FAILED {
             tracing::error!(error = %self, "request failed");
         }
         let body = ErrorBody {
             error: self.to_string(),
-            code: self.code(),
+            code,
         };
-        let mut response = (self.status(), axum::Json(body)).into_response();
+        let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         match self {
             // The rest of the body is never read, so the connection cannot carry another
@@ -201,15 +214,12 @@ impl IntoResponse for ApiError {
             | ApiError::Internal => {
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            // Shed load comes back soon; say when to retry instead of letting clients hammer.
-            ApiError::Overloaded { .. }
-            | ApiError::ExplainOverloaded { .. }
-            | ApiError::ModelQueueFull
-            | ApiError::NotReady(_) => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            }
             ApiError::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            // Shed load comes back soon; say when to retry instead of letting clients hammer.
+            _ if code == OVERLOADED || code == NOT_READY => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
         }
@@ -217,57 +227,15 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<InferError> for ApiError {
-    fn from(e: InferError) -> Self {
-        match e {
-            InferError::QueueFull => ApiError::ModelQueueFull,
-            InferError::ShuttingDown => ApiError::NotReady("the server is shutting down"),
-            InferError::Model(e) => ApiError::Inference(e.to_string()),
-            InferError::Lost(what) => ApiError::Inference(what.into()),
-        }
-    }
-}
-
-impl From<ExplainError> for ApiError {
-    fn from(e: ExplainError) -> Self {
-        match e {
-            ExplainError::UnknownClass { .. } => ApiError::UnknownClass(e.to_string()),
-            ExplainError::NotAClassifier { field, ref model } => {
-                ApiError::Input(InputError::InvalidField {
-                    field,
-                    reason: format!(
-                        "applies to classifiers only; model '{model}' is a regressor and explains its value"
-                    ),
-                })
-            }
-            ExplainError::TooExpensive { .. } => ApiError::ExplanationTooExpensive(e.to_string()),
-            ExplainError::Unavailable(reason) => ApiError::ExplanationUnavailable(reason),
-            ExplainError::Cancelled | ExplainError::Model(_) => ApiError::Inference(e.to_string()),
-        }
-    }
-}
-
-impl From<ServingError> for ApiError {
-    fn from(e: ServingError) -> Self {
-        match e {
-            ServingError::Input(e) => ApiError::Input(e),
-            ServingError::Feature(e) => ApiError::Feature(e),
-            ServingError::Infer(e) => e.into(),
-            ServingError::Explain(e) => e.into(),
-            ServingError::ExplainTooManyRows { .. } => {
-                ApiError::ExplanationTooExpensive(e.to_string())
-            }
-            ServingError::ExplainOverloaded { running, queued } => {
-                ApiError::ExplainOverloaded { running, queued }
-            }
-            ServingError::ShuttingDown => ApiError::NotReady("the server is shutting down"),
-            ServingError::TaskFailed(what) => ApiError::Inference(what),
-            ServingError::ControlDisabled { .. } => ApiError::ModelControlDisabled(e.to_string()),
-            ServingError::Lookup(e) => ApiError::Lookup(e),
-            ServingError::Rollout(e) => ApiError::RepositoryRequest(e),
-            ServingError::LoadFailed { .. } | ServingError::Manifest(_) => {
-                ApiError::LoadFailed(e.to_string())
+/// The layers' errors that the API meets outside a serving call (a route's model lookup, a
+/// body read, a repository request) come in as a serving call's would.
+macro_rules! from_layer_error {
+    ($($layer:ty),*) => {$(
+        impl From<$layer> for ApiError {
+            fn from(e: $layer) -> Self {
+                ApiError::Serving(e.into())
             }
         }
-    }
+    )*};
 }
+from_layer_error!(InputError, LookupError, LifecycleError);

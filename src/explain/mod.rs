@@ -88,7 +88,7 @@ pub enum ExplainError {
     #[error("class '{class}' is not a class of this model; classes: {available}")]
     UnknownClass { class: String, available: String },
     /// `class` or `output` sent for a regressor, which only explains its value.
-    #[error("'{field}' applies to classifiers only; model '{model}' is a regressor and explains its value")]
+    #[error("field '{field}': applies to classifiers only; model '{model}' is a regressor and explains its value")]
     NotAClassifier { field: &'static str, model: String },
     /// The model cannot give this explanation (no background set, no known margin).
     #[error("{0}")]
