@@ -25,7 +25,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::Request;
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn, from_fn_with_state, Next};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use select::Family;
@@ -236,10 +237,14 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .merge(v2::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // Inside the request log: a panic is answered, then logged and counted as a 500.
-        .layer(panics::catch_panic_layer())
-        .layer(axum::middleware::from_fn(telemetry::log_request))
+        .layer(from_fn(log_and_catch_panics))
         .with_state(state)
+}
+
+/// Every request's one middleware: the request log around panic catching, so a panic is
+/// answered first, then logged and counted as a 500 like any answer.
+async fn log_and_catch_panics(req: Request, next: Next) -> Response {
+    telemetry::log_request(req, |req| panics::catch_panic(next.run(req))).await
 }
 
 async fn not_found(req: Request) -> ApiError {

@@ -1,11 +1,11 @@
 //! The middleware every request goes through: its log line, its HTTP metrics, and (when spans
 //! are exported) its span, continuing the caller's trace.
 
+use std::future::Future;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderValue;
-use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
@@ -17,7 +17,15 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// Logs method, path, route, status, latency, request id and trace id for every request;
 /// counts it in the HTTP metrics by route template; runs it inside a span named after the
 /// route; returns the id in `x-request-id` so a client can quote it.
-pub async fn log_request(mut req: Request, next: Next) -> Response {
+///
+/// `call` answers the request (the router below, as the API wraps it): taking it as a function
+/// rather than a `Next` lets the API put its panic catching inside this same middleware, one
+/// layer per request instead of two.
+pub async fn log_request<F, Answer>(mut req: Request, call: F) -> Response
+where
+    F: FnOnce(Request) -> Answer,
+    Answer: Future<Output = Response>,
+{
     let in_flight = metrics::http_request_started();
     let started = Instant::now();
     let request_id = req
@@ -56,7 +64,7 @@ pub async fn log_request(mut req: Request, next: Next) -> Response {
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         req.headers_mut().insert(REQUEST_ID, value);
     }
-    let mut response = next.run(req).instrument(span.clone()).await;
+    let mut response = call(req).instrument(span.clone()).await;
     let status = response.status();
     let elapsed = started.elapsed();
     // i64, not u16: tracing-opentelemetry exports unsigned fields as strings.
