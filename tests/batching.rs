@@ -424,7 +424,9 @@ async fn concurrent_http_requests_each_get_their_own_predictions() {
     while let Some(result) = tasks.join_next().await {
         result.unwrap();
     }
-    let log = server.log_text();
+    let log = server
+        .log_text_once(|log| log.contains("\"mode\":\"Batched\""))
+        .await;
     assert!(
         log.contains("\"mode\":\"Batched\""),
         "both models run batched: {log}"

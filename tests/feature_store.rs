@@ -281,12 +281,12 @@ async fn store_errors() {
         "answered 500 Internal Server Error: injected fault (--error-rate)",
     );
     assert!(took < Duration::from_secs(2), "{took:?}");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let attempts = store
-        .log_text()
-        .lines()
-        .filter(|l| l.contains("\"get-online-features\""))
-        .count();
+    let calls = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("\"get-online-features\""))
+            .count()
+    };
+    let attempts = calls(&store.log_text_once(|log| calls(log) >= 3).await);
     assert_eq!(attempts, 3, "one call and two retries");
     still_serving(&server).await;
 
@@ -531,9 +531,9 @@ async fn traceparent_is_forwarded_to_the_store() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let seen: Vec<Value> = store
-        .log_text()
+        .log_text_once(|log| log.contains("get-online-features"))
+        .await
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|e| e["message"] == "get-online-features")

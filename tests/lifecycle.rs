@@ -261,12 +261,12 @@ async fn poll_mode_adds_a_version_splits_promotes_and_retires_without_a_restart(
     )
     .await;
     assert_eq!((status, version.as_deref()), (200, Some("2")));
-    let logs = server.log_text();
+    let rollout = "breast-cancer: 1 90.00% primary, 2 10.00% canary";
+    let logs = server
+        .log_text_once(|logs| logs.contains(r#""message":"unloaded""#) && logs.contains(rollout))
+        .await;
     assert!(logs.contains(r#""message":"unloaded""#), "{logs}");
-    assert!(
-        logs.contains("breast-cancer: 1 90.00% primary, 2 10.00% canary"),
-        "{logs}"
-    );
+    assert!(logs.contains(rollout), "{logs}");
 }
 
 #[tokio::test]
@@ -310,11 +310,10 @@ async fn a_model_file_replaced_on_disk_is_refused_and_the_old_one_keeps_serving(
         assert_eq!((status, version.as_deref()), (200, Some("1")));
         assert_eq!(body["predictions"][0], row["prediction"]);
     }
-    let logs = server.log_text();
-    assert!(
-        logs.contains("model file refused") && logs.contains("sha256 pin mismatch"),
-        "{logs}"
-    );
+    let refused =
+        |logs: &str| logs.contains("model file refused") && logs.contains("sha256 pin mismatch");
+    let logs = server.log_text_once(refused).await;
+    assert!(refused(&logs), "{logs}");
     let scrape = server.scrape().await;
     assert!(
         scrape.lines().any(|l| l.starts_with(

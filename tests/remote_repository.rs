@@ -63,15 +63,17 @@ async fn counter(server: &Server, name: &str) -> f64 {
 }
 
 /// The "model repository synced" log event.
-fn sync_event(server: &Server) -> Value {
-    server
-        .logs
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .find(|event| event["message"] == "model repository synced")
-        .unwrap_or_else(|| panic!("no sync log line; logs:\n{}", server.log_text()))
+async fn sync_event(server: &Server) -> Value {
+    let synced = |line: &str| {
+        serde_json::from_str::<Value>(line)
+            .is_ok_and(|event| event["message"] == "model repository synced")
+    };
+    let logs = server.log_text_once(|logs| logs.lines().any(synced)).await;
+    let line = logs
+        .lines()
+        .find(|line| synced(line))
+        .unwrap_or_else(|| panic!("no sync log line; logs:\n{logs}"));
+    serde_json::from_str(line).unwrap()
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -108,7 +110,7 @@ async fn models_served_from_s3_give_the_training_logs_predictions() {
         counter(&server, "ferrum_model_store_downloaded_bytes_total").await,
         model_bytes as f64
     );
-    let event = sync_event(&server);
+    let event = sync_event(&server).await;
     assert_eq!(event["repository"], format!("s3://{BUCKET}/{PREFIX}"));
     assert_eq!(event["downloads"], files);
     assert_eq!(event["unlisted_versions"], r#"["diabetes/2"]"#);
@@ -149,14 +151,16 @@ async fn a_restart_reuses_the_cache_without_downloading() {
         counter(&server, "ferrum_model_store_cache_hits_total").await,
         files
     );
-    let event = sync_event(&server);
+    let event = sync_event(&server).await;
     assert_eq!(
         (event["downloads"].clone(), event["cache_hits"].clone()),
         (json!(0), json!(files as u64))
     );
+    let reused = "model file reused from the cache";
     assert!(server
-        .log_text()
-        .contains("model file reused from the cache"));
+        .log_text_once(|logs| logs.contains(reused))
+        .await
+        .contains(reused));
     assert_training_logs_reproduce(&server).await;
 }
 

@@ -121,7 +121,9 @@ async fn sigterm_finishes_50_in_flight_requests_then_exits_0() {
     let status = server.wait_exit(Duration::from_millis(GRACE_MS));
     assert!(status.success(), "exit status {status:?}");
     assert!(signalled.elapsed() < Duration::from_millis(DRAIN_MS + GRACE_MS));
-    let logs = server.log_text();
+    let logs = server
+        .log_text_once(|logs| logs.contains("shutdown signal received"))
+        .await;
     assert!(logs.contains("shutdown signal received"), "{logs}");
     assert!(!logs.contains("shutdown grace period"), "{logs}");
     eprintln!(

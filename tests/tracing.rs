@@ -357,7 +357,8 @@ async fn entity_lookups_get_a_span_the_feature_store_sees_as_its_parent() {
     assert_eq!(of("inference").parent_span_id, request.span_id);
     assert_eq!(lookup.attribute("entities"), Some(AnyValue::IntValue(1)));
     let forwarded: Vec<Value> = store
-        .log_text()
+        .log_text_once(|log| log.contains("get-online-features"))
+        .await
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|e| e["message"] == "get-online-features")

@@ -910,7 +910,16 @@ async fn tensors_models_are_batched_and_each_request_gets_its_own_bits() {
         "2000",
     ])
     .await;
-    let log = server.log_text();
+    let models = ["cnn", "column-transformer", "fixed-batch"];
+    let attached = |log: &str, model: &str| {
+        log.lines().any(|l| {
+            l.contains("inference executor attached")
+                && l.contains(&format!("\"model\":\"{model}\""))
+        })
+    };
+    let log = server
+        .log_text_once(|log| models.iter().all(|m| attached(log, m)))
+        .await;
     let executor_line = |model: &str| {
         log.lines()
             .find(|l| {

@@ -725,13 +725,9 @@ async fn tabular_tensors_models_are_explained_as_shap_does() {
         assert_eq!(entry["artifacts"]["background"], "background.csv", "{name}");
     }
     let server = Server::start_ready(&serve_args(models_s, manifest_s)).await;
-    assert!(
-        server
-            .log_text()
-            .contains("explanations ready, column by column"),
-        "{}",
-        server.log_text()
-    );
+    let ready = "explanations ready, column by column";
+    let logs = server.log_text_once(|logs| logs.contains(ready)).await;
+    assert!(logs.contains(ready), "{logs}");
     for name in tabular {
         let feature_names = reference_header(name);
         // The names `models add` was given, in /predict and /explain alike.

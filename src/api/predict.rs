@@ -127,7 +127,6 @@ pub struct PredictResponse<'a> {
     predictions: Predictions<'a>,
 }
 
-/// Serializes straight to bytes (no `Value` tree) with a JSON content type.
 /// A tensors model's `/predict` answer: one prediction per row (see [`TensorPredictions`]).
 #[derive(Serialize)]
 struct TensorPredictResponse<'a> {
@@ -135,6 +134,7 @@ struct TensorPredictResponse<'a> {
     predictions: TensorPredictions<'a>,
 }
 
+/// Serializes straight to bytes (no `Value` tree) with a JSON content type.
 pub fn json_response<T: Serialize>(body: &T) -> Response {
     match serde_json::to_vec(body) {
         Ok(bytes) => ([(CONTENT_TYPE, "application/json")], bytes).into_response(),
