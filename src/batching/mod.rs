@@ -235,6 +235,8 @@ pub trait Batch: Work + Sized {
     ) -> Result<Self::Output, InferenceError>;
     /// The batcher of `executor` that takes this work, if it is one.
     fn scheduler(executor: &Executor) -> Option<&Scheduler<Self>>;
+    /// True when two outputs are the same to the bit: what merging must not change.
+    fn same_bits(a: &Self::Output, b: &Self::Output) -> bool;
 }
 
 impl Batch for Rows {
@@ -264,6 +266,9 @@ impl Batch for Rows {
             Executor::Batched(scheduler) => Some(scheduler),
             _ => None,
         }
+    }
+    fn same_bits(a: &ModelOutput, b: &ModelOutput) -> bool {
+        a.same_bits(b)
     }
 }
 
@@ -316,6 +321,15 @@ impl Batch for Vec<NamedTensor> {
             Executor::BatchedTensors(scheduler) => Some(scheduler),
             _ => None,
         }
+    }
+    fn same_bits(a: &Vec<NamedTensor>, b: &Vec<NamedTensor>) -> bool {
+        a.len() == b.len()
+            && a.iter().zip(b).all(|(a, b)| {
+                a.name == b.name
+                    && a.tensor.shape() == b.tensor.shape()
+                    && a.tensor.element_type() == b.tensor.element_type()
+                    && a.tensor.to_le_bytes() == b.tensor.to_le_bytes()
+            })
     }
 }
 
@@ -448,7 +462,9 @@ pub fn slice_output(output: &ModelOutput, start: usize, end: usize) -> ModelOutp
 }
 
 /// The executor for one model version: the mode `choice` asks for, or for `auto` the one
-/// [`auto_mode`] picks for the model. Blocking (auto measures): call it while loading.
+/// [`auto_mode`] picks for the model; direct, whatever the choice, for a model whose answers
+/// [`batch_dependent_row`] finds depend on the batch. Blocking (auto measures, the batch
+/// check runs the model): call it while loading.
 pub fn executor_for(
     model: &Arc<LoadedModel>,
     choice: BatchingChoice,
@@ -463,6 +479,28 @@ pub fn executor_for(
         BatchingChoice::On => (Mode::Batched, "--batching on".to_string()),
         BatchingChoice::Off => (Mode::Direct, "--batching off".to_string()),
         BatchingChoice::Auto => auto_mode(model),
+    };
+    let (mode, why) = match mode {
+        Mode::Direct => (mode, why),
+        Mode::Batched => match batch_dependent_row(model) {
+            Ok(None) => (mode, why),
+            Ok(Some(row)) => {
+                let reason = format!(
+                    "answers depend on the batch on this machine: probe row {row} alone differs in its bits from the same row in a {PROBE_ROWS}-row call, so requests are not merged and each gets the bits it gets alone (instead of {why})"
+                );
+                tracing::warn!(
+                    model = %model.entry.name,
+                    version = %model.entry.version,
+                    row,
+                    "model not batched: its answers depend on the batch"
+                );
+                (Mode::Direct, reason)
+            }
+            Err(error) => (
+                mode,
+                format!("{why} (merging not checked for changed bits: the probe inference failed: {error})"),
+            ),
+        },
     };
     let executor = Executor::new(model, mode, config);
     tracing::info!(
@@ -501,8 +539,61 @@ pub fn auto_mode(model: &LoadedModel) -> (Mode, String) {
     }
 }
 
-/// Rows in the merged probe call of [`auto_mode`].
+/// Rows in the merged probe call of [`auto_mode`] and [`batch_dependent_row`].
 pub const PROBE_ROWS: usize = 32;
+
+/// The first of [`PROBE_ROWS`] varied probe rows whose answer alone differs in any bit from its
+/// share of one merged call, or `None` when merging changes nothing. ONNX Runtime may pick
+/// another kernel for another batch size: on an AVX-512 CPU skl2onnx's LogisticRegression
+/// gives a row alone class probabilities 1-2 ulp away from the same row in a batch. Merging
+/// such a model would make a request's answer depend on which requests ran beside it, and
+/// break the training log's bits, which are recorded one row per call. Blocking: it runs the
+/// model `PROBE_ROWS + 1` times.
+pub fn batch_dependent_row(model: &LoadedModel) -> Result<Option<usize>, InferenceError> {
+    if model.is_tensors() {
+        let probe = model.probe_inputs(PROBE_ROWS);
+        let singles: Vec<Vec<NamedTensor>> = (0..PROBE_ROWS)
+            .map(|r| {
+                probe
+                    .iter()
+                    .map(|input| NamedTensor {
+                        name: input.name.clone(),
+                        tensor: input
+                            .tensor
+                            .slice_batch(r, r + 1)
+                            .expect("probe inputs have a batch dimension"),
+                    })
+                    .collect()
+            })
+            .collect();
+        first_dependent_row(&singles, |work| work.run(model))
+    } else {
+        let probe = model.probe_rows(PROBE_ROWS);
+        let singles: Vec<Rows> = probe
+            .data
+            .chunks_exact(probe.n_cols)
+            .map(|row| Rows::new(row.to_vec(), probe.n_cols))
+            .collect();
+        first_dependent_row(&singles, |work| work.run(model))
+    }
+}
+
+/// The first of `singles` whose output from `run` alone differs from its share of `run` on all
+/// of them merged, as the batcher merges and splits.
+fn first_dependent_row<W: Batch>(
+    singles: &[W],
+    run: impl Fn(&W) -> Result<W::Output, InferenceError>,
+) -> Result<Option<usize>, InferenceError> {
+    let merged = W::merge(singles.iter(), &mut W::Scratch::default());
+    let together = run(&merged)?;
+    for (r, single) in singles.iter().enumerate() {
+        let share = W::slice(&together, r, r + 1)?;
+        if !W::same_bits(&run(single)?, &share) {
+            return Ok(Some(r));
+        }
+    }
+    Ok(None)
+}
 
 /// The least gain per row for which `auto` batches.
 pub const AUTO_MIN_GAIN: f64 = 2.0;
@@ -530,4 +621,69 @@ fn per_row_gain(model: &LoadedModel) -> Option<f64> {
     let one = time(1)?;
     let merged = time(PROBE_ROWS)? / PROBE_ROWS as f64;
     Some(one / merged.max(f64::MIN_POSITIVE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Eight one-row regressor requests of two features each.
+    fn singles() -> Vec<Rows> {
+        (0..8).map(|r| Rows::new(vec![r as f32, 0.5], 2)).collect()
+    }
+
+    /// A regressor summing each row's features, as a kernel that sums in another order for
+    /// a one-row call would: `one_row_offset` added to the answer when the call has one row.
+    fn summing(one_row_offset: f32) -> impl Fn(&Rows) -> Result<ModelOutput, InferenceError> {
+        move |rows: &Rows| {
+            let offset = if rows.n_rows == 1 {
+                one_row_offset
+            } else {
+                0.0
+            };
+            let values = rows
+                .data
+                .chunks_exact(rows.n_cols)
+                .map(|row| row.iter().sum::<f32>() + offset)
+                .collect();
+            Ok(ModelOutput::Regression { values })
+        }
+    }
+
+    #[test]
+    fn merging_that_changes_no_bit_is_found_batch_independent() {
+        assert_eq!(first_dependent_row(&singles(), summing(0.0)).unwrap(), None);
+    }
+
+    #[test]
+    fn an_answer_one_ulp_away_alone_makes_the_model_batch_dependent() {
+        let one_ulp_of_half = 0.5 * f32::EPSILON;
+        // 4, 8 and 2 absorb it (their ulp is larger); 0.5 shows it.
+        let singles: Vec<Rows> = [4.0, 8.0, 0.5, 2.0]
+            .into_iter()
+            .map(|x| Rows::new(vec![x, 0.0], 2))
+            .collect();
+        assert_eq!(
+            first_dependent_row(&singles, summing(one_ulp_of_half)).unwrap(),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn minus_zero_is_not_zero_to_the_bit() {
+        let zero = ModelOutput::Regression { values: vec![0.0] };
+        let minus_zero = ModelOutput::Regression { values: vec![-0.0] };
+        assert_eq!(zero, minus_zero);
+        assert!(!Rows::same_bits(&zero, &minus_zero));
+        let nan = ModelOutput::Regression {
+            values: vec![f32::NAN],
+        };
+        assert!(Rows::same_bits(&nan, &nan.clone()));
+    }
+
+    #[test]
+    fn a_failing_probe_is_an_error_not_a_verdict() {
+        let failing = |_: &Rows| Err(InferenceError::Runtime("invalid input".into()));
+        assert!(first_dependent_row(&singles(), failing).is_err());
+    }
 }

@@ -13,7 +13,7 @@ use super::output::ModelOutput;
 use super::runtime::{ProviderName, SessionPool};
 use super::signature::{ClassLabels, Signature};
 use super::tabular;
-use super::tensor::{TensorData, TypedTensor};
+use super::tensor::{probe_value, ElementType, TensorData, TypedTensor};
 use super::{InferenceError, LoadError, Rows};
 
 /// A model version ready to serve.
@@ -96,8 +96,31 @@ impl LoadedModel {
     }
 
     /// Zeros (empty strings) for every input, `rows` rows where the batch dimension is dynamic
-    /// and one element along any other dynamic dimension: a warm-up or probe input.
+    /// and one element along any other dynamic dimension: a warm-up or timing input.
     pub fn zero_inputs(&self, rows: usize) -> Vec<NamedTensor> {
+        self.inputs_of(rows, TypedTensor::zeros)
+    }
+
+    /// Like [`LoadedModel::zero_inputs`] with varied values ([`TypedTensor::probe`]): the
+    /// input on which the batcher checks that merging changes no bits.
+    pub fn probe_inputs(&self, rows: usize) -> Vec<NamedTensor> {
+        self.inputs_of(rows, TypedTensor::probe)
+    }
+
+    /// The rows form's [`LoadedModel::probe_inputs`]: `rows` rows of varied feature values.
+    pub fn probe_rows(&self, rows: usize) -> Rows {
+        let width = self.n_features();
+        let values = (0..rows * width).map(|i| probe_value(i) as f32).collect();
+        Rows::new(values, width)
+    }
+
+    /// One tensor per input, made by `make` from its element type and shape (`rows` along a
+    /// dynamic batch dimension, one along any other dynamic dimension).
+    fn inputs_of(
+        &self,
+        rows: usize,
+        make: impl Fn(ElementType, Vec<usize>) -> TypedTensor,
+    ) -> Vec<NamedTensor> {
         self.signature
             .inputs
             .iter()
@@ -110,7 +133,7 @@ impl LoadedModel {
                     .collect();
                 NamedTensor {
                     name: spec.name.clone(),
-                    tensor: TypedTensor::zeros(spec.element_type, shape),
+                    tensor: make(spec.element_type, shape),
                 }
             })
             .collect()

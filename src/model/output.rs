@@ -35,6 +35,32 @@ impl ModelOutput {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The same answer to the bit (not `==`, for which `-0.0` is `0.0` and NaN is no NaN).
+    pub fn same_bits(&self, other: &ModelOutput) -> bool {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+        match (self, other) {
+            (
+                ModelOutput::Classification {
+                    labels,
+                    probabilities,
+                    ..
+                },
+                ModelOutput::Classification {
+                    labels: other_labels,
+                    probabilities: other_probabilities,
+                    ..
+                },
+            ) => labels == other_labels && bits(probabilities) == bits(other_probabilities),
+            (
+                ModelOutput::Regression { values },
+                ModelOutput::Regression {
+                    values: other_values,
+                },
+            ) => bits(values) == bits(other_values),
+            _ => false,
+        }
+    }
 }
 
 /// Serializes outputs as the list of predictions, without building intermediate maps:

@@ -285,6 +285,13 @@ impl From<ort::Error> for TensorError {
     }
 }
 
+/// Element `index` of a probe input, in [-2, 2): the top 53 bits of a multiplicative (Fibonacci)
+/// hash of the index, so consecutive elements are spread evenly and every run gives the same.
+pub fn probe_value(index: usize) -> f64 {
+    let bits = (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+    bits as f64 / (1u64 << 53) as f64 * 4.0 - 2.0
+}
+
 /// A tensor: element type, shape and row-major data, consistent by construction (the data holds
 /// exactly the elements the shape says).
 #[derive(Debug, Clone, PartialEq)]
@@ -341,6 +348,34 @@ impl TypedTensor {
     pub fn zeros(ty: ElementType, shape: Vec<usize>) -> TypedTensor {
         let count = shape.iter().product::<usize>();
         let data = data_of_type!(ty, T => vec![T::default(); count], vec![String::new(); count]);
+        TypedTensor { shape, data }
+    }
+
+    /// A tensor of `shape` holding varied, reproducible values: floats spread over [-2, 2)
+    /// ([`probe_value`]), whole numbers 0 to 3 (a valid count or category index in any integer
+    /// type), both booleans, empty strings (no other string is valid for every model). The
+    /// batcher's probe input: on zeros, kernels that sum in another order give the same bits.
+    pub fn probe(ty: ElementType, shape: Vec<usize>) -> TypedTensor {
+        let count = shape.iter().product::<usize>();
+        let spread = (0..count).map(probe_value);
+        let data = match ty {
+            ElementType::Float16 => TensorData::Float16(spread.map(f16::from_f64).collect()),
+            ElementType::Float32 => TensorData::Float32(spread.map(|x| x as f32).collect()),
+            ElementType::Float64 => TensorData::Float64(spread.collect()),
+            ElementType::String => TensorData::String(vec![String::new(); count]),
+            whole => {
+                // The value in the low byte of each little-endian element: the same number in
+                // every integer type, 0 or 1 for a bool.
+                let width = whole.byte_width().expect("fixed width");
+                let top = if whole == ElementType::Bool { 1.0 } else { 3.0 };
+                let mut bytes = vec![0; count * width];
+                for (element, x) in bytes.chunks_exact_mut(width).zip(spread) {
+                    element[0] = ((x + 2.0) / 4.0 * (top + 1.0)) as u8;
+                }
+                return TypedTensor::from_le_bytes(whole, shape, &bytes)
+                    .expect("small whole numbers are valid in every fixed-width type");
+            }
+        };
         TypedTensor { shape, data }
     }
 
@@ -601,6 +636,28 @@ mod tests {
             Some(ElementType::Float16)
         );
         assert_eq!(ElementType::from_ort(TensorElementType::Bfloat16), None);
+    }
+
+    #[test]
+    fn probe_values_are_varied_reproducible_and_valid_in_every_type() {
+        let spread: Vec<f64> = (0..256).map(probe_value).collect();
+        assert!(spread.iter().all(|x| (-2.0..2.0).contains(x)));
+        let distinct: std::collections::HashSet<u64> = spread.iter().map(|x| x.to_bits()).collect();
+        assert_eq!(distinct.len(), 256);
+        assert_eq!(spread, (0..256).map(probe_value).collect::<Vec<f64>>());
+        for ty in ElementType::ALL {
+            let probe = TypedTensor::probe(ty, vec![8, 4]);
+            assert_eq!((probe.element_type(), probe.shape()), (ty, &[8, 4][..]));
+        }
+        let TensorData::Int8(whole) = TypedTensor::probe(ElementType::Int8, vec![64]).data else {
+            unreachable!()
+        };
+        let seen: std::collections::BTreeSet<i8> = whole.into_iter().collect();
+        assert_eq!(seen.into_iter().collect::<Vec<i8>>(), [0, 1, 2, 3]);
+        let TensorData::Bool(flags) = TypedTensor::probe(ElementType::Bool, vec![64]).data else {
+            unreachable!()
+        };
+        assert!(flags.contains(&true) && flags.contains(&false));
     }
 
     #[test]
