@@ -552,27 +552,14 @@ pub const PROBE_ROWS: usize = 32;
 pub fn batch_dependent_row(model: &LoadedModel) -> Result<Option<usize>, InferenceError> {
     if model.is_tensors() {
         let probe = model.probe_inputs(PROBE_ROWS);
-        let singles: Vec<Vec<NamedTensor>> = (0..PROBE_ROWS)
-            .map(|r| {
-                probe
-                    .iter()
-                    .map(|input| NamedTensor {
-                        name: input.name.clone(),
-                        tensor: input
-                            .tensor
-                            .slice_batch(r, r + 1)
-                            .expect("probe inputs have a batch dimension"),
-                    })
-                    .collect()
-            })
-            .collect();
+        let singles = (0..PROBE_ROWS)
+            .map(|r| Vec::<NamedTensor>::slice(&probe, r, r + 1))
+            .collect::<Result<Vec<_>, _>>()?;
         first_dependent_row(&singles, |work| work.run(model))
     } else {
         let probe = model.probe_rows(PROBE_ROWS);
-        let singles: Vec<Rows> = probe
-            .data
-            .chunks_exact(probe.n_cols)
-            .map(|row| Rows::new(row.to_vec(), probe.n_cols))
+        let singles: Vec<Rows> = (0..PROBE_ROWS)
+            .map(|r| Rows::new(probe.row(r).to_vec(), probe.n_cols))
             .collect();
         first_dependent_row(&singles, |work| work.run(model))
     }

@@ -38,7 +38,9 @@ impl ModelOutput {
 
     /// The same answer to the bit (not `==`, for which `-0.0` is `0.0` and NaN is no NaN).
     pub fn same_bits(&self, other: &ModelOutput) -> bool {
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+        let bits = |a: &[f32], b: &[f32]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+        };
         match (self, other) {
             (
                 ModelOutput::Classification {
@@ -51,13 +53,13 @@ impl ModelOutput {
                     probabilities: other_probabilities,
                     ..
                 },
-            ) => labels == other_labels && bits(probabilities) == bits(other_probabilities),
+            ) => labels == other_labels && bits(probabilities, other_probabilities),
             (
                 ModelOutput::Regression { values },
                 ModelOutput::Regression {
                     values: other_values,
                 },
-            ) => bits(values) == bits(other_values),
+            ) => bits(values, other_values),
             _ => false,
         }
     }
