@@ -454,24 +454,35 @@ async fn with_batching_calls_are_recorded_once_and_requests_once() {
     );
 }
 
-/// `/predict` answers carry TEI's timing headers, in milliseconds.
+/// Every inference route's answers (`/predict`, `/explain`, V2 `infer`) carry TEI's timing
+/// headers, in milliseconds, beside the version that answered.
 #[tokio::test]
-async fn predict_responses_carry_queue_and_inference_time() {
+async fn inference_responses_carry_queue_and_inference_time() {
     let server = Server::start_ready(&[]).await;
     let row = &training_log("diabetes")[0];
-    let response = common::client()
-        .post(server.url("/models/diabetes/predict"))
-        .json(&json!({"instances": [row["features"]]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    for header in ["x-queue-time", "x-inference-time"] {
-        let text = response.headers()[header].to_str().unwrap();
-        let ms: f64 = text.parse().unwrap();
-        // Generous: a one-row inference takes microseconds; the bound only catches units.
-        assert!((0.0..10_000.0).contains(&ms), "{header}: {text}");
-        assert_eq!(text.split('.').nth(1).map(str::len), Some(3), "{text}");
+    let rows = json!({"instances": [row["features"]]});
+    let tensor = json!({"inputs": [{"name": "input", "shape": [1, 10], "datatype": "FP32",
+                                    "data": vec![0.0; 10]}]});
+    for (path, body) in [
+        ("/models/diabetes/predict", &rows),
+        ("/models/diabetes/explain", &rows),
+        ("/v2/models/diabetes/infer", &tensor),
+    ] {
+        let response = common::client()
+            .post(server.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.headers()["x-ferrum-version"], "1", "{path}");
+        for header in ["x-queue-time", "x-inference-time"] {
+            let text = response.headers()[header].to_str().unwrap();
+            let ms: f64 = text.parse().unwrap();
+            // Generous: a one-row inference takes microseconds; the bound only catches units.
+            assert!((0.0..10_000.0).contains(&ms), "{path} {header}: {text}");
+            assert_eq!(text.split('.').nth(1).map(str::len), Some(3), "{text}");
+        }
     }
     // A rejected request has no timing (nothing ran).
     let response = common::client()

@@ -67,8 +67,7 @@ pub async fn explain(
             })
             .collect(),
     });
-    explained.timing.write_headers(response.headers_mut());
-    answered_by(model, &mut response);
+    answered_by(model, &explained.timing, &mut response);
     Ok(response)
 }
 

@@ -53,8 +53,7 @@ pub async fn predict(
                 rows,
             },
         });
-        inferred.timing.write_headers(response.headers_mut());
-        answered_by(model, &mut response);
+        answered_by(model, &inferred.timing, &mut response);
         return Ok(response);
     }
     let store = state.feature_store();
@@ -77,8 +76,7 @@ pub async fn predict(
             class_labels: &model.entry.class_labels,
         },
     });
-    predicted.timing.write_headers(response.headers_mut());
-    answered_by(model, &mut response);
+    answered_by(model, &predicted.timing, &mut response);
     predicted.after_response(&routed, state.drift());
     Ok(response)
 }

@@ -26,6 +26,7 @@ use crate::input::first_entity_id;
 use crate::model::{LoadedModel, LookupError};
 use crate::serving::live::{Routed, Snapshot};
 use crate::serving::ServedModel;
+use crate::telemetry::timing::InferenceTiming;
 
 /// The request header that keeps one client on one version of a split model.
 pub const ROUTING_KEY_HEADER: &str = "x-ferrum-routing-key";
@@ -249,9 +250,13 @@ impl AppState {
     }
 }
 
-/// Names the version that answered in the response's `x-ferrum-version` header.
-pub fn answered_by(model: &LoadedModel, response: &mut Response) {
+/// Stamps an inference answer: the version that answered (`x-ferrum-version`) and where its
+/// time went (`x-queue-time`, `x-inference-time`). Every inference route answers through this,
+/// so `/predict`, `/explain` and `/v2/.../infer` carry the same headers.
+pub fn answered_by(model: &LoadedModel, timing: &InferenceTiming, response: &mut Response) {
+    let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&model.entry.version) {
-        response.headers_mut().insert(VERSION_HEADER, value);
+        headers.insert(VERSION_HEADER, value);
     }
+    timing.write_headers(headers);
 }

@@ -35,6 +35,7 @@ use super::AppState;
 use crate::input::{header_length, parse_infer, parse_typed_infer, InputSpec};
 use crate::serving::live::Routed;
 use crate::serving::pipeline;
+use crate::telemetry::timing::InferenceTiming;
 use response::Header as V2InferResponse;
 use response::{infer_response, select, select_tensors, tensors_of, tensors_response, TensorInfo};
 
@@ -204,19 +205,20 @@ async fn infer(
 ) -> Result<Response, ApiError> {
     // Tensors carry no entity id: only the routing key header makes a client sticky.
     let routed = state.route(&selector, &[])?;
-    let mut response = infer_tensors(&state, &routed, &headers, body)
+    let (mut response, timing) = infer_tensors(&state, &routed, &headers, body)
         .await
         .map_err(counted_against(&routed.model))?;
-    answered_by(&routed.model, &mut response);
+    answered_by(&routed.model, &timing, &mut response);
     Ok(response)
 }
 
+/// The answer and its timing, for [`answered_by`].
 async fn infer_tensors(
     state: &AppState,
     routed: &Routed,
     headers: &HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<(Response, InferenceTiming), ApiError> {
     let model = &routed.model;
     if let Some(encoding) = headers.get(axum::http::header::CONTENT_ENCODING) {
         if encoding.as_bytes() != b"identity" {
@@ -240,12 +242,8 @@ async fn infer_tensors(
                 .await?;
         let selection = select_tensors(model, &request.outputs, request.binary_data_output)?;
         let inferred = pipeline::infer_tensors(model, request.inputs, max_rows).await?;
-        return Ok(tensors_response(
-            model,
-            request.id.as_deref(),
-            &inferred.output,
-            &selection,
-        ));
+        let response = tensors_response(model, request.id.as_deref(), &inferred.output, &selection);
+        return Ok((response, inferred.timing));
     }
     let request = pipeline::parse_off_runtime(weight, move || {
         parse_infer(&body, header_len, &InputSpec::of(&parsing, max_rows))
@@ -255,5 +253,5 @@ async fn infer_tensors(
     let inferred = pipeline::infer(model, request.rows, routed.shadow.is_some()).await?;
     let response = infer_response(model, request.id.as_deref(), &inferred.output, &selection);
     routed.copy_to_shadow(inferred.rows, &inferred.output);
-    Ok(response)
+    Ok((response, inferred.timing))
 }

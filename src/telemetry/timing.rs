@@ -1,4 +1,4 @@
-//! The timing headers of `/predict` and `/explain` responses, as text-embeddings-inference
+//! The timing headers of inference responses (`/predict`, `/explain`, V2 `infer`), as TEI
 //! sends them: `x-queue-time` (waiting for a thread and a model session) and `x-inference-time`
 //! (ONNX Runtime's work), both in milliseconds. Fractional (three decimals, so microsecond
 //! resolution), since a single-row inference takes a few microseconds.
