@@ -324,69 +324,48 @@ fn even_permutations(s: &str) -> Result<usize, String> {
 }
 
 /// The feature store behind `{"entity_ids": [...]}` requests, and how patiently it is asked.
+/// Each field is named as its flag, as in [`ServeArgs`], so the effective-configuration log
+/// line names every setting the way an operator sets it; [`Self::store_config`] hands the
+/// store its plain values.
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct FeatureStoreArgs {
     /// Where entity ids are looked up: http://host:port (a Feast feature server, plain HTTP),
     /// file://<dir or snapshot.csv> (read in-process), or none (entity lookups off). Unset:
     /// each model's own snapshot.csv in the models directory, in-process.
-    #[arg(long = "feature-store-uri", env = "FEATURE_STORE_URI")]
-    pub uri: Option<String>,
+    #[arg(long, env = "FEATURE_STORE_URI")]
+    pub feature_store_uri: Option<String>,
 
     /// Time budget of one lookup, retries included; past it the request fails with 504.
-    #[arg(
-        long = "feature-store-timeout-ms",
-        env = "FEATURE_STORE_TIMEOUT_MS",
-        default_value_t = 1000
-    )]
-    pub timeout_ms: u64,
+    #[arg(long, env = "FEATURE_STORE_TIMEOUT_MS", default_value_t = 1000)]
+    pub feature_store_timeout_ms: u64,
 
     /// How long to wait for a connection to the store before calling it unreachable.
-    #[arg(
-        long = "feature-store-connect-timeout-ms",
-        env = "FEATURE_STORE_CONNECT_TIMEOUT_MS",
-        default_value_t = 250
-    )]
-    pub connect_timeout_ms: u64,
+    #[arg(long, env = "FEATURE_STORE_CONNECT_TIMEOUT_MS", default_value_t = 250)]
+    pub feature_store_connect_timeout_ms: u64,
 
     /// Retries after a connection error or a 5xx answer (never after a timeout).
-    #[arg(
-        long = "feature-store-retries",
-        env = "FEATURE_STORE_RETRIES",
-        default_value_t = 2
-    )]
-    pub retries: u32,
+    #[arg(long, env = "FEATURE_STORE_RETRIES", default_value_t = 2)]
+    pub feature_store_retries: u32,
 
     /// First retry's backoff in milliseconds; doubled per retry, with jitter.
-    #[arg(
-        long = "feature-store-backoff-ms",
-        env = "FEATURE_STORE_BACKOFF_MS",
-        default_value_t = 25
-    )]
-    pub backoff_ms: u64,
+    #[arg(long, env = "FEATURE_STORE_BACKOFF_MS", default_value_t = 25)]
+    pub feature_store_backoff_ms: u64,
 
     /// Keep looked-up rows this many milliseconds (0: no cache, every request asks the store).
-    #[arg(
-        long = "feature-store-cache-ttl-ms",
-        env = "FEATURE_STORE_CACHE_TTL_MS",
-        default_value_t = 0
-    )]
-    pub cache_ttl_ms: u64,
+    #[arg(long, env = "FEATURE_STORE_CACHE_TTL_MS", default_value_t = 0)]
+    pub feature_store_cache_ttl_ms: u64,
 
     /// Most rows the cache holds.
-    #[arg(
-        long = "feature-store-cache-entries",
-        env = "FEATURE_STORE_CACHE_ENTRIES",
-        default_value_t = 100_000
-    )]
-    pub cache_entries: usize,
+    #[arg(long, env = "FEATURE_STORE_CACHE_ENTRIES", default_value_t = 100_000)]
+    pub feature_store_cache_entries: usize,
 
     /// How often a remote store's health and snapshot id are re-checked, in milliseconds.
     #[arg(
-        long = "feature-store-check-interval-ms",
+        long,
         env = "FEATURE_STORE_CHECK_INTERVAL_MS",
         default_value_t = 10_000
     )]
-    pub check_interval_ms: u64,
+    pub feature_store_check_interval_ms: u64,
 
     /// Report not ready until the store is verified to serve the manifest's feature snapshot
     /// (`dataset.feature_snapshot_id`) for every model that has a feature_store block.
@@ -398,14 +377,14 @@ impl FeatureStoreArgs {
     /// The flags as the feature store takes them.
     pub fn store_config(&self) -> StoreConfig {
         StoreConfig {
-            uri: self.uri.clone(),
-            timeout_ms: self.timeout_ms,
-            connect_timeout_ms: self.connect_timeout_ms,
-            retries: self.retries,
-            backoff_ms: self.backoff_ms,
-            cache_ttl_ms: self.cache_ttl_ms,
-            cache_entries: self.cache_entries,
-            check_interval_ms: self.check_interval_ms,
+            uri: self.feature_store_uri.clone(),
+            timeout_ms: self.feature_store_timeout_ms,
+            connect_timeout_ms: self.feature_store_connect_timeout_ms,
+            retries: self.feature_store_retries,
+            backoff_ms: self.feature_store_backoff_ms,
+            cache_ttl_ms: self.feature_store_cache_ttl_ms,
+            cache_entries: self.feature_store_cache_entries,
+            check_interval_ms: self.feature_store_check_interval_ms,
             require_snapshot_match: self.require_snapshot_match,
         }
     }
@@ -602,7 +581,7 @@ mod tests {
     #[test]
     fn feature_store_flags() {
         let cli = Cli::try_parse_from(["ferrum-serve"]).unwrap();
-        let store = &cli.serve.feature_store;
+        let store = cli.serve.feature_store.store_config();
         assert_eq!(store.uri, None);
         assert_eq!(
             (store.timeout_ms, store.retries, store.cache_ttl_ms),
@@ -618,7 +597,7 @@ mod tests {
             "--require-snapshot-match",
         ])
         .unwrap();
-        let store = &cli.serve.feature_store;
+        let store = cli.serve.feature_store.store_config();
         assert_eq!(store.uri.as_deref(), Some("http://feature-store:6566"));
         assert_eq!(store.timeout_ms, 200);
         assert!(store.require_snapshot_match);
