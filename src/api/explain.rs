@@ -22,7 +22,6 @@ use crate::serving::explanation::{self, ExplainContext};
 #[utoipa::path(
     post,
     path = "/models/{name}/versions/{version}/explain",
-    operation_id = "explain_version",
     tag = "inference",
     params(ModelVersionPath),
     request_body(content = ExplainRequest, example = super::openapi::named_model_example),

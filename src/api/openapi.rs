@@ -76,9 +76,10 @@ use axum::extract::State;
 pub struct ApiDoc;
 
 /// Replaces each family's annotated exact-version path (see [`Family`]) by all of its forms,
-/// in place. Each family's one handler is annotated with its exact-version path; the other
-/// forms are derived from that operation, so the document lists every route with its own
-/// operation id, summary, parameters and example.
+/// in place. Each family's one handler is annotated with its exact-version path (and no
+/// operation id: every form's, that one's included, comes from [`operation_id`]); the forms
+/// are derived from that operation, so the document lists every route with its own operation
+/// id, summary, parameters and example.
 struct ModelForms;
 
 impl utoipa::Modify for ModelForms {

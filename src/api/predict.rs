@@ -21,7 +21,6 @@ use crate::telemetry::metrics;
 #[utoipa::path(
     post,
     path = "/models/{name}/versions/{version}/predict",
-    operation_id = "predict_version",
     tag = "inference",
     params(ModelVersionPath),
     request_body(content = PredictRequest, example = super::openapi::named_model_example),

@@ -115,7 +115,6 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
 #[utoipa::path(
     get,
     path = "/v2/models/{name}/versions/{version}",
-    operation_id = "model_metadata_version",
     tag = "v2",
     params(ModelVersionPath),
     responses(
@@ -164,7 +163,6 @@ async fn model_metadata(
 #[utoipa::path(
     get,
     path = "/v2/models/{name}/versions/{version}/ready",
-    operation_id = "model_ready_version",
     tag = "v2",
     params(ModelVersionPath),
     responses(
@@ -188,7 +186,6 @@ async fn model_ready(
 #[utoipa::path(
     post,
     path = "/v2/models/{name}/versions/{version}/infer",
-    operation_id = "infer_version",
     tag = "v2",
     params(ModelVersionPath),
     request_body(content = V2InferRequest, description = "JSON; or, with Inference-Header-Content-Length, that many bytes of JSON header followed by the binary input tensors (any content type)", example = super::openapi::v2_infer_example),
