@@ -66,9 +66,7 @@ pub fn inference_routes() -> Router<AppState> {
     get,
     path = "/v2",
     tag = "v2",
-    responses(
-        (status = 200, description = "Server name, version and protocol extensions", body = V2ServerMetadata),
-    )
+    responses((status = 200, description = "Server name, version and protocol extensions", body = V2ServerMetadata))
 )]
 async fn server_metadata() -> Json<Value> {
     Json(json!({
@@ -84,9 +82,7 @@ async fn server_metadata() -> Json<Value> {
     path = "/v2/health/live",
     operation_id = "v2_live",
     tag = "v2",
-    responses(
-        (status = 200, description = "The process answers", body = V2Live),
-    )
+    responses((status = 200, description = "The process answers", body = V2Live))
 )]
 async fn live() -> Json<Value> {
     Json(json!({"live": true}))
