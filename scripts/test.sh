@@ -35,7 +35,9 @@ step "cargo deny check licenses bans sources (deny.toml; offline)"
 scripts/cargo-deny.sh
 
 step "cargo test (CPU build)"
-$cargo test --all-targets
+# --no-fail-fast: a failing test binary does not hide the ones after it; cargo lists every
+# failed binary at the end and still exits non-zero.
+$cargo test --all-targets --no-fail-fast
 
 step "cargo test (cuda build: no GPU here, so the CPU fallback path)"
 $cargo test --features cuda --test execution_provider
