@@ -8,10 +8,10 @@ use axum::response::Response;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
+use super::answer::{answered_by, json_response, ModelRef};
 use super::error::ApiError;
 use super::openapi::{ExplainRequest, InferenceErrors, ModelVersionPath};
-use super::predict::{json_response, ModelRef};
-use super::select::{answered_by, RowsCall};
+use super::select::RowsCall;
 use super::AppState;
 use crate::explain::Explanation;
 use crate::serving::explanation::{self, ExplainContext};

@@ -1,11 +1,12 @@
 //! The HTTP API: the router, shared state, and one file per route family. Handlers are thin:
 //! they take the model selector ([`select`], which also names each route family's paths) and
-//! the body, call a pipeline of
-//! [`crate::serving`], and shape the response; [`ApiError`] maps every failure to a status and
-//! a stable code.
+//! the body, call a pipeline of [`crate::serving`], and shape the response with [`answer`]'s
+//! helpers (the same body encoding, headers and failure count on every inference route);
+//! [`ApiError`] maps every failure to a status and a stable code.
 //!
 //! May import `serving` and the layers below it; never `config`, `server` or `jobs`.
 
+mod answer;
 mod body;
 pub mod error;
 mod explain;
@@ -31,10 +32,10 @@ use axum::routing::{get, post};
 use axum::Router;
 use select::Family;
 
+/// How the gRPC adapter counts failed requests exactly as the HTTP routes do.
+pub use answer::counted_against;
 pub use error::ApiError;
 pub use guard::{Admission, ApiKey};
-/// How the gRPC adapter counts failed requests exactly as the HTTP routes do.
-pub use predict::counted_against;
 pub use select::ModelSelector;
 
 use crate::explain::ExplainLimits;

@@ -2,17 +2,16 @@
 //! [`pipeline::predict`], shape the answer.
 
 use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Serialize;
 
+use super::answer::{answered_by, counted_against, json_response, ModelRef};
 use super::error::ApiError;
 use super::openapi::{InferenceErrors, ModelVersionPath, PredictRequest, Prediction};
-use super::select::{answered_by, RowsCall};
+use super::select::RowsCall;
 use super::AppState;
-use crate::model::{LoadedModel, Predictions, TensorPredictions};
+use crate::model::{Predictions, TensorPredictions};
 use crate::serving::pipeline;
-use crate::telemetry::metrics;
 
 /// `POST /predict`, `/models/{name}/predict` and `/models/{name}/versions/{version}/predict`:
 /// one prediction per row from the version the path selects (the manifest's default model,
@@ -80,36 +79,6 @@ pub async fn predict(
     Ok(response)
 }
 
-/// Turns a pipeline failure into the API's error, counting it against `model` in
-/// `ferrum_inference_request_failures_total` under its code: every inference route (`/predict`,
-/// `/v2`, gRPC) counts the requests that got no predictions the same way.
-pub fn counted_against<E: Into<ApiError>>(model: &LoadedModel) -> impl FnOnce(E) -> ApiError + '_ {
-    move |error| {
-        let error = error.into();
-        metrics::record_inference_failure(&model.entry.name, &model.entry.version, error.code());
-        error
-    }
-}
-
-/// Which model answered: name, version and the sha256 of the exact file.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ModelRef<'a> {
-    pub name: &'a str,
-    pub version: &'a str,
-    pub sha256: &'a str,
-}
-
-impl<'a> ModelRef<'a> {
-    /// The reference for a loaded model.
-    pub fn of(model: &'a LoadedModel) -> ModelRef<'a> {
-        ModelRef {
-            name: &model.entry.name,
-            version: &model.entry.version,
-            sha256: &model.entry.onnx.sha256,
-        }
-    }
-}
-
 /// A `/predict` answer.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct PredictResponse<'a> {
@@ -129,14 +98,4 @@ pub struct PredictResponse<'a> {
 struct TensorPredictResponse<'a> {
     model: ModelRef<'a>,
     predictions: TensorPredictions<'a>,
-}
-
-/// Serializes straight to bytes (no `Value` tree) with a JSON content type.
-pub fn json_response<T: Serialize>(body: &T) -> Response {
-    match serde_json::to_vec(body) {
-        Ok(bytes) => ([(CONTENT_TYPE, "application/json")], bytes).into_response(),
-        Err(e) => {
-            ApiError::Inference(format!("cannot serialize the response: {e}")).into_response()
-        }
-    }
 }

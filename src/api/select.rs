@@ -13,8 +13,6 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
-use axum::http::HeaderValue;
-use axum::response::Response;
 use axum::routing::MethodRouter;
 use axum::Router;
 
@@ -23,10 +21,9 @@ use super::error::ApiError;
 use super::AppState;
 use crate::features::TraceContext;
 use crate::input::first_entity_id;
-use crate::model::{LoadedModel, LookupError};
+use crate::model::LookupError;
 use crate::serving::live::{Routed, Snapshot};
 use crate::serving::ServedModel;
-use crate::telemetry::timing::InferenceTiming;
 
 /// The request header that keeps one client on one version of a split model.
 pub const ROUTING_KEY_HEADER: &str = "x-ferrum-routing-key";
@@ -248,15 +245,4 @@ impl AppState {
             )
             .map_err(|e| self.lookup_failed(e))
     }
-}
-
-/// Stamps an inference answer: the version that answered (`x-ferrum-version`) and where its
-/// time went (`x-queue-time`, `x-inference-time`). Every inference route answers through this,
-/// so `/predict`, `/explain` and `/v2/.../infer` carry the same headers.
-pub fn answered_by(model: &LoadedModel, timing: &InferenceTiming, response: &mut Response) {
-    let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&model.entry.version) {
-        headers.insert(VERSION_HEADER, value);
-    }
-    timing.write_headers(headers);
 }

@@ -23,14 +23,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use super::answer::{answered_by, counted_against};
 use super::body::RawBody;
 use super::error::{ApiError, ErrorBody};
 use super::openapi::{
     InferenceErrors, ModelLookupErrors, ModelVersionPath, V2InferRequest, V2Live, V2ModelMetadata,
     V2ModelReady, V2Ready, V2ServerMetadata,
 };
-use super::predict::counted_against;
-use super::select::{answered_by, Family, ModelSelector};
+use super::select::{Family, ModelSelector};
 use super::AppState;
 use crate::input::{header_length, parse_infer, parse_typed_infer, InputSpec};
 use crate::serving::live::Routed;
