@@ -22,8 +22,9 @@
 //! - `serving::explanation::explain` (`/explain`): the same parse and lookup, then an
 //!   explanation slot and `explain` (SHAP over the model's background set) on a blocking thread.
 //!
-//! `api` then shapes the answer and maps any failure to one status and stable code
-//! (`ApiError`, which wraps the layers' errors). The model a route names is a
+//! `api` then shapes the answer (`api::answer`: the body, `x-ferrum-version` and the timing
+//! headers, the same on every inference route) and maps any failure to one status and stable
+//! code (`ApiError`, which wraps the layers' errors). The model a route names is a
 //! `serving::ServedModel`: the loaded model with its executor and explanation assets, put
 //! together once at load time. `telemetry` watches at the edges (a log line, metrics and a span
 //! per request); served rows go to `monitor` (drift against the training baseline) after the
