@@ -1,5 +1,7 @@
 //! `ferrum-serve --healthcheck[=URL]`: a probe for container runtimes that have no curl.
 //!
+//! An edge: reads [`crate::config`] only; only the binary's `main` calls it.
+//!
 //! A slim image carries only the binary, so Docker's `HEALTHCHECK` and docker-compose's
 //! `healthcheck` run the binary itself: it sends one `GET` over a plain [`TcpStream`] and exits 0
 //! when the answer's status is 2xx, 1 otherwise. Without a URL it asks this server's own

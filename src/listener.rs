@@ -1,6 +1,8 @@
 //! The accept loop: every TCP connection is served by hyper-util's automatic HTTP/1.1-or-h2c
 //! connection builder, with a timer, so hyper's own connection timeouts apply.
 //!
+//! An edge beside [`crate::server`], its only caller: imports nothing of ours.
+//!
 //! `axum::serve` builds hyper without a timer, which leaves the HTTP/1 header-read timeout off:
 //! a client trickling request headers could hold a connection for ever. Here:
 //!

@@ -4,6 +4,8 @@
 //! then let in-flight requests finish. With `--exit-on-error false` a version that cannot be
 //! served (found at discovery, refused by the remote sync, or failing its load) is reported
 //! unavailable instead of stopping the start.
+//!
+//! An edge: may import any module; only the binary's `main` calls it.
 
 use std::future::Future;
 use std::net::SocketAddr;
