@@ -10,7 +10,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 ORT_DIR := .ort
 export ORT_DYLIB_PATH ?= $(CURDIR)/$(ORT_DIR)/libonnxruntime.so
 
-.PHONY: demo deny help run test lint train retrain-clean ort venv fmt clippy image image-train stack-up stack-down k8s-image-tags bench bench-serving bench-explain bench-rollout openapi fuzz soak
+.PHONY: demo deny doc help run test lint train retrain-clean ort venv fmt clippy image image-train stack-up stack-down k8s-image-tags bench bench-serving bench-explain bench-rollout openapi fuzz soak
 
 # Container images (docs/containers.md): tagged with the commit they are built from. BuildKit is
 # required; Debian's docker client has it built in. CA_BUNDLE, when the file exists, is passed as
@@ -31,7 +31,7 @@ BENCH_PORT ?= 18480
 help:
 	@echo "make run    serve the bundled models on :8080 (PORT=... to change)"
 	@echo "make test   the whole test suite (what CI runs)"
-	@echo "make lint   cargo fmt --check and clippy -D warnings"
+	@echo "make lint   cargo fmt --check, clippy and doc -D warnings, cargo deny"
 	@echo "make train  retrain both models into models/ and manifest.json"
 	@echo "make image  build the image $(IMAGE):<short commit> (make image-train: the training image)"
 	@echo "make stack-up / stack-down   the local stack (docker-compose: api, feature-store, prometheus)"
@@ -51,7 +51,7 @@ run: ort
 test:
 	scripts/test.sh
 
-lint: fmt clippy deny
+lint: fmt clippy doc deny
 
 # Licences, duplicate versions and sources of every dependency (deny.toml), offline.
 deny:
@@ -63,6 +63,12 @@ fmt:
 clippy:
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy --all-targets --features cuda -- -D warnings
+
+# The crate's docs, private items included (target/doc/ferrum_serve/index.html); a broken
+# intra-doc link or malformed doc HTML fails.
+doc:
+	RUSTDOCFLAGS="-D warnings -A rustdoc::private_intra_doc_links" \
+	  $(CARGO) doc --no-deps --document-private-items --lib --bin ferrum-feature-store
 
 train:
 	venv=$$(scripts/python-env.sh requirements/train.lock) && "$$venv/bin/python" training/train.py

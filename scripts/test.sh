@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: what `make test` and CI run. Installs what it needs first, then
-# format and lint checks, the dependency policy (cargo deny: deny.toml), Rust unit and integration tests (CPU build and `cuda` build), and
+# format, lint and doc checks, the dependency policy (cargo deny: deny.toml), Rust unit and integration tests (CPU build and `cuda` build), and
 # the Python reference checks against the real server binary, then the container stage
 # (scripts/container-tests.sh: images built and run with a real Docker engine).
 set -euo pipefail
@@ -30,6 +30,12 @@ $cargo fmt --all -- --check
 step "cargo clippy -D warnings (CPU and cuda builds)"
 $cargo clippy --all-targets -- -D warnings
 $cargo clippy --all-targets --features cuda -- -D warnings
+
+step "cargo doc -D warnings (every intra-doc link resolves, every doc comment's HTML is well formed)"
+# Private items are documented (this is a service: its docs are for whoever works on it), so
+# links to them resolve and are not warned about.
+RUSTDOCFLAGS="-D warnings -A rustdoc::private_intra_doc_links" \
+  $cargo doc --no-deps --document-private-items --lib --bin ferrum-feature-store
 
 step "cargo deny check licenses bans sources (deny.toml; offline)"
 scripts/cargo-deny.sh

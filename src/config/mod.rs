@@ -330,7 +330,7 @@ fn even_permutations(s: &str) -> Result<usize, String> {
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct FeatureStoreArgs {
     /// Where entity ids are looked up: http://host:port (a Feast feature server, plain HTTP),
-    /// file://<dir or snapshot.csv> (read in-process), or none (entity lookups off). Unset:
+    /// `file://<dir or snapshot.csv>` (read in-process), or none (entity lookups off). Unset:
     /// each model's own snapshot.csv in the models directory, in-process.
     #[arg(long, env = "FEATURE_STORE_URI")]
     pub feature_store_uri: Option<String>,
