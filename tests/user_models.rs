@@ -593,7 +593,8 @@ async fn models_add_then_serve_with_the_manifest() {
     assert!(!ok);
     assert!(
         stdout.contains("FAILED xgboost 1: model 'xgboost' version '1': artifact ")
-            && stdout.contains("row 3: the model predicts {\"value\":"),
+            && stdout.contains("row 3: the model predicts {\"value\":")
+            && stdout.contains("the kind of CPU the log was recorded on"),
         "{stdout}"
     );
     assert!(stdout.contains("ok lightgbm 1"), "{stdout}");

@@ -87,7 +87,9 @@ pub fn check(model: &LoadedModel, models_dir: &Path) -> Result<usize, LoadError>
             .map_err(|e| fail(format!("row {i}: inference failed: {e}")))?;
         if !same(&got, &row["prediction"]) {
             return Err(fail(format!(
-                "row {i}: the model predicts {got}, the training log recorded {}",
+                "row {i}: the model predicts {got}, the training log recorded {} \
+                 (bits hold on the kind of CPU the log was recorded on: a log recorded on \
+                 another CPU may need recording again here, see docs/your-models.md)",
                 row["prediction"]
             )));
         }
