@@ -13,6 +13,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
+use axum::http::HeaderName;
 use axum::routing::MethodRouter;
 use axum::Router;
 
@@ -28,8 +29,9 @@ use crate::serving::ServedModel;
 /// The request header that keeps one client on one version of a split model.
 pub const ROUTING_KEY_HEADER: &str = "x-ferrum-routing-key";
 
-/// The response header naming the version that answered.
-pub const VERSION_HEADER: &str = "x-ferrum-version";
+/// The response header naming the version that answered (a `HeaderName`, so inserting it does
+/// not copy the name per request).
+pub const VERSION_HEADER: HeaderName = HeaderName::from_static("x-ferrum-version");
 
 /// A per-model route family: one handler behind up to three paths. The router, the OpenAPI
 /// document's forms and the served document's concrete routes all read this one list, so a

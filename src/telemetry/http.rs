@@ -5,14 +5,15 @@ use std::future::Future;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::HeaderValue;
+use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 use tracing::Instrument;
 
 use super::{metrics, otel};
 
-/// The header that carries a request's id in and out.
-pub const REQUEST_ID: &str = "x-request-id";
+/// The header that carries a request's id in and out (a `HeaderName`, so inserting it does not
+/// copy the name per request).
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Logs method, path, route, status, latency, request id and trace id for every request;
 /// counts it in the HTTP metrics by route template; runs it inside a span named after the
@@ -30,7 +31,7 @@ where
     let started = Instant::now();
     let request_id = req
         .headers()
-        .get(REQUEST_ID)
+        .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map(str::to_owned)

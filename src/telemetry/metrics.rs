@@ -12,7 +12,7 @@
 //!
 //! The full list with meanings and example queries is in `docs/observability.md`.
 
-use std::sync::{LazyLock, OnceLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use axum::http::Method;
@@ -491,8 +491,9 @@ pub fn record_inference_failure(model: &str, version: &str, reason: &'static str
 /// executor records every ONNX Runtime call it makes, so the lookup is not paid per call).
 #[derive(Clone)]
 pub struct InferenceCalls {
-    model: String,
-    version: String,
+    // Shared, not owned: the direct executor clones these per request.
+    model: Arc<str>,
+    version: Arc<str>,
     duration: Histogram,
     rows: Histogram,
     success: IntCounter,
@@ -504,8 +505,8 @@ impl InferenceCalls {
         let m = metrics();
         let labels = [model, version];
         InferenceCalls {
-            model: model.to_string(),
-            version: version.to_string(),
+            model: model.into(),
+            version: version.into(),
             duration: m.inference_duration.with_label_values(&labels),
             rows: m.inference_batch_rows.with_label_values(&labels),
             success: m.inference_success.with_label_values(&labels),
@@ -522,7 +523,7 @@ impl InferenceCalls {
             None => self.success.inc(),
             Some(reason) => metrics()
                 .inference_failures
-                .with_label_values(&[self.model.as_str(), self.version.as_str(), reason])
+                .with_label_values(&[&*self.model, &*self.version, reason])
                 .inc(),
         }
     }
