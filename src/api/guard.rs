@@ -100,13 +100,17 @@ impl Ticket<'_> {
     }
 }
 
-/// Sheds load past the queue bound, waits for a slot, and bounds the whole request (queue wait
-/// included) by the request timeout.
+/// The inference routes' guard: the API key check ([`authorize`]), then admission control:
+/// sheds load past the queue bound, waits for a slot, and bounds the whole request (queue wait
+/// included) by the request timeout. One middleware, not two stacked: every axum layer is a
+/// boxed service that is cloned, with everything beneath it, on every request.
 pub async fn admit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Err(refusal) = check_key(&state, &req) {
+        return refuse(req, &state, refusal).await;
+    }
     let ticket = state.admission.enter();
     if let Some(refusal) = ticket.refusal() {
-        discard_body(req, state.limits.max_body_bytes).await;
-        return refusal.into_response();
+        return refuse(req, &state, refusal).await;
     }
     ticket
         .run(next.run(req))
@@ -157,22 +161,31 @@ impl ApiKey {
     }
 }
 
-/// Requires `Authorization: Bearer <key>` when an API key is configured.
+/// Requires `Authorization: Bearer <key>` when an API key is configured (the repository
+/// routes; [`admit`] checks it for the inference routes).
 pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match check_key(&state, &req) {
+        Ok(()) => next.run(req).await,
+        Err(refusal) => refuse(req, &state, refusal).await,
+    }
+}
+
+/// The request's `Authorization` against the configured key, if there is one.
+fn check_key(state: &AppState, req: &Request) -> Result<(), ApiError> {
     let Some(key) = &state.api_key else {
-        return next.run(req).await;
+        return Ok(());
     };
     let authorization = req
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match key.check(authorization) {
-        Ok(()) => next.run(req).await,
-        Err(error) => {
-            discard_body(req, state.limits.max_body_bytes).await;
-            error.into_response()
-        }
-    }
+    key.check(authorization)
+}
+
+/// Answers a refused request, after reading its body (see [`discard_body`]).
+async fn refuse(req: Request, state: &AppState, refusal: ApiError) -> Response {
+    discard_body(req, state.limits.max_body_bytes).await;
+    refusal.into_response()
 }
 
 /// Reads and drops a refused request's body (within the body limit, briefly) before answering.

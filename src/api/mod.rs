@@ -215,8 +215,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .merge(Family::Explain.routes(post(explain::explain)))
         .merge(v2::inference_routes())
         .merge(extra)
-        .route_layer(from_fn_with_state(state.clone(), guard::admit))
-        .route_layer(from_fn_with_state(state.clone(), guard::authorize));
+        .route_layer(from_fn_with_state(state.clone(), guard::admit));
     // Changes what serves, so behind the API key; not behind admission control, whose
     // timeout is for inference, not for loading and warming up a model.
     let repository =
