@@ -34,17 +34,30 @@ async fn sigterm_finishes_50_in_flight_requests_then_exits_0() {
         &GRACE_MS.to_string(),
     ])
     .await;
-    let rows: Vec<Value> = training_log("diabetes")
-        .iter()
-        .take(2)
-        .map(|r| r["features"].clone())
-        .collect();
-    let body = json!({ "instances": rows });
+    // The 50 must still be running when the listener closes, DRAIN_MS after the signal. How
+    // long one explanation takes depends on the machine, so each request's rows are sized from
+    // a measured one: doubled until the 50 take at least three times that window (at most the
+    // server's 32 rows per explanation).
+    let log = training_log("diabetes");
+    let window = Duration::from_millis(DRAIN_MS + 300);
+    let mut rows = 2;
+    let (body, expected, one) = loop {
+        let instances: Vec<Value> = log
+            .iter()
+            .take(rows)
+            .map(|r| r["features"].clone())
+            .collect();
+        let body = json!({ "instances": instances });
+        let started = Instant::now();
+        let (status, expected) = server.post("/models/diabetes/explain", &body).await;
+        assert_eq!(status, 200, "{expected}");
+        let one = started.elapsed();
+        if one * IN_FLIGHT as u32 >= window * 3 || rows >= 32 {
+            break (body, expected, one);
+        }
+        rows = (rows * 2).min(32);
+    };
     let url = server.url("/models/diabetes/explain");
-    let started = Instant::now();
-    let (status, expected) = server.post("/models/diabetes/explain", &body).await;
-    assert_eq!(status, 200, "{expected}");
-    let one = started.elapsed();
 
     let done = Arc::new(AtomicUsize::new(0));
     let requests: Vec<_> = (0..IN_FLIGHT)
