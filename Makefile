@@ -65,7 +65,8 @@ clippy:
 	$(CARGO) clippy --all-targets --features cuda -- -D warnings
 
 # The crate's docs, private items included (target/doc/ferrum_serve/index.html); a broken
-# intra-doc link or malformed doc HTML fails.
+# intra-doc link or malformed doc HTML fails. Private items are documented (this is a service:
+# its docs are for whoever works on it), so links to them resolve and are not warned about.
 doc:
 	RUSTDOCFLAGS="-D warnings -A rustdoc::private_intra_doc_links" \
 	  $(CARGO) doc --no-deps --document-private-items --lib --bin ferrum-feature-store

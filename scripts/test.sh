@@ -32,10 +32,7 @@ $cargo clippy --all-targets -- -D warnings
 $cargo clippy --all-targets --features cuda -- -D warnings
 
 step "cargo doc -D warnings (every intra-doc link resolves, every doc comment's HTML is well formed)"
-# Private items are documented (this is a service: its docs are for whoever works on it), so
-# links to them resolve and are not warned about.
-RUSTDOCFLAGS="-D warnings -A rustdoc::private_intra_doc_links" \
-  $cargo doc --no-deps --document-private-items --lib --bin ferrum-feature-store
+make --no-print-directory doc CARGO="$cargo"
 
 step "cargo deny check licenses bans sources (deny.toml; offline)"
 scripts/cargo-deny.sh

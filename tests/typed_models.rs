@@ -919,30 +919,21 @@ async fn tensors_models_are_batched_and_each_request_gets_its_own_bits() {
         "2000",
     ])
     .await;
-    let models = ["cnn", "column-transformer", "fixed-batch", "logreg-zipmap"];
-    let executor_line_in = |log: &str, model: &str| {
-        log.lines()
-            .find(|l| {
-                l.contains("inference executor attached")
-                    && l.contains(&format!("\"model\":\"{model}\""))
-            })
-            .map(str::to_owned)
-    };
-    let log = server
-        .log_text_once(|log| models.iter().all(|m| executor_line_in(log, m).is_some()))
+    let [cnn, column_transformer, fixed_batch, logreg_zipmap] = server
+        .executor_lines(["cnn", "column-transformer", "fixed-batch", "logreg-zipmap"])
         .await;
-    let executor_line = |model: &str| {
-        executor_line_in(&log, model)
-            .unwrap_or_else(|| panic!("no executor line for {model}: {log}"))
-    };
-    assert!(executor_line("cnn").contains("\"mode\":\"Batched\""));
-    assert!(executor_line("fixed-batch").contains("\"mode\":\"Direct\""));
+    assert!(cnn.contains("\"mode\":\"Batched\""), "{cnn}");
+    assert!(fixed_batch.contains("\"mode\":\"Direct\""), "{fixed_batch}");
     // A model whose answers change when merged is not batched, even under --batching on:
     // skl2onnx's LogisticRegression (alone, or after a ColumnTransformer) on an AVX-512 CPU
     // gives a row alone probabilities 1-2 ulp away from the same row in a batch. On a CPU where
     // merging changes nothing, it is batched.
-    let merged = ["cnn", "column-transformer", "logreg-zipmap"].map(|name| {
-        let line = executor_line(name);
+    let merged = [
+        ("cnn", cnn),
+        ("column-transformer", column_transformer),
+        ("logreg-zipmap", logreg_zipmap),
+    ]
+    .map(|(name, line)| {
         let batched = line.contains("\"mode\":\"Batched\"");
         assert!(
             batched

@@ -218,6 +218,24 @@ impl Server {
         }
     }
 
+    /// Each of `models`' `inference executor attached` log line (the mode it runs in and why),
+    /// once all are logged. Panics naming the model whose line never came.
+    pub async fn executor_lines<const N: usize>(&self, models: [&str; N]) -> [String; N] {
+        let line_of = |log: &str, model: &str| {
+            log.lines()
+                .find(|l| {
+                    l.contains("inference executor attached")
+                        && l.contains(&format!("\"model\":\"{model}\""))
+                })
+                .map(str::to_owned)
+        };
+        let log = self
+            .log_text_once(|log| models.iter().all(|m| line_of(log, m).is_some()))
+            .await;
+        models
+            .map(|m| line_of(&log, m).unwrap_or_else(|| panic!("no executor line for {m}: {log}")))
+    }
+
     /// Sends a signal to the process (SIGTERM = 15).
     pub fn signal(&self, signal: i32) {
         let status = Command::new("kill")
